@@ -1,0 +1,141 @@
+"""The ``transferkit`` command line: parse, call the library, report.
+
+Every :class:`~transferkit.errors.TransferkitError` becomes one line on stderr
+and exit code 2 — no traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from transferkit.errors import TransferkitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Transfer learning for computer vision: the best model for the least data and compute.")
+console = Console()
+
+
+@app.command()
+def finetune(
+    data: str = typer.Option(..., help="builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label)"),
+    model: str = typer.Option("efficientnet_lite0", help="any timm model name (see `transferkit models`)"),
+    weights: str = typer.Option("packaged", help="packaged (offline), imagenet (hub), none (scratch) or a file"),
+    strategy: str = typer.Option("auto", help="auto, linear-probe, freeze or full"),
+    epochs: Optional[int] = typer.Option(None, help="default: the strategy's (linear-probe 30, freeze 10, full 8)"),
+    batch_size: int = typer.Option(64),
+    lr: Optional[float] = typer.Option(None, help="head learning rate (default 1e-3)"),
+    backbone_lr_mult: float = typer.Option(0.1, help="full: backbone LR = head LR x this"),
+    weight_decay: float = typer.Option(0.05),
+    optimizer: str = typer.Option("adamw", help="adamw or sgd"),
+    warmup_epochs: float = typer.Option(1.0, help="linear warmup, then cosine decay"),
+    label_smoothing: float = typer.Option(0.1),
+    image_size: Optional[int] = typer.Option(None, help="default: the strategy's (linear-probe 160, freeze 96, full 64)"),
+    hflip: float = typer.Option(0.0, help="horizontal flip probability in training augmentation"),
+    val_split: float = typer.Option(0.15),
+    test_split: float = typer.Option(0.2, help="ignored when the data has its own test split"),
+    per_class: Optional[int] = typer.Option(None, help="few-shot: N training images per class"),
+    seed: int = typer.Option(0),
+    skip_bad_images: bool = typer.Option(False, help="skip unreadable images instead of stopping"),
+    workers: int = typer.Option(0, help="data-loader worker processes"),
+    accelerator: str = typer.Option("auto", help="Lightning accelerator: auto, cpu, gpu, ..."),
+    devices: str = typer.Option("auto", help="Lightning devices"),
+    num_nodes: int = typer.Option(1, help="Lightning num_nodes"),
+    dist: str = typer.Option("auto", help="Lightning strategy: auto, ddp, fsdp, ..."),
+    precision: str = typer.Option("32-true", help="Lightning precision: 32-true, bf16-mixed, 16-mixed, ..."),
+    out: Optional[Path] = typer.Option(None, help="run directory (default runs/<model>-<strategy>-<time>)"),
+    config: Optional[Path] = typer.Option(None, help="YAML config file; command-line options given override it"),
+    overwrite: bool = typer.Option(False, help="replace an existing run directory"),
+    resume: bool = typer.Option(False, help="continue the interrupted run in --out (its config.yaml is used)"),
+    progress: bool = typer.Option(True, help="rich progress bars"),
+) -> None:
+    """Fine-tune a pretrained backbone on labelled images and write a run directory."""
+    from transferkit.config import FinetuneConfig
+    from transferkit.engine.finetune import finetune as run_finetune
+
+    values = {k: v for k, v in locals().items() if k in FinetuneConfig.model_fields}
+    values["out"] = str(out) if out else None
+    if config:
+        ctx = click_context()
+        given = {k: v for k, v in values.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
+        cfg = FinetuneConfig.load(config, **given)
+    else:
+        cfg = FinetuneConfig.build(**values)
+    if resume and not out:
+        raise TransferkitError("--resume needs --out RUN_DIR (the run to continue)")
+    metrics = run_finetune(cfg, overwrite=overwrite, resume=resume, progress=progress)
+    if metrics:
+        console.print(f"[bold]{metrics['strategy']}[/] on {metrics['model']}: test accuracy "
+                      f"{metrics['test_accuracy']:.4f}, val accuracy {metrics['val_accuracy'] or 0:.4f}, "
+                      f"{metrics['train_seconds']:.0f} s training -> {cfg.out or 'runs/'}")
+
+
+def click_context():
+    import click
+    return click.get_current_context()
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="a finished run directory"),
+    paths: list[Path] = typer.Argument(..., help="image files or folders"),
+    topk: int = typer.Option(3, "--topk", "-k"),
+    format: str = typer.Option("table", "--format", help="table, json or csv"),
+    skip_bad_images: bool = typer.Option(False),
+) -> None:
+    """Print the top-k classes with probabilities for each image."""
+    from transferkit.predict import predict as run_predict
+
+    if format not in ("table", "json", "csv"):
+        raise TransferkitError(f"unknown --format '{format}'; choose table, json or csv")
+    results = run_predict(run_dir, paths, topk=topk, skip_bad_images=skip_bad_images)
+    if format == "json":
+        print(json.dumps(results, indent=2))
+    elif format == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["path", "rank", "class", "prob"])
+        for r in results:
+            for rank, t in enumerate(r["top"], 1):
+                w.writerow([r["path"], rank, t["class"], t["prob"]])
+        print(buf.getvalue(), end="")
+    else:
+        table = Table("image", *(f"top-{i + 1}" for i in range(len(results[0]["top"]) if results else 0)))
+        for r in results:
+            table.add_row(r["path"], *(f"{t['class']} ({t['prob']:.3f})" for t in r["top"]))
+        console.print(table)
+
+
+@app.command()
+def models(pattern: Optional[str] = typer.Argument(None, help="timm wildcard, e.g. 'resnet*'")) -> None:
+    """List backbones and which weights work offline here."""
+    from transferkit.backbones import list_backbones
+
+    rows = list_backbones(pattern)
+    table = Table("model", "params (M)", "offline weights", "pretrained tags")
+    for r in rows:
+        params = r.get("params")
+        table.add_row(r["name"], f"{params:.1f}" if params else "-", r.get("offline") or "-",
+                      ", ".join(r.get("tags") or [])[:60])
+    console.print(table)
+
+
+def main() -> None:
+    """Entry point: run the app; known errors -> one line on stderr, exit 2."""
+    try:
+        app(standalone_mode=True)
+    except TransferkitError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

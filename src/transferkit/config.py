@@ -1,0 +1,74 @@
+"""Typed run configuration (pydantic), saved as ``config.yaml`` in each run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from transferkit.errors import ConfigError
+from transferkit.strategies import STRATEGIES
+
+
+class FinetuneConfig(BaseModel):
+    """Everything that defines a ``transferkit finetune`` run."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    data: str
+    model: str = "efficientnet_lite0"
+    weights: str = "packaged"
+    strategy: str = "auto"
+    epochs: int | None = Field(None, ge=1, description="None: the strategy's default")
+    batch_size: int = Field(64, ge=1)
+    lr: float | None = Field(None, gt=0, description="head LR; None: the strategy's default")
+    backbone_lr_mult: float = Field(0.1, ge=0)
+    weight_decay: float = Field(0.05, ge=0)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = 0.9
+    warmup_epochs: float = Field(1.0, ge=0)
+    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    image_size: int | None = Field(None, ge=16, description="None: the strategy's default")
+    hflip: float = Field(0.0, ge=0, le=1)
+    val_split: float = Field(0.15, ge=0, lt=1)
+    test_split: float = Field(0.2, ge=0, lt=1)
+    per_class: int | None = Field(None, ge=1)
+    seed: int = 0
+    skip_bad_images: bool = False
+    workers: int = Field(0, ge=0)
+    accelerator: str = "auto"
+    devices: str = "auto"
+    num_nodes: int = Field(1, ge=1)
+    dist: str = "auto"
+    precision: str = "32-true"
+    out: str | None = None
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        if v not in STRATEGIES:
+            raise ValueError(f"unknown strategy '{v}'; choose one of: {', '.join(STRATEGIES)}")
+        return v
+
+    def save(self, path: Path) -> None:
+        path.write_text(yaml.safe_dump(self.model_dump(), sort_keys=False))
+
+    @classmethod
+    def load(cls, path: Path, **overrides) -> "FinetuneConfig":
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"cannot read config {path}: {e}") from None
+        return cls.build(**{**raw, **overrides})
+
+    @classmethod
+    def build(cls, **values) -> "FinetuneConfig":
+        """Validate ``values``; an invalid option becomes one ConfigError line."""
+        try:
+            return cls(**values)
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "config"
+            raise ConfigError(f"invalid option {where}: {err['msg']}") from None

@@ -1,0 +1,1 @@
+"""The training engine: Lightning module, callbacks, run directory, ``finetune``."""

@@ -1,0 +1,148 @@
+"""``finetune``: the main job, end to end.
+
+data source -> seeded splits -> pretrained backbone with a new head -> strategy
+plan -> Lightning training (cached features when the backbone is frozen and
+nothing is augmented) -> evaluation -> run directory (weights, metrics, report).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+from torch.utils.data import DataLoader, TensorDataset
+
+from transferkit.backbones import describe_model, load_backbone
+from transferkit.config import FinetuneConfig
+from transferkit.data import TransformedSubset, build_transform, data_config_for, load_source, make_splits
+from transferkit.engine.callbacks import AtomicCheckpoint
+from transferkit.engine.module import OptimSettings, TransferModule
+from transferkit.engine.rundir import RunDir, save_weights, write_json
+from transferkit.evaluation import evaluate, extract_features
+from transferkit.report import plot_confusion, plot_learning_curve, write_report
+from transferkit.strategies import make_plan, resolve_auto
+from transferkit.surgery.heads import count_parameters
+
+#: Per-strategy defaults, chosen by measurement (benchmarks/RESULTS.md).
+#: A frozen backbone is run once, so it can afford a larger input; a trained one
+#: pays for every pixel on every epoch (64 px trains ~15x faster than 224 px).
+DEFAULTS = {
+    "linear-probe": {"image_size": 160, "epochs": 30, "lr": 1e-3},
+    "freeze": {"image_size": 96, "epochs": 10, "lr": 1e-3},
+    "full": {"image_size": 64, "epochs": 8, "lr": 1e-3},
+}
+
+
+def default_out(cfg: FinetuneConfig) -> Path:
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    return Path("runs") / f"{cfg.model}-{cfg.strategy}-{stamp}"
+
+
+def _loader(dataset, cfg: FinetuneConfig, shuffle: bool) -> DataLoader:
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=cfg.workers,
+                      persistent_workers=cfg.workers > 0)
+
+
+def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = False,
+             progress: bool = True) -> dict:
+    """Run (or resume) a fine-tuning run; returns its ``metrics.json`` content."""
+    out = Path(cfg.out) if cfg.out else default_out(cfg)
+    run = RunDir.check(out, overwrite=overwrite, resume=resume)
+    cfg = FinetuneConfig.load(run.config) if resume else cfg.model_copy(update={"out": str(out)})
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    source = load_source(cfg.data, skip_bad_images=cfg.skip_bad_images)
+    classes = source.classes
+    splits = make_splits(source.train.targets, val_split=cfg.val_split, test_split=cfg.test_split,
+                         seed=cfg.seed, has_test=source.test is not None, per_class=cfg.per_class)
+    test_set = source.test if source.test is not None else source.train
+    subsets = {"train": (source.train, splits.train), "val": (source.train, splits.val),
+               "test": (test_set, splits.test if source.test is None else range(len(test_set)))}
+
+    per_class = len(splits.train) / len(classes)
+    strategy, reason = cfg.strategy, f"chosen by the user (--strategy {cfg.strategy})"
+    if strategy == "auto":
+        strategy = resolve_auto(per_class)
+        reason = (f"auto: {per_class:.0f} training images per class -> {strategy} "
+                  "(linear-probe below 50 per class, full fine-tuning above)")
+    d = DEFAULTS[strategy]
+    image_size = cfg.image_size or d["image_size"]
+    epochs = cfg.epochs or d["epochs"]
+    optim = OptimSettings(lr=cfg.lr or d["lr"], weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
+                          momentum=cfg.momentum, warmup_epochs=cfg.warmup_epochs,
+                          label_smoothing=cfg.label_smoothing)
+
+    model = load_backbone(cfg.model, cfg.weights, num_classes=len(classes), image_size=image_size)
+    data_cfg = data_config_for(model, image_size)
+    if not resume:  # inputs are valid: only now touch the run directory
+        run.create(overwrite)
+        cfg.save(run.config)
+    plan = make_plan(strategy, model, cfg.backbone_lr_mult)
+    eval_tf = build_transform(data_cfg, image_size, train=False)
+    train_tf = build_transform(data_cfg, image_size, train=True, hflip=cfg.hflip)
+
+    def images(split: str, train: bool = False) -> TransformedSubset:
+        base, idx = subsets[split]
+        return TransformedSubset(base, idx, train_tf if train else eval_tf)
+
+    if plan.cached_features:
+        cached = {s: extract_features(model, _loader(images(s), cfg, False), f"features ({s})", progress)
+                  for s in ("train", "val", "test")}
+        net = model.get_classifier()
+        loaders = {s: _loader(TensorDataset(*cached[s]), cfg, s == "train") for s in cached}
+    else:
+        net = model
+        loaders = {"train": _loader(images("train", train=True), cfg, True),
+                   "val": _loader(images("val"), cfg, False), "test": _loader(images("test"), cfg, False)}
+
+    module = TransferModule(net, len(classes), plan, optim)
+    ckpt = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
+    callbacks = [AtomicCheckpoint(run.checkpoints)] + ([RichProgressBar(leave=True)] if progress else [])
+    trainer = L.Trainer(
+        max_epochs=epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
+        strategy=cfg.dist, precision=cfg.precision, callbacks=callbacks,
+        logger=CSVLogger(run.logs, name="", version=run.next_attempt()),
+        enable_progress_bar=progress, enable_model_summary=False, enable_checkpointing=False,
+        log_every_n_steps=1, num_sanity_val_steps=0, deterministic=False,
+    )
+    start = time.perf_counter()
+    trainer.fit(module, loaders["train"], loaders["val"] if len(splits.val) else None,
+                ckpt_path=str(ckpt) if ckpt else None)
+    train_seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return {}
+
+    net.cpu()
+    test = evaluate(net, loaders["test"], len(classes)) if len(loaders["test"].dataset) else None
+    val = evaluate(net, loaders["val"], len(classes)) if len(splits.val) else None
+    save_weights(run.weights, model)
+    write_json(run.model_json, {**describe_model(model), "classes": classes, "data_config": data_cfg,
+                                "strategy": strategy, "transferkit_format": 1})
+    metrics = {
+        "model": cfg.model, "weights": cfg.weights, "strategy": strategy, "strategy_reason": reason,
+        "data": cfg.data, "image_size": image_size, "epochs": epochs,
+        "test_accuracy": test["accuracy"] if test else None,
+        "test_macro_f1": test["macro_f1"] if test else None,
+        "val_accuracy": val["accuracy"] if val else None,
+        "train_seconds": round(train_seconds, 2), "resumed": ckpt is not None,
+        "trainable_params": count_parameters(model, trainable_only=True),
+        "total_params": count_parameters(model),
+        "train_images": len(splits.train), "val_images": len(splits.val),
+        "test_images": len(loaders["test"].dataset), "skipped_images": len(source.skipped),
+        "classes": classes, "seed": cfg.seed, "optim": asdict(optim),
+        "test_confusion": test["confusion"] if test else None,
+    }
+    write_json(run.metrics_json, metrics)
+    rows = run.merge_logs()
+    plots = {"Learning curve": plot_learning_curve(rows, run.path / "learning_curve.png").name}
+    if test:
+        plots["Confusion matrix (test)"] = plot_confusion(test["confusion"], classes,
+                                                          run.path / "confusion_matrix.png").name
+    write_report(run.report, cfg.model_dump(), metrics, plots)
+    return metrics

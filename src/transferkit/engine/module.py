@@ -1,0 +1,91 @@
+"""The LightningModule that trains any network under a strategy :class:`Plan`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import lightning as L
+import torch
+from torch import nn
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+
+from transferkit.errors import TrainingError
+from transferkit.optim import build_optimizer, param_groups, warmup_cosine_scheduler
+from transferkit.strategies import Plan
+from transferkit.surgery.freezing import reapply_frozen
+
+
+@dataclass
+class OptimSettings:
+    """Optimizer and schedule settings (learning rate is the head's)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+
+
+class TransferModule(L.LightningModule):
+    """Trains ``net`` (a whole timm model, or just its head on cached features).
+
+    * the optimizer is built once over every group of the plan, frozen or not;
+    * after every ``train()`` the plan's frozen modules go back to eval mode
+      (frozen BatchNorm, see :mod:`transferkit.surgery.freezing`);
+    * a non-finite loss stops training with :class:`TrainingError` — the last
+      epoch checkpoint on disk is the last good state.
+    """
+
+    def __init__(self, net: nn.Module, num_classes: int, plan: Plan, optim: OptimSettings):
+        super().__init__()
+        self.net = net
+        self.plan = plan
+        self.optim = optim
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_f1 = MulticlassF1Score(num_classes, average="macro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def train(self, mode: bool = True) -> "TransferModule":
+        super().train(mode)
+        if mode:
+            reapply_frozen(self.plan.frozen_modules)
+        return self
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        loss = self.loss_fn(logits, y)
+        if not torch.isfinite(loss):
+            raise TrainingError(
+                f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
+                "training stopped and the last good checkpoint is kept — lower --lr or check the data")
+        self.train_acc(logits, y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self(x)
+        self.val_acc(logits, y)
+        self.val_f1(logits, y)
+        self.log("val_loss", self.loss_fn(logits, y), on_epoch=True, prog_bar=True)
+        self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True)
+        self.log("val_f1", self.val_f1, on_epoch=True)
+
+    def on_train_epoch_start(self) -> None:
+        self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"], on_step=False, on_epoch=True)
+
+    def configure_optimizers(self):
+        o = self.optim
+        optimizer = build_optimizer(param_groups(self.plan.groups, o.lr, o.weight_decay),
+                                    o.optimizer, o.lr, o.momentum)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        per_epoch = total / max(1, self.trainer.max_epochs)
+        scheduler = warmup_cosine_scheduler(optimizer, total, int(round(o.warmup_epochs * per_epoch)))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

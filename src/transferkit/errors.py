@@ -1,0 +1,33 @@
+"""Errors raised by transferkit.
+
+Every error carries one actionable line: what is wrong and what to do about it.
+The CLI prints that line on stderr and exits with code 2, without a traceback.
+"""
+
+
+class TransferkitError(Exception):
+    """Base class of every error transferkit raises on purpose."""
+
+
+class DataError(TransferkitError):
+    """The data source is missing, empty, corrupt or malformed."""
+
+
+class ModelError(TransferkitError):
+    """Unknown model name or a model that cannot be built."""
+
+
+class WeightsError(ModelError):
+    """Weights that cannot be found or do not fit the model."""
+
+
+class RunDirError(TransferkitError):
+    """A run directory that is missing, already exists, or is incomplete."""
+
+
+class TrainingError(TransferkitError):
+    """Training stopped: non-finite loss, or an invalid configuration."""
+
+
+class ConfigError(TransferkitError):
+    """An invalid option or combination of options."""

@@ -1,0 +1,33 @@
+"""Classification metrics (torchmetrics) over a data loader."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
+
+
+@torch.inference_mode()
+def predict_logits(net: nn.Module, loader: DataLoader, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits (N, C), labels (N,))`` of ``net`` in eval mode over ``loader``."""
+    was_training = net.training
+    net.eval().to(device)
+    logits, labels = [], []
+    for x, y in loader:
+        logits.append(net(x.to(device)).float().cpu())
+        labels.append(torch.as_tensor(y))
+    net.train(was_training)
+    return torch.cat(logits), torch.cat(labels).long()
+
+
+def evaluate(net: nn.Module, loader: DataLoader, num_classes: int) -> dict:
+    """Accuracy, macro-F1, cross-entropy and the confusion matrix (rows = true class)."""
+    logits, labels = predict_logits(net, loader)
+    return {
+        "accuracy": MulticlassAccuracy(num_classes, average="micro")(logits, labels).item(),
+        "macro_f1": MulticlassF1Score(num_classes, average="macro")(logits, labels).item(),
+        "loss": nn.functional.cross_entropy(logits, labels).item(),
+        "confusion": MulticlassConfusionMatrix(num_classes)(logits, labels).tolist(),
+        "n": len(labels),
+    }

@@ -1,0 +1,29 @@
+"""``report.md``: what was run, what it scored, and the plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from transferkit.engine.rundir import atomic_write
+
+SHOWN = ("model", "weights", "strategy", "image_size", "epochs", "test_accuracy", "test_macro_f1",
+         "val_accuracy", "train_seconds", "trainable_params", "total_params", "train_images",
+         "val_images", "test_images", "seed")
+
+
+def write_report(path: Path, config: dict, metrics: dict, plots: dict[str, str]) -> Path:
+    """Markdown report with the metrics table, plots (relative paths) and config."""
+    lines = [f"# transferkit run: {metrics.get('model')} / {metrics.get('strategy')}", "",
+             "## Metrics", "", "| metric | value |", "|---|---|"]
+    for key in SHOWN:
+        if key in metrics:
+            v = metrics[key]
+            lines.append(f"| {key} | {v:.4f} |" if isinstance(v, float) else f"| {key} | {v} |")
+    if metrics.get("strategy_reason"):
+        lines += ["", f"Strategy: {metrics['strategy_reason']}"]
+    for title, file in plots.items():
+        lines += ["", f"## {title}", "", f"![{title}]({file})"]
+    lines += ["", "## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
+    return atomic_write(path, lambda p: p.write_text("\n".join(lines)))

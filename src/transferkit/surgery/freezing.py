@@ -1,0 +1,48 @@
+"""Freezing parts of a model, and the frozen-BatchNorm policy (Q1, Q7, Q17).
+
+Frozen BatchNorm means both: the BN module runs in eval mode (it normalises with
+its stored running statistics and never updates them) *and* its affine weight and
+bias do not train. ``model.train()`` silently switches BN back to training mode,
+so the eval mode must be re-applied after every ``train()`` call — the engine does
+that through :func:`reapply_frozen`. ``track_running_stats=False`` is never used:
+it would throw away the pretrained statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from torch import nn
+
+BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
+def set_trainable(module: nn.Module, trainable: bool) -> nn.Module:
+    """Set ``requires_grad`` on every parameter of ``module``."""
+    for p in module.parameters():
+        p.requires_grad_(trainable)
+    return module
+
+
+def batchnorm_modules(module: nn.Module) -> list[nn.Module]:
+    """All BatchNorm layers inside ``module`` (timm's BatchNormAct2d included)."""
+    return [m for m in module.modules() if isinstance(m, BN_TYPES)]
+
+
+def freeze_batchnorm(module: nn.Module) -> list[nn.Module]:
+    """Freeze every BN layer in ``module`` (eval mode, affine params frozen).
+
+    Returns the frozen layers; pass them to :func:`reapply_frozen` after each
+    ``model.train()``.
+    """
+    layers = batchnorm_modules(module)
+    for m in layers:
+        set_trainable(m, False)
+        m.eval()
+    return layers
+
+
+def reapply_frozen(modules: Iterable[nn.Module]) -> None:
+    """Put frozen modules back in eval mode (call after ``model.train()``)."""
+    for m in modules:
+        m.eval()
