@@ -1,0 +1,19 @@
+"""Datasets, transforms and splits."""
+
+from transferkit.data.sources import IMAGE_EXTENSIONS, ImageSet, Source, check_images, load_source
+from transferkit.data.splits import Splits, few_shot_indices, make_splits
+from transferkit.data.transforms import TransformedSubset, build_transform, data_config_for
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageSet",
+    "Source",
+    "Splits",
+    "TransformedSubset",
+    "build_transform",
+    "check_images",
+    "data_config_for",
+    "few_shot_indices",
+    "load_source",
+    "make_splits",
+]

@@ -1,0 +1,84 @@
+"""Train/eval transforms resolved from the model's pretrained config (timm).
+
+Mean, std and interpolation come from the model (``data_config_for`` or any
+``timm.data.resolve_data_config`` dict); the output size is ``image_size``.
+
+Choices, made for small, centred inputs (digits, Fashion-MNIST, crops):
+
+* eval: resize the whole image to ``image_size`` x ``image_size`` (timm
+  ``crop_pct=1.0``, ``crop_mode='squash'``); no centre crop, which would cut
+  off content at the borders.
+* train: light augmentation only -- RandomResizedCrop with scale (0.7, 1.0)
+  and ratio (3/4, 4/3); horizontal flip off by default (digits and text are
+  not flip-invariant; pass ``hflip=0.5`` for natural images); no colour
+  jitter, AutoAugment or random erasing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import timm.data
+import torch
+import torch.utils.data
+from PIL import Image
+
+from transferkit.data.sources import ImageSet
+
+TRAIN_SCALE = (0.7, 1.0)
+TRAIN_RATIO = (3 / 4, 4 / 3)
+
+
+def data_config_for(model: torch.nn.Module, image_size: int) -> dict[str, Any]:
+    """The model's timm data config (mean, std, interpolation) at input size
+    (3, image_size, image_size) with ``crop_pct=1.0``."""
+    return timm.data.resolve_data_config(
+        {"input_size": (3, image_size, image_size), "crop_pct": 1.0}, model=model
+    )
+
+
+def build_transform(
+    data_cfg: dict[str, Any], image_size: int, train: bool, hflip: float = 0.0
+) -> Callable[[Image.Image], torch.Tensor]:
+    """A timm transform mapping an RGB PIL image to a normalised float tensor
+    of shape (3, image_size, image_size); see the module docstring."""
+    common = dict(
+        input_size=(3, image_size, image_size),
+        interpolation=data_cfg.get("interpolation", "bicubic"),
+        mean=tuple(data_cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN)),
+        std=tuple(data_cfg.get("std", timm.data.IMAGENET_DEFAULT_STD)),
+    )
+    if train:
+        return timm.data.create_transform(
+            **common, is_training=True, scale=TRAIN_SCALE, ratio=TRAIN_RATIO,
+            hflip=hflip, vflip=0.0, color_jitter=None, auto_augment=None, re_prob=0.0,
+        )
+    return timm.data.create_transform(**common, is_training=False, crop_pct=1.0, crop_mode="squash")
+
+
+class TransformedSubset(torch.utils.data.Dataset):
+    """``images[indices[i]]`` through ``transform``: ``(tensor, class index)``."""
+
+    def __init__(
+        self,
+        images: ImageSet,
+        indices: Sequence[int] | np.ndarray,
+        transform: Callable[[Image.Image], torch.Tensor],
+    ) -> None:
+        self.images = images
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.transform = transform
+
+    @property
+    def targets(self) -> np.ndarray:
+        """Class index of each item."""
+        return self.images.targets[self.indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image, target = self.images[int(self.indices[i])]
+        return self.transform(image), target
