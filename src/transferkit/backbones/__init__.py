@@ -1,0 +1,21 @@
+"""Load a pretrained timm model from any source: timm's hub, a PyPI package, a local file."""
+
+from transferkit.backbones.load import (
+    build_from_description,
+    describe_model,
+    list_backbones,
+    load_backbone,
+    read_state_dict,
+)
+from transferkit.backbones.packaged import PACKAGED, packaged_available, packaged_state_dict
+
+__all__ = [
+    "PACKAGED",
+    "build_from_description",
+    "describe_model",
+    "list_backbones",
+    "load_backbone",
+    "packaged_available",
+    "packaged_state_dict",
+    "read_state_dict",
+]
