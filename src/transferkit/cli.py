@@ -26,7 +26,7 @@ console = Console()
 
 @app.command()
 def finetune(
-    data: str = typer.Option(..., help="builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label)"),
+    data: Optional[str] = typer.Option(None, help="builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label)"),
     model: str = typer.Option("efficientnet_lite0", help="any timm model name (see `transferkit models`)"),
     weights: str = typer.Option("packaged", help="packaged (offline), imagenet (hub), none (scratch) or a file"),
     strategy: str = typer.Option("auto", help="auto, linear-probe, freeze or full"),
@@ -63,14 +63,18 @@ def finetune(
 
     values = {k: v for k, v in locals().items() if k in FinetuneConfig.model_fields}
     values["out"] = str(out) if out else None
+    if resume:
+        if not out:
+            raise TransferkitError("--resume needs --out RUN_DIR (the run to continue)")
+        values["data"] = values["data"] or "(from config.yaml)"
+    elif not data and not config:
+        raise TransferkitError("--data is required, e.g. --data builtin:digits or --data path/to/images")
     if config:
         ctx = click_context()
         given = {k: v for k, v in values.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
         cfg = FinetuneConfig.load(config, **given)
     else:
         cfg = FinetuneConfig.build(**values)
-    if resume and not out:
-        raise TransferkitError("--resume needs --out RUN_DIR (the run to continue)")
     metrics = run_finetune(cfg, overwrite=overwrite, resume=resume, progress=progress)
     if metrics:
         console.print(f"[bold]{metrics['strategy']}[/] on {metrics['model']}: test accuracy "

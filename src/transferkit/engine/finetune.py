@@ -24,6 +24,7 @@ from transferkit.data import TransformedSubset, build_transform, data_config_for
 from transferkit.engine.callbacks import AtomicCheckpoint
 from transferkit.engine.module import OptimSettings, TransferModule
 from transferkit.engine.rundir import RunDir, save_weights, write_json
+from transferkit.errors import TrainingError
 from transferkit.evaluation import evaluate, extract_features
 from transferkit.report import plot_confusion, plot_learning_curve, write_report
 from transferkit.strategies import make_plan, resolve_auto
@@ -60,7 +61,8 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     source = load_source(cfg.data, skip_bad_images=cfg.skip_bad_images)
     classes = source.classes
     splits = make_splits(source.train.targets, val_split=cfg.val_split, test_split=cfg.test_split,
-                         seed=cfg.seed, has_test=source.test is not None, per_class=cfg.per_class)
+                         seed=cfg.seed, has_test=source.test is not None, per_class=cfg.per_class,
+                         classes=classes)
     test_set = source.test if source.test is not None else source.train
     subsets = {"train": (source.train, splits.train), "val": (source.train, splits.val),
                "test": (test_set, splits.test if source.test is None else range(len(test_set)))}
@@ -112,8 +114,13 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
         log_every_n_steps=1, num_sanity_val_steps=0, deterministic=False,
     )
     start = time.perf_counter()
-    trainer.fit(module, loaders["train"], loaders["val"] if len(splits.val) else None,
-                ckpt_path=str(ckpt) if ckpt else None)
+    try:
+        trainer.fit(module, loaders["train"], loaders["val"] if len(splits.val) else None,
+                    ckpt_path=str(ckpt) if ckpt else None)
+    except TrainingError as e:
+        kept = (f"last good checkpoint: {run.last_checkpoint}" if run.last_checkpoint.is_file()
+                else "no epoch had finished, so there is no checkpoint")
+        raise TrainingError(f"{e} ({kept})") from None
     train_seconds = time.perf_counter() - start
     if not trainer.is_global_zero:
         return {}

@@ -63,7 +63,7 @@ class TransferModule(L.LightningModule):
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
-                "training stopped and the last good checkpoint is kept — lower --lr or check the data")
+                "training stopped — lower --lr or check the data")
         self.train_acc(logits, y)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)

@@ -1,0 +1,121 @@
+"""End-to-end fine-tuning on real data (scikit-learn digits) with the real packaged backbone."""
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from transferkit import FinetuneConfig, finetune, load_backbone
+from transferkit.errors import RunDirError, TrainingError
+
+SMALL = dict(data="builtin:digits", per_class=15, image_size=64, batch_size=32, val_split=0.05, seed=0)
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "full"
+    metrics = finetune(FinetuneConfig(**SMALL, strategy="full", epochs=2, out=str(out)), progress=False)
+    return out, metrics
+
+
+def test_full_run_directory_is_complete(full_run):
+    out, metrics = full_run
+    for name in ("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json",
+                 "report.md", "learning_curve.png", "confusion_matrix.png", "checkpoints/last.ckpt"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "metrics.json").read_text())
+    for key in ("model", "weights", "strategy", "epochs", "test_accuracy", "val_accuracy", "train_seconds",
+                "trainable_params", "total_params", "seed"):
+        assert key in saved, key
+    assert saved["strategy"] == "full" and saved["epochs"] == 2
+    assert saved["trainable_params"] == saved["total_params"]
+    assert saved["train_images"] == 150 and saved["test_images"] == 360
+    assert saved["test_accuracy"] > 0.3  # 10 classes: chance is 0.1
+    with (out / "metrics.csv").open() as fh:
+        val_epochs = [r["epoch"] for r in csv.DictReader(fh) if r.get("val_acc")]
+    assert val_epochs == ["0", "1"]
+    report = (out / "report.md").read_text()
+    assert "learning_curve.png" in report and "confusion_matrix.png" in report and "test_accuracy" in report
+
+
+def test_same_seed_same_metrics(full_run, tmp_path):
+    out, metrics = full_run
+    again = finetune(FinetuneConfig(**SMALL, strategy="full", epochs=2, out=str(tmp_path / "again")), progress=False)
+    assert again["test_accuracy"] == metrics["test_accuracy"]
+    assert again["val_accuracy"] == metrics["val_accuracy"]
+
+
+def test_linear_probe_trains_only_the_head_on_cached_features(tmp_path):
+    m = finetune(FinetuneConfig(**{**SMALL, }, strategy="linear-probe", epochs=20,
+                                out=str(tmp_path / "lp")), progress=False)
+    assert m["strategy"] == "linear-probe"
+    assert m["trainable_params"] == 1280 * 10 + 10
+    pretrained = load_backbone("efficientnet_lite0", "packaged").state_dict()
+    saved = load_file(str(tmp_path / "lp" / "model.safetensors"))
+    for k, v in saved.items():
+        if not k.startswith("classifier"):
+            assert torch.equal(v, pretrained[k]), k
+    assert m["test_accuracy"] > 0.6
+
+
+def test_freeze_keeps_backbone_and_batchnorm_statistics_bit_identical(tmp_path):
+    m = finetune(FinetuneConfig(**SMALL, strategy="freeze", epochs=1, out=str(tmp_path / "fz")), progress=False)
+    pretrained = load_backbone("efficientnet_lite0", "packaged").state_dict()
+    saved = load_file(str(tmp_path / "fz" / "model.safetensors"))
+    changed = [k for k, v in saved.items() if not k.startswith("classifier") and not torch.equal(v, pretrained[k])]
+    assert changed == []
+    assert not torch.equal(saved["classifier.weight"], torch.zeros_like(saved["classifier.weight"]))
+    assert m["trainable_params"] == 1280 * 10 + 10
+
+
+def test_auto_picks_probe_for_few_labels(tmp_path):
+    m = finetune(FinetuneConfig(**{**SMALL, "per_class": 5}, epochs=2,
+                                out=str(tmp_path / "auto")), progress=False)
+    assert m["strategy"] == "linear-probe" and "auto" in m["strategy_reason"]
+
+
+def test_existing_run_directory_is_not_overwritten(full_run):
+    out, _ = full_run
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(RunDirError, match="--overwrite"):
+        finetune(FinetuneConfig(**SMALL, strategy="full", epochs=1, out=str(out)), progress=False)
+    assert (out / "model.safetensors").read_bytes() == before
+
+
+def test_nan_loss_stops_with_clear_error(tmp_path):
+    cfg = FinetuneConfig(**SMALL, strategy="full", epochs=3, lr=1e12, warmup_epochs=0, out=str(tmp_path / "nan"))
+    with pytest.raises(TrainingError, match="loss became"):
+        finetune(cfg, progress=False)
+    assert not (tmp_path / "nan" / "model.safetensors").exists()
+
+
+def test_resume_after_kill_mid_epoch(tmp_path):
+    out = tmp_path / "resumed"
+    args = [sys.executable, "-m", "transferkit.cli", "finetune", "--data", "builtin:digits", "--per-class", "30",
+            "--image-size", "64", "--val-split", "0.05", "--strategy", "full", "--epochs", "3", "--no-progress", "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = out / "checkpoints" / "last.ckpt"
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert ckpt.exists(), "first epoch never finished"
+    os.kill(proc.pid, signal.SIGKILL)  # epoch 2 is running
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+    epoch_saved = torch.load(ckpt, weights_only=False)["epoch"]
+    assert epoch_saved < 2
+    done = subprocess.run([*args[:3], "finetune", "--out", str(out), "--resume", "--no-progress"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["epochs"] == 3 and metrics["resumed"] is True
+    with (out / "metrics.csv").open() as fh:
+        val_epochs = [r["epoch"] for r in csv.DictReader(fh) if r.get("val_acc")]
+    assert val_epochs == ["0", "1", "2"]
