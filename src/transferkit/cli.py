@@ -30,9 +30,9 @@ def finetune(
     model: str = typer.Option("efficientnet_lite0", help="any timm model name (see `transferkit models`)"),
     weights: str = typer.Option("packaged", help="packaged (offline), imagenet (hub), none (scratch) or a file"),
     strategy: str = typer.Option("auto", help="auto, linear-probe, freeze or full"),
-    epochs: Optional[int] = typer.Option(None, help="default: the strategy's (linear-probe 30, freeze 10, full 8)"),
+    epochs: Optional[int] = typer.Option(None, help="default: the strategy's (linear-probe 30, freeze 10, full 6)"),
     batch_size: int = typer.Option(64),
-    lr: Optional[float] = typer.Option(None, help="head learning rate (default 1e-3)"),
+    lr: Optional[float] = typer.Option(None, help="head learning rate (default: full 1e-2, others 1e-3)"),
     backbone_lr_mult: float = typer.Option(0.1, help="full: backbone LR = head LR x this"),
     weight_decay: float = typer.Option(0.05),
     optimizer: str = typer.Option("adamw", help="adamw or sgd"),
@@ -132,8 +132,19 @@ def models(pattern: Optional[str] = typer.Argument(None, help="timm wildcard, e.
     console.print(table)
 
 
+def _quiet_lightning() -> None:
+    """Keep the terminal for progress bars and results: no Lightning banners or tips."""
+    import logging
+    import warnings
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*(LeafSpec|weights_only|num_workers|does not have many workers).*")
+
+
 def main() -> None:
     """Entry point: run the app; known errors -> one line on stderr, exit 2."""
+    _quiet_lightning()
     try:
         app(standalone_mode=True)
     except TransferkitError as e:

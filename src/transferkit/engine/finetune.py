@@ -36,7 +36,7 @@ from transferkit.surgery.heads import count_parameters
 DEFAULTS = {
     "linear-probe": {"image_size": 160, "epochs": 30, "lr": 1e-3},
     "freeze": {"image_size": 96, "epochs": 10, "lr": 1e-3},
-    "full": {"image_size": 64, "epochs": 8, "lr": 1e-3},
+    "full": {"image_size": 64, "epochs": 6, "lr": 1e-2},
 }
 
 

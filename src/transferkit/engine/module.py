@@ -56,6 +56,11 @@ class TransferModule(L.LightningModule):
             reapply_frozen(self.plan.frozen_modules)
         return self
 
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        # Lightning restores training mode module by module (not through train()),
+        # so the frozen modules are put back in eval mode before every step.
+        reapply_frozen(self.plan.frozen_modules)
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)

@@ -20,8 +20,11 @@ scores and between datasets.
 
 from __future__ import annotations
 
+from functools import cache
+
 import numpy as np
 import torch
+from threadpoolctl import ThreadpoolController
 
 from transferkit.errors import ConfigError, DataError
 
@@ -32,17 +35,13 @@ __all__ = ["h_score", "leep", "logme", "nce"]
 def to_numpy(x, name: str, ndim: int | None = None) -> np.ndarray:
     """``x`` (NumPy array, torch tensor on any device, or sequence) as a NumPy array.
 
-    Float32 stays float32, other floats become float64; integers and other
-    kinds are kept as they are. ``ndim`` checks the number of dimensions.
+    The dtype is kept (bfloat16, which NumPy lacks, becomes float32);
+    ``ndim`` checks the number of dimensions.
     """
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu()
-        if x.dtype in (torch.float16, torch.bfloat16):
-            x = x.float()
-        x = x.numpy()
+        x = (x.float() if x.dtype == torch.bfloat16 else x).numpy()
     a = np.asarray(x)
-    if a.dtype.kind == "f" and a.dtype != np.float32:
-        a = a.astype(np.float64)
     if ndim is not None and a.ndim != ndim:
         raise DataError(f"{name} must have {ndim} dimension(s), got shape {a.shape}")
     return a
@@ -60,23 +59,36 @@ def encode_labels(labels, n: int, name: str = "labels") -> tuple[np.ndarray, int
 
 
 def _features(features, name: str = "features") -> np.ndarray:
+    """``features`` as a finite float64 ``(N, D)`` array."""
     f = to_numpy(features, name, ndim=2)
     if f.dtype.kind not in "fiub":
         raise DataError(f"{name} must be numeric, got dtype {f.dtype}")
-    if f.dtype.kind != "f":
-        f = f.astype(np.float64)
+    f = f.astype(np.float64, copy=False)
     if not np.isfinite(f).all():
         raise DataError(f"{name} contains NaN or inf; check the feature extractor (e.g. fp16 overflow)")
     return f
 
 
-def _eigh(gram):
-    """Eigenvalues ascending and eigenvectors of a symmetric matrix, through torch.
+@cache
+def _threadpools() -> ThreadpoolController:
+    return ThreadpoolController()                                   # scanning the loaded libraries takes ~10 ms
 
-    torch's CPU ``eigh`` is several times faster than NumPy's here, and steady.
+
+def one_blas_thread():
+    """Context manager: BLAS and LAPACK calls inside it run on one thread.
+
+    For the calls that gain little from threads (LAPACK's memory-bound
+    tridiagonal reduction, thin matrix products) but lose badly when the
+    cores are busy: OpenBLAS's spinning threads made a 1280 x 1280 ``eigh``
+    on 2 shared cores take 4-13 s instead of 0.5 s on one thread.
     """
-    w, v = torch.linalg.eigh(torch.as_tensor(gram))
-    return w.double().numpy(), v.double().numpy()
+    return _threadpools().limit(limits=1, user_api="blas")
+
+
+def _eigh(gram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) and eigenvectors of a symmetric matrix, on one BLAS thread."""
+    with one_blas_thread():
+        return np.linalg.eigh(gram)
 
 
 # ----------------------------------------------------------------------------- LogME
@@ -112,15 +124,16 @@ def logme(features, labels, *, tol: float = 1e-3, max_iter: int = 100) -> float:
     ``m^T m = sum p^2 / (t + s)^2`` and ``|F m - y|^2 = |y|^2 - sum p^2 (2t + s) / (t + s)^2``,
     and ``D/2 log alpha - 1/2 log|A| = -1/2 sum_i log(1 + s_i / t)`` — zero
     eigenvalues drop out, so rank-deficient, constant and ``D > N`` features
-    give finite scores. Two deliberate differences from the reference code:
-    no ``1e-5`` is added to ``m^T m`` (it made the score depend on the scale of
-    the features; LogME is scale-invariant), and the final evidence uses the
-    ``m`` of the final ``alpha, beta``.
+    give finite scores. Deliberate differences from the reference code: no
+    ``1e-5`` is added to ``m^T m`` (it made the score depend on the scale of
+    the features; LogME is scale-invariant); when the evidence grows without
+    bound in ``alpha`` (a class the features cannot fit, best model ``w = 0``)
+    the iteration stops at that limit, ``alpha / beta = 1e15 max(s)``, instead
+    of overflowing; the final evidence uses the ``m`` of the final ``alpha, beta``.
 
-    The Gram matrix is built and decomposed in the features' precision:
-    float32 features (as :func:`~transferkit.evaluation.extract_features`
-    returns) take the fast float32 path; pass float64 for full precision.
-    The fixed point itself always runs in float64.
+    Everything runs in float64: a float32 Gram matrix loses the small
+    eigenvalues that decide the evidence of ill-conditioned features (ReLU
+    features changed LogME by 25% in float32).
     """
     f = _features(features)
     n, d = f.shape
@@ -128,43 +141,49 @@ def logme(features, labels, *, tol: float = 1e-3, max_iter: int = 100) -> float:
     if not (tol > 0 and max_iter >= 1):
         raise ConfigError(f"logme needs tol > 0 and max_iter >= 1, got tol={tol}, max_iter={max_iter}")
 
-    ft = torch.from_numpy(np.ascontiguousarray(f))
     onehot = np.zeros((n, k))
     onehot[np.arange(n), y] = 1.0
-    if n > d:
-        s, v = torch.linalg.eigh(ft.T @ ft)                          # (D,), (D, D)
-        fty = np.zeros((d, k))                                      # F^T Y: per-class feature sums
-        np.add.at(fty.T, y, f.astype(np.float64))
-        p = v.double().numpy().T @ fty                              # (D, K)
-    else:
-        s, u = torch.linalg.eigh(ft @ ft.T)                          # (N,), (N, N)
-        x = u.double().numpy().T @ onehot                           # U^T Y, (N, K)
-        s64 = np.clip(s.double().numpy(), 0.0, None)
-        p = np.sqrt(s64)[:, None] * x                               # V^T F^T y = sqrt(s) U^T y
-    s = np.clip(s.double().numpy(), 0.0, None)
-    s[s <= s.max() * max(n, d) * np.finfo(f.dtype).eps] = 0.0      # round-off, not signal
-    keep = s > 0
-    s, p = s[keep, None], p[keep]                                   # (r, 1), (r, K)
-    p2 = p * p
     yy = onehot.sum(0)                                              # |y_k|^2 = class counts
+    if n > d:                                                       # eigenbasis of F^T F (D, D)
+        s, v = _eigh(f.T @ f)
+        p2 = (v.T @ (f.T @ onehot)) ** 2                            # p_ik^2 = (v_i^T F^T y_k)^2, (D, K)
+    else:                                                           # eigenbasis of F F^T (N, N)
+        s, u = _eigh(f @ f.T)
+        x2 = (u.T @ onehot) ** 2                                    # (U^T y_k)^2; p^2 = s x^2
+    s = np.clip(s, 0.0, None)
+    keep = s > s.max() * max(n, d) * np.finfo(np.float64).eps      # zero up to round-off: no signal
+    s = s[keep, None]                                               # (r, 1)
+    if n > d:
+        p2 = p2[keep]
+        outside = None
+    else:
+        outside = x2[~keep].sum(0)                                  # part of y no feature direction reaches
+        x2 = x2[keep]
+        p2 = s * x2
 
     def terms(t):
-        """gamma, m^T m, |F m - y|^2 at t = alpha / beta, each (K,)."""
+        """gamma, m^T m and |F m - y|^2 at t = alpha / beta, each (K,)."""
         gamma = (s / (s + t)).sum(0)
         m2 = (p2 / (t + s) ** 2).sum(0)
-        res2 = np.maximum(yy - (p2 * (2 * t + s) / (t + s) ** 2).sum(0), 0.0)
+        if outside is None:                                         # |y|^2 - |F m|^2 - 2 (F m)^T (y - F m)
+            res2 = np.maximum(yy - (p2 * (2 * t + s) / (t + s) ** 2).sum(0), 0.0)
+        else:                                                       # no cancellation when U is complete
+            res2 = outside + (x2 * (t / (t + s)) ** 2).sum(0)
         return gamma, m2, res2
 
+    t_max = 1e15 * s.max(initial=1.0)                               # s / t < 1e-15: the prior has won
     alpha, beta = np.ones(k), np.ones(k)
     active = np.ones(k, dtype=bool)
     for _ in range(max_iter):
         t = alpha / beta
         gamma, m2, res2 = terms(t)
-        new_alpha = np.where(m2 > 0, gamma / np.where(m2 > 0, m2, 1.0), alpha)  # all-zero features: alpha is free
+        with np.errstate(divide="ignore", invalid="ignore"):
+            new_alpha = gamma / m2                                  # inf if y_k is orthogonal to the features
+        new_alpha = np.where(gamma > 0, new_alpha, alpha)           # no feature directions: alpha is irrelevant
         new_beta = (n - gamma) / (res2 + 1e-5)
-        new_alpha = np.maximum(new_alpha, np.finfo(np.float64).tiny)
-        t_new = new_alpha / new_beta
-        alpha, beta = np.where(active, new_alpha, alpha), np.where(active, new_beta, beta)
+        t_new = np.minimum(new_alpha / new_beta, t_max)             # alpha -> inf is the limit w = 0; stop there
+        alpha = np.where(active, t_new * new_beta, alpha)
+        beta = np.where(active, new_beta, beta)
         active &= ~(np.abs(t_new - t) <= tol * t)
         if not active.any():
             break
@@ -196,15 +215,14 @@ def leep(source_probs, labels) -> float:
     that no sample predicts (``P(z) = 0``) carry no weight and are skipped.
     Pass probabilities, not logits: rows must be non-negative and sum to 1.
     """
-    theta = _features(source_probs, "source_probs").astype(np.float64)
+    theta = _features(source_probs, "source_probs")
     n, _ = theta.shape
     y, k = encode_labels(labels, n)
     if (theta < 0).any() or not np.allclose(theta.sum(1), 1.0, atol=1e-3):
         raise DataError("source_probs must be probabilities (rows >= 0 summing to 1); "
                         "apply softmax to the source model's logits first")
-    joint = np.zeros((k, theta.shape[1]))
-    np.add.at(joint, y, theta)
-    joint /= n                                                       # P(y, z)
+    onehot = np.eye(k)[y]
+    joint = onehot.T @ theta / n                                     # P(y, z), (K, Z)
     pz = joint.sum(0, keepdims=True)
     cond = np.divide(joint, pz, out=np.zeros_like(joint), where=pz > 0)  # P(y | z)
     eep = np.einsum("iz,iz->i", theta, cond[y])                      # sum_z P(y_i|z) theta_z(x_i)
@@ -239,7 +257,7 @@ def nce(source_labels, labels) -> float:
 
 
 # ----------------------------------------------------------------------------- H-score
-def h_score(features, labels, *, shrinkage: float = 0.0) -> float:
+def h_score(features, labels, *, shrinkage: float | str = 0.0) -> float:
     r"""H-score: ``tr(cov(f)^+ cov(E[f | y]))``, the class-separating share of the features.
 
     Bao, Li, Huang, Zheng. *An Information-Theoretic Approach to
@@ -253,28 +271,34 @@ def h_score(features, labels, *, shrinkage: float = 0.0) -> float:
     ``cov(f)`` is inverted with a pseudo-inverse (eigenvalues below
     ``max(N, D) * eps * largest`` count as zero), so constant features (score 0)
     and ``D > N`` give finite values. With few samples per dimension the
-    pseudo-inverse overfits (the score drifts to ``K - 1`` for any features);
-    ``shrinkage`` in ``[0, 1]`` then regularises the covariance towards a scaled
-    identity, ``(1 - a) cov + a tr(cov)/D I`` — the regularised H-score of Ibrahim,
-    Ponomareva, Mazumder (ICLR 2023 / arXiv:2208.13658).
+    plain estimate is poor, and once ``D >= N - 1`` it is exactly ``K - 1`` for
+    any features. ``shrinkage`` ``a`` in ``[0, 1]`` regularises it: the score
+    becomes ``tr(((1 - a) cov(f) + a tr(cov(f))/D I)^-1 (1 - a) cov(E[f|y]))``,
+    still at most ``K - 1``; ``"auto"`` picks ``a`` by Ledoit-Wolf. This is the
+    shrinkage H-score of Ibrahim, Ponomareva, Mazumder, *Newer is not always
+    better: Rethinking transferability metrics, their peculiarities, stability
+    and performance* (arXiv:2110.06893).
     """
-    f = _features(features).astype(np.float64)
+    f = _features(features)
     n, d = f.shape
     y, k = encode_labels(labels, n)
-    if not 0.0 <= shrinkage <= 1.0:
-        raise ConfigError(f"h_score shrinkage must be in [0, 1], got {shrinkage}")
     if n < 2:
         raise DataError("h_score needs at least 2 samples to estimate a covariance")
+    if shrinkage == "auto":
+        from sklearn.covariance import ledoit_wolf_shrinkage
+
+        shrinkage = float(ledoit_wolf_shrinkage(f))
+    if isinstance(shrinkage, str) or not 0.0 <= shrinkage <= 1.0:
+        raise ConfigError(f"h_score shrinkage must be a number in [0, 1] or 'auto', got {shrinkage!r}")
     mu = f.mean(0)
     fc = f - mu
-    counts = np.bincount(y, minlength=k)
-    sums = np.zeros((k, d))
-    np.add.at(sums, y, fc)
-    centred_means = sums / counts[:, None]                           # mu_c - mu, (K, D)
+    onehot = np.eye(k)[y]
+    counts = onehot.sum(0)
+    centred_means = onehot.T @ fc / counts[:, None]                  # mu_c - mu, (K, D)
     if n > d:
-        lam, vec = _eigh(fc.T @ fc / (n - 1))                        # cov(f) = V diag(lam) V^T
+        lam, vec = _eigh(fc.T @ fc / (n - 1))               # cov(f) = V diag(lam) V^T
     else:                                                            # D >= N: the same non-zero eigenvalues
-        lam, u = _eigh(fc @ fc.T / (n - 1))                          # from the (N, N) Gram
+        lam, u = _eigh(fc @ fc.T / (n - 1))                 # from the (N, N) Gram
     lam = np.clip(lam, 0.0, None)
     nonzero = lam > lam.max(initial=0.0) * max(n, d) * np.finfo(np.float64).eps
     if n > d:
@@ -287,4 +311,4 @@ def h_score(features, labels, *, shrinkage: float = 0.0) -> float:
     inv = np.zeros_like(lam)
     inv[nonzero] = 1.0 / lam[nonzero]
     per_class = (proj ** 2 * inv).sum(1)                             # (mu_c - mu)^T cov^+ (mu_c - mu)
-    return float(np.sum(counts * per_class) / (n - 1))
+    return float((1 - shrinkage) * np.sum(counts * per_class) / (n - 1))
