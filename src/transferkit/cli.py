@@ -132,10 +132,52 @@ def models(pattern: Optional[str] = typer.Argument(None, help="timm wildcard, e.
     console.print(table)
 
 
+@app.command()
+def rank(
+    data: Optional[str] = typer.Option(None, help="builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label)"),
+    models: str = typer.Option("efficientnet_lite0", help="comma-separated timm model names"),
+    weights: str = typer.Option("packaged", help="comma-separated: packaged, imagenet, none (random-init baseline), a file"),
+    layers: str = typer.Option("last", help="comma-separated: last (pre-logits) or feature-stage indices, e.g. last,-2,-3"),
+    per_class: Optional[int] = typer.Option(None, help="few-shot: N training images per class (as finetune)"),
+    image_size: int = typer.Option(64, help="input size (>= 64; rank at the size you will train at)"),
+    seed: int = typer.Option(0, help="fixes splits (same as finetune --seed), random init and probes"),
+    out: Optional[Path] = typer.Option(None, help="folder for rank.json and rank.md"),
+    cache_dir: Optional[Path] = typer.Option(None, help="feature cache (default $TRANSFERKIT_CACHE/features or ~/.cache/transferkit/features)"),
+    progress: bool = typer.Option(True, help="rich progress bars"),
+) -> None:
+    """Rank backbones (and layers) for a dataset by transferability scores and probes, before training."""
+    from transferkit.transferability.rank import rank_candidates
+
+    if not data:
+        raise TransferkitError("--data is required, e.g. --data builtin:digits or --data path/to/images")
+    result = rank_candidates(data, models, weights=weights, layers=layers, per_class=per_class,
+                             image_size=image_size, seed=seed, cache_dir=cache_dir, progress=progress)
+    headers, rows = result.table()
+    table = Table(*headers, title=f"transferkit rank: {data} ({result.info['train_images']} train / "
+                                  f"{result.info['val_images']} val images, {image_size} px)")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    rec = result.recommendation
+    for key, title in (("best_by_logme", "best by LogME"), ("best_by_linear_probe", "best by linear probe")):
+        b = rec[key]
+        console.print(f"{title}: [bold]{b['model']}[/] ({b['weights']}, layer {b['layer']})")
+    advice = rec["freeze_or_finetune"]
+    console.print(f"[bold]{advice['advice']}[/]: {advice['reason']}", highlight=False)
+    if rec["negative_transfer"]:
+        console.print(f"[yellow]negative-transfer risk[/]: {', '.join(rec['negative_transfer'])}")
+    console.print(f"next: {rec['command']}", highlight=False, soft_wrap=True)
+    if out:
+        json_path, md_path = result.write(out)
+        console.print(f"-> {json_path}, {md_path}")
+
+
 def _quiet_lightning() -> None:
     """Keep the terminal for progress bars and results: no Lightning banners or tips."""
     import logging
     import warnings
+
+    import lightning.pytorch  # noqa: F401  (sets its loggers to INFO on import; override after)
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)

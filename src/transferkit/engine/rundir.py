@@ -34,8 +34,11 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Call ``write(tmp)`` then atomically move ``tmp`` onto ``path``."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -101,6 +104,11 @@ class RunDir:
             if new:
                 start = min(int(r["step"]) for r in new)
                 rows = [r for r in rows if int(r["step"]) < start] + new
+        merged: dict[tuple[str, str], dict] = {}  # Lightning logs train and val of an epoch on separate rows
+        for r in rows:
+            row = merged.setdefault((r.get("epoch", ""), r["step"]), {})
+            row.update({k: v for k, v in r.items() if v not in (None, "")})
+        rows = list(merged.values())
         keys = sorted({k for r in rows for k in r})
         def write(p: Path) -> None:
             with p.open("w", newline="") as fh:
