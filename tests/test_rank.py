@@ -52,15 +52,22 @@ def test_rows_have_every_score_finite(ranked):
 
 
 def test_pretrained_beats_random_init_on_digits(ranked):
-    pre, rnd = _row(ranked, "packaged", "last"), _row(ranked, "none", "last")
+    # Measured (64 px, 10 per class, seed 0): by linear probe, pretrained 0.86 vs random init 0.725 at
+    # layer -2, but 0.65 vs 0.815 at the ImageNet-specific pre-logits (`last`), which is flagged.
+    pre, rnd = _row(ranked, "packaged", "-2"), _row(ranked, "none", "-2")
     assert pre["linear_probe_accuracy"] > rnd["linear_probe_accuracy"] + 0.1, (pre, rnd)
-    assert pre["linear_probe_accuracy"] > 0.5                       # chance: 0.1
+    assert pre["linear_probe_accuracy"] > 0.6                        # chance: 0.1
     assert pre["negative_transfer_risk"] is False and rnd["negative_transfer_risk"] is None
+    for layer in ("last", "-2"):
+        assert _row(ranked, "packaged", layer)["logme"] > _row(ranked, "none", layer)["logme"]
+    last = _row(ranked, "packaged", "last")
+    assert last["negative_transfer_risk"] == (last["probe_gain_vs_random"] <= 0.01 or last["logme_gain_vs_random"] <= 0)
     rec = ranked.recommendation
     assert rec["best_by_linear_probe"]["weights"] == "packaged" and rec["best_by_logme"]["weights"] == "packaged"
+    assert rec["best_by_linear_probe"]["layer"] == "-2"
     # 10 images per class: too few labels to fine-tune -> freeze
     assert rec["freeze_or_finetune"]["advice"] == "linear-probe"
-    assert "--strategy linear-probe" in rec["command"]
+    assert "--strategy linear-probe" in rec["command"] and "--per-class 10" in rec["command"]
 
 
 def test_layer_minus_two_is_an_earlier_stage(ranked):
@@ -117,7 +124,7 @@ def test_cli_rank_writes_json_and_markdown(run_cli, ranked, cache, tmp_path):
     assert len(saved["rows"]) == 4 and saved["recommendation"]["freeze_or_finetune"]["advice"] == "linear-probe"
     assert all(r["cached"] for r in saved["rows"])                         # the fixture filled the cache
     md = (out / "rank.md").read_text()
-    assert "| efficientnet_lite0 | packaged | -2 | 112 |" in md and "Freeze or fine-tune" in md
+    assert "| efficientnet_lite0 | packaged | -2 | 112 |" in md and "| cached |" in md and "Freeze or fine-tune" in md
 
 
 @pytest.mark.parametrize("args, needles", [
