@@ -29,11 +29,19 @@ def finetune(
     data: Optional[str] = typer.Option(None, help="builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label)"),
     model: str = typer.Option("efficientnet_lite0", help="any timm model name (see `transferkit models`)"),
     weights: str = typer.Option("packaged", help="packaged (offline), imagenet (hub), none (scratch) or a file"),
-    strategy: str = typer.Option("auto", help="auto, linear-probe, freeze or full"),
+    strategy: str = typer.Option("auto", help="auto, linear-probe, freeze, full, gradual or l2sp"),
     epochs: Optional[int] = typer.Option(None, help="default: the strategy's (linear-probe 30, freeze 10, full 6)"),
     batch_size: int = typer.Option(64),
     lr: Optional[float] = typer.Option(None, help="head learning rate (default: full 1e-2, others 1e-3)"),
     backbone_lr_mult: float = typer.Option(0.1, help="full: backbone LR = head LR x this"),
+    lr_decay: Optional[float] = typer.Option(None, help="layer-wise LR: group i from the top trains at LR x D^i "
+                                             "(head i=0, see `transferkit groups`); overrides --backbone-lr-mult"),
+    unfreeze_every: int = typer.Option(1, help="gradual: unfreeze one more layer group, top down, every N epochs"),
+    bn: str = typer.Option("auto", help="BatchNorm: train, freeze (eval mode, affine frozen) or auto (freeze below 16 images per device)"),
+    norm: str = typer.Option("batchnorm", help="batchnorm or groupnorm (replaces every BatchNorm2d; discards its pretrained statistics)"),
+    reg: str = typer.Option("none", help="regulariser added to the loss: none or l2sp (--strategy l2sp = full + l2sp)"),
+    reg_alpha: float = typer.Option(0.1, help="l2sp: alpha/2 ||w - w_pretrained||^2 on the backbone"),
+    reg_beta: float = typer.Option(0.01, help="l2sp: beta/2 ||w||^2 on the new head"),
     weight_decay: float = typer.Option(0.05),
     optimizer: str = typer.Option("adamw", help="adamw or sgd"),
     warmup_epochs: float = typer.Option(1.0, help="linear warmup, then cosine decay"),
@@ -80,6 +88,25 @@ def finetune(
         console.print(f"[bold]{metrics['strategy']}[/] on {metrics['model']}: test accuracy "
                       f"{metrics['test_accuracy']:.4f}, val accuracy {metrics['val_accuracy'] or 0:.4f}, "
                       f"{metrics['train_seconds']:.0f} s training -> {cfg.out or 'runs/'}")
+
+
+@app.command()
+def groups(
+    model: str = typer.Argument(..., help="timm model name"),
+    lr_decay: Optional[float] = typer.Option(None, help="also show each group's LR scale under --lr-decay D"),
+) -> None:
+    """Show a model's layer groups, stem to head: what --lr-decay and gradual unfreezing act on."""
+    from transferkit.backbones import layer_groups, load_backbone
+    from transferkit.optim import layer_lr_decay
+
+    rows = layer_groups(load_backbone(model, weights="none"))
+    scales = [s for *_, s in layer_lr_decay(rows, lr_decay)] if lr_decay is not None else []
+    table = Table("#", "group", "tensors", "params", *(["LR scale"] if scales else []),
+                  title=f"{model}: {len(rows)} layer groups")
+    for i, (name, params) in enumerate(rows):
+        table.add_row(str(i), name, str(len(params)), f"{sum(p.numel() for _, p in params):,}",
+                      *([f"{scales[i]:.3g}"] if scales else []))
+    console.print(table)
 
 
 def click_context():
@@ -146,6 +173,8 @@ def rank(
     progress: bool = typer.Option(True, help="rich progress bars"),
 ) -> None:
     """Rank backbones (and layers) for a dataset by transferability scores and probes, before training."""
+    from rich import box
+
     from transferkit.transferability.rank import rank_candidates
 
     if not data:
@@ -154,10 +183,12 @@ def rank(
                              image_size=image_size, seed=seed, cache_dir=cache_dir, progress=progress)
     headers, rows = result.table()
     table = Table(*headers, title=f"transferkit rank: {data} ({result.info['train_images']} train / "
-                                  f"{result.info['val_images']} val images, {image_size} px)")
+                                  f"{result.info['val_images']} val images, {image_size} px)",
+                  box=box.SIMPLE_HEAD, pad_edge=False)
     for row in rows:
         table.add_row(*row)
-    console.print(table)
+    # a terminal fits the table to its width; a file or pipe gets it unsqueezed
+    (console if console.is_terminal else Console(width=max(console.width, 150))).print(table)
     rec = result.recommendation
     for key, title in (("best_by_logme", "best by LogME"), ("best_by_linear_probe", "best by linear probe")):
         b = rec[key]

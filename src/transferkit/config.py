@@ -25,6 +25,14 @@ class FinetuneConfig(BaseModel):
     batch_size: int = Field(64, ge=1)
     lr: float | None = Field(None, gt=0, description="head LR; None: the strategy's default")
     backbone_lr_mult: float = Field(0.1, ge=0)
+    lr_decay: float | None = Field(None, gt=0, le=1, description="layer group i from the top trains at "
+                                   "lr x lr_decay^i (head i=0); takes precedence over backbone_lr_mult")
+    unfreeze_every: int = Field(1, ge=1, description="gradual: unfreeze one more group every N epochs")
+    bn: Literal["auto", "train", "freeze"] = "auto"
+    norm: Literal["batchnorm", "groupnorm"] = "batchnorm"
+    reg: Literal["none", "l2sp"] = "none"
+    reg_alpha: float = Field(0.1, ge=0)
+    reg_beta: float = Field(0.01, ge=0)
     weight_decay: float = Field(0.05, ge=0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = 0.9

@@ -1,5 +1,6 @@
-"""Load a pretrained timm model from any source: timm's hub, a PyPI package, a local file."""
+"""Load a pretrained timm model from any source: timm's hub, a PyPI package, a local file; layer groups."""
 
+from transferkit.backbones.groups import layer_groups
 from transferkit.backbones.load import (
     build_from_description,
     describe_model,
@@ -13,6 +14,7 @@ __all__ = [
     "PACKAGED",
     "build_from_description",
     "describe_model",
+    "layer_groups",
     "list_backbones",
     "load_backbone",
     "packaged_available",

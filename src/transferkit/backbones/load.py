@@ -23,6 +23,7 @@ from torch import nn
 from transferkit.backbones.packaged import PACKAGED, packaged_available, packaged_state_dict
 from transferkit.errors import ModelError, WeightsError
 from transferkit.surgery.heads import replace_head
+from transferkit.surgery.norm import batchnorm_to_groupnorm
 from transferkit.surgery.resize import resize_pos_embed
 
 WEIGHT_SOURCES = ("imagenet", "packaged", "none")
@@ -293,6 +294,8 @@ def build_from_description(desc: dict[str, Any]) -> nn.Module:
     except KeyError as e:
         raise ModelError(f"model description lacks {e}; was model.json written by describe_model?") from None
     model = load_backbone(arch, weights="none", num_classes=num_classes, image_size=desc.get("image_size"))
+    if desc.get("norm") == "groupnorm":  # trained with --norm groupnorm
+        batchnorm_to_groupnorm(model)
     saved = {k: tuple(v) if isinstance(v, list) else v for k, v in desc.get("pretrained_cfg", {}).items()}
     model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, **saved}
     return model

@@ -22,13 +22,17 @@ from transferkit.backbones import describe_model, load_backbone
 from transferkit.config import FinetuneConfig
 from transferkit.data import TransformedSubset, build_transform, data_config_for, load_source, make_splits
 from transferkit.engine.callbacks import AtomicCheckpoint
+from transferkit.engine.gradual import GradualUnfreezing
 from transferkit.engine.module import OptimSettings, TransferModule
 from transferkit.engine.rundir import RunDir, save_weights, write_json
-from transferkit.errors import TrainingError
+from transferkit.errors import ConfigError, TrainingError
 from transferkit.evaluation import evaluate, extract_features
+from transferkit.regularizers import L2SP
 from transferkit.report import plot_confusion, plot_learning_curve, write_report
 from transferkit.strategies import make_plan, resolve_auto
+from transferkit.surgery.freezing import resolve_bn_policy
 from transferkit.surgery.heads import count_parameters
+from transferkit.surgery.norm import batchnorm_to_groupnorm
 
 #: Per-strategy defaults, chosen by measurement (benchmarks/RESULTS.md).
 #: A frozen backbone is run once, so it can afford a larger input; a trained one
@@ -37,6 +41,8 @@ DEFAULTS = {
     "linear-probe": {"image_size": 160, "epochs": 30, "lr": 1e-3},
     "freeze": {"image_size": 96, "epochs": 10, "lr": 1e-3},
     "full": {"image_size": 64, "epochs": 6, "lr": 1e-2},
+    "gradual": {"image_size": 64, "epochs": 6, "lr": 1e-2},  # as full (not tuned separately)
+    "l2sp": {"image_size": 64, "epochs": 6, "lr": 1e-2},  # as full (not tuned separately)
 }
 
 
@@ -80,12 +86,20 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
                           momentum=cfg.momentum, warmup_epochs=cfg.warmup_epochs,
                           label_smoothing=cfg.label_smoothing)
 
+    use_l2sp = strategy == "l2sp" or cfg.reg == "l2sp"
+    if use_l2sp and strategy == "linear-probe":
+        raise ConfigError(f"--reg l2sp needs a backbone that trains, not linear-probe ({reason}); "
+                          "use --strategy full, gradual or l2sp")
     model = load_backbone(cfg.model, cfg.weights, num_classes=len(classes), image_size=image_size)
+    if cfg.norm == "groupnorm":
+        batchnorm_to_groupnorm(model)
     data_cfg = data_config_for(model, image_size)
     if not resume:  # inputs are valid: only now touch the run directory
         run.create(overwrite)
         cfg.save(run.config)
-    plan = make_plan(strategy, model, cfg.backbone_lr_mult)
+    freeze_bn = resolve_bn_policy(cfg.bn, cfg.batch_size)
+    plan = make_plan(strategy, model, cfg.backbone_lr_mult, cfg.lr_decay, freeze_bn)
+    regularizer = L2SP(model, cfg.reg_alpha, cfg.reg_beta) if use_l2sp else None  # snapshot: pretrained
     eval_tf = build_transform(data_cfg, image_size, train=False)
     train_tf = build_transform(data_cfg, image_size, train=True, hflip=cfg.hflip)
 
@@ -103,9 +117,11 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
         loaders = {"train": _loader(images("train", train=True), cfg, True),
                    "val": _loader(images("val"), cfg, False), "test": _loader(images("test"), cfg, False)}
 
-    module = TransferModule(net, len(classes), plan, optim)
+    module = TransferModule(net, len(classes), plan, optim, regularizer)
     ckpt = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
     callbacks = [AtomicCheckpoint(run.checkpoints)] + ([RichProgressBar(leave=True)] if progress else [])
+    if strategy == "gradual":
+        callbacks.append(GradualUnfreezing(cfg.unfreeze_every))
     trainer = L.Trainer(
         max_epochs=epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
         strategy=cfg.dist, precision=cfg.precision, callbacks=callbacks,
@@ -129,11 +145,13 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     test = evaluate(net, loaders["test"], len(classes)) if len(loaders["test"].dataset) else None
     val = evaluate(net, loaders["val"], len(classes)) if len(splits.val) else None
     save_weights(run.weights, model)
-    write_json(run.model_json, {**describe_model(model), "classes": classes, "data_config": data_cfg,
-                                "strategy": strategy, "transferkit_format": 1})
+    write_json(run.model_json, {**describe_model(model), "norm": cfg.norm, "classes": classes,
+                                "data_config": data_cfg, "strategy": strategy, "transferkit_format": 1})
     metrics = {
         "model": cfg.model, "weights": cfg.weights, "strategy": strategy, "strategy_reason": reason,
         "data": cfg.data, "image_size": image_size, "epochs": epochs,
+        "batchnorm": ("groupnorm" if cfg.norm == "groupnorm" else
+                      "frozen" if freeze_bn or strategy in ("linear-probe", "freeze") else "train"),
         "test_accuracy": test["accuracy"] if test else None,
         "test_macro_f1": test["macro_f1"] if test else None,
         "val_accuracy": val["accuracy"] if val else None,

@@ -33,15 +33,21 @@ class TransferModule(L.LightningModule):
     * the optimizer is built once over every group of the plan, frozen or not;
     * after every ``train()`` the plan's frozen modules go back to eval mode
       (frozen BatchNorm, see :mod:`transferkit.surgery.freezing`);
+    * an optional ``regularizer`` (an ``nn.Module`` called as ``regularizer(net)``,
+      e.g. :class:`~transferkit.regularizers.L2SP`) is added to the task loss:
+      ``loss = task + regularizer(net)``; ``train_loss`` logs the task loss alone
+      (comparable with ``val_loss``) and ``reg_loss`` the penalty;
     * a non-finite loss stops training with :class:`TrainingError` — the last
       epoch checkpoint on disk is the last good state.
     """
 
-    def __init__(self, net: nn.Module, num_classes: int, plan: Plan, optim: OptimSettings):
+    def __init__(self, net: nn.Module, num_classes: int, plan: Plan, optim: OptimSettings,
+                 regularizer: nn.Module | None = None):
         super().__init__()
         self.net = net
         self.plan = plan
         self.optim = optim
+        self.regularizer = regularizer
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -64,13 +70,17 @@ class TransferModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         logits = self(x)
-        loss = self.loss_fn(logits, y)
+        task = loss = self.loss_fn(logits, y)
+        if self.regularizer is not None:
+            reg = self.regularizer(self.net)
+            loss = task + reg
+            self.log("reg_loss", reg, on_step=False, on_epoch=True)
         if not torch.isfinite(loss):
             raise TrainingError(
                 f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
                 "training stopped — lower --lr or check the data")
         self.train_acc(logits, y)
-        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True)
+        self.log("train_loss", task, on_step=False, on_epoch=True, prog_bar=True)
         self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
@@ -88,8 +98,8 @@ class TransferModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.optim
-        optimizer = build_optimizer(param_groups(self.plan.groups, o.lr, o.weight_decay),
-                                    o.optimizer, o.lr, o.momentum)
+        groups = param_groups(self.plan.groups, o.lr, o.weight_decay, self.plan.no_weight_decay)
+        optimizer = build_optimizer(groups, o.optimizer, o.lr, o.momentum)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = total / max(1, self.trainer.max_epochs)
         scheduler = warmup_cosine_scheduler(optimizer, total, int(round(o.warmup_epochs * per_epoch)))

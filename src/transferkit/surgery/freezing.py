@@ -6,6 +6,10 @@ bias do not train. ``model.train()`` silently switches BN back to training mode,
 so the eval mode must be re-applied after every ``train()`` call — the engine does
 that through :func:`reapply_frozen`. ``track_running_stats=False`` is never used:
 it would throw away the pretrained statistics.
+
+The BN policy (``--bn``) of the strategies that train the backbone is
+:func:`resolve_bn_policy`: ``train``, ``freeze``, or ``auto`` — freeze when the
+per-device batch is smaller than :data:`BN_AUTO_FREEZE_BELOW`.
 """
 
 from __future__ import annotations
@@ -14,7 +18,13 @@ from collections.abc import Iterable
 
 from torch import nn
 
+from transferkit.errors import ConfigError
+
 BN_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+BN_POLICIES = ("auto", "train", "freeze")
+#: ``--bn auto`` freezes BatchNorm below this per-device batch size: batch statistics
+#: of fewer images are too noisy to beat the pretrained running statistics (Q7).
+BN_AUTO_FREEZE_BELOW = 16
 
 
 def set_trainable(module: nn.Module, trainable: bool) -> nn.Module:
@@ -46,3 +56,10 @@ def reapply_frozen(modules: Iterable[nn.Module]) -> None:
     """Put frozen modules back in eval mode (call after ``model.train()``)."""
     for m in modules:
         m.eval()
+
+
+def resolve_bn_policy(policy: str, batch_size: int) -> bool:
+    """Whether BatchNorm is frozen under ``policy`` with ``batch_size`` images per device."""
+    if policy not in BN_POLICIES:
+        raise ConfigError(f"unknown BatchNorm policy '{policy}'; choose one of: {', '.join(BN_POLICIES)}")
+    return policy == "freeze" or (policy == "auto" and batch_size < BN_AUTO_FREEZE_BELOW)
