@@ -53,6 +53,7 @@ def finetune(
     per_class: Optional[int] = typer.Option(None, help="few-shot: N training images per class"),
     seed: int = typer.Option(0),
     skip_bad_images: bool = typer.Option(False, help="skip unreadable images instead of stopping"),
+    baseline: bool = typer.Option(True, help="also report logistic regression on raw pixels (the baseline to beat)"),
     workers: int = typer.Option(0, help="data-loader worker processes"),
     accelerator: str = typer.Option("auto", help="Lightning accelerator: auto, cpu, gpu, ..."),
     devices: str = typer.Option("auto", help="Lightning devices"),
@@ -85,9 +86,11 @@ def finetune(
         cfg = FinetuneConfig.build(**values)
     metrics = run_finetune(cfg, overwrite=overwrite, resume=resume, progress=progress)
     if metrics:
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         console.print(f"[bold]{metrics['strategy']}[/] on {metrics['model']}: test accuracy "
-                      f"{metrics['test_accuracy']:.4f}, val accuracy {metrics['val_accuracy'] or 0:.4f}, "
-                      f"{metrics['train_seconds']:.0f} s training -> {cfg.out or 'runs/'}")
+                      f"{fmt(metrics['test_accuracy'])} (raw-pixel baseline {fmt(metrics['pixel_baseline_accuracy'])}), "
+                      f"val accuracy {fmt(metrics['val_accuracy'])}, {metrics['train_seconds']:.0f} s training "
+                      f"-> {metrics['run_dir']}", highlight=False)
 
 
 @app.command()
@@ -212,7 +215,8 @@ def _quiet_lightning() -> None:
 
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*(LeafSpec|weights_only|num_workers|does not have many workers).*")
+    warnings.filterwarnings("ignore", message=r".*(LeafSpec|weights_only|num_workers|does not have many workers"
+                                               r"|module\(s\) in eval mode).*")
 
 
 def main() -> None:

@@ -45,6 +45,7 @@ class FinetuneConfig(BaseModel):
     per_class: int | None = Field(None, ge=1)
     seed: int = 0
     skip_bad_images: bool = False
+    baseline: bool = Field(True, description="also score logistic regression on raw pixels")
     workers: int = Field(0, ge=0)
     accelerator: str = "auto"
     devices: str = "auto"

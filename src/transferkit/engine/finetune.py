@@ -27,9 +27,10 @@ from transferkit.engine.module import OptimSettings, TransferModule
 from transferkit.engine.rundir import RunDir, save_weights, write_json
 from transferkit.errors import ConfigError, TrainingError
 from transferkit.evaluation import evaluate, extract_features
+from transferkit.evaluation.baselines import pixel_baseline
 from transferkit.regularizers import L2SP
 from transferkit.report import plot_confusion, plot_learning_curve, write_report
-from transferkit.strategies import make_plan, resolve_auto
+from transferkit.strategies import AUTO_PROBE_BELOW, make_plan, resolve_auto
 from transferkit.surgery.freezing import resolve_bn_policy
 from transferkit.surgery.heads import count_parameters
 from transferkit.surgery.norm import batchnorm_to_groupnorm
@@ -78,7 +79,7 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     if strategy == "auto":
         strategy = resolve_auto(per_class)
         reason = (f"auto: {per_class:.0f} training images per class -> {strategy} "
-                  "(linear-probe below 50 per class, full fine-tuning above)")
+                  f"(linear-probe below {AUTO_PROBE_BELOW} per class, full fine-tuning from there)")
     d = DEFAULTS[strategy]
     image_size = cfg.image_size or d["image_size"]
     epochs = cfg.epochs or d["epochs"]
@@ -147,12 +148,17 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     save_weights(run.weights, model)
     write_json(run.model_json, {**describe_model(model), "norm": cfg.norm, "classes": classes,
                                 "data_config": data_cfg, "strategy": strategy, "transferkit_format": 1})
+    # The baseline transfer must beat: logistic regression on raw pixels, same splits.
+    baseline = (pixel_baseline(subsets["train"][0].subset(splits.train),
+                               subsets["test"][0].subset(list(subsets["test"][1])), seed=cfg.seed)
+                if test and cfg.baseline else None)
     metrics = {
         "model": cfg.model, "weights": cfg.weights, "strategy": strategy, "strategy_reason": reason,
-        "data": cfg.data, "image_size": image_size, "epochs": epochs,
+        "data": cfg.data, "run_dir": str(run.path), "image_size": image_size, "epochs": epochs,
         "batchnorm": ("groupnorm" if cfg.norm == "groupnorm" else
                       "frozen" if freeze_bn or strategy in ("linear-probe", "freeze") else "train"),
         "test_accuracy": test["accuracy"] if test else None,
+        "pixel_baseline_accuracy": baseline,
         "test_macro_f1": test["macro_f1"] if test else None,
         "val_accuracy": val["accuracy"] if val else None,
         "train_seconds": round(train_seconds, 2), "resumed": ckpt is not None,

@@ -8,7 +8,8 @@ import yaml
 
 from transferkit.engine.rundir import atomic_write
 
-SHOWN = ("model", "weights", "strategy", "image_size", "epochs", "test_accuracy", "test_macro_f1",
+SHOWN = ("model", "weights", "strategy", "image_size", "epochs", "test_accuracy", "pixel_baseline_accuracy",
+         "test_macro_f1",
          "val_accuracy", "train_seconds", "trainable_params", "total_params", "train_images",
          "val_images", "test_images", "seed")
 
@@ -21,6 +22,10 @@ def write_report(path: Path, config: dict, metrics: dict, plots: dict[str, str])
         if key in metrics:
             v = metrics[key]
             lines.append(f"| {key} | {v:.4f} |" if isinstance(v, float) else f"| {key} | {v} |")
+    if metrics.get("pixel_baseline_accuracy") is not None and metrics.get("test_accuracy") is not None:
+        gain = 100 * (metrics["test_accuracy"] - metrics["pixel_baseline_accuracy"])
+        lines += ["", f"Transfer vs raw pixels: {gain:+.1f} points over logistic regression on pixels"
+                      + (" — transfer did not earn its keep here." if gain <= 0 else ".")]
     if metrics.get("strategy_reason"):
         lines += ["", f"Strategy: {metrics['strategy_reason']}"]
     for title, file in plots.items():
