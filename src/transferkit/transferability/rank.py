@@ -299,7 +299,7 @@ def freeze_or_finetune(train_per_class: float, probe_accuracy: float,
 
     The rule (also written into ``rank.md``):
 
-    * fewer than :data:`~transferkit.strategies.AUTO_PROBE_BELOW` (50) training
+    * fewer than :data:`~transferkit.strategies.AUTO_PROBE_BELOW` (100) training
       images per class -> ``linear-probe``: too few labels to fine-tune the
       backbone without overfitting (Fashion-MNIST, 10 per class: probe 0.73 vs
       full fine-tuning 0.58);
