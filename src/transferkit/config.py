@@ -33,6 +33,10 @@ class FinetuneConfig(BaseModel):
     reg: Literal["none", "l2sp"] = "none"
     reg_alpha: float = Field(0.1, ge=0)
     reg_beta: float = Field(0.01, ge=0)
+    lora_rank: int = Field(4, ge=1, description="lora: rank r of the low-rank updates (4: 3.1 percent of EfficientNet-Lite0 trains)")
+    lora_alpha: float | None = Field(None, gt=0, description="lora: scale alpha/r; None: 2 x rank")
+    lora_targets: str | None = Field(None, description="lora: comma-separated module names (or suffixes); "
+                                     "None: 1x1 convolutions (CNN) or attention qkv/proj (ViT)")
     weight_decay: float = Field(0.05, ge=0)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = 0.9

@@ -23,6 +23,15 @@ l2sp           ``full`` + the L2-SP regulariser (Q19, :mod:`transferkit.regulari
                with no weight decay on the backbone groups: L2-SP pulls the
                backbone towards its pretrained weights, and decay towards zero
                would pull it elsewhere. The head keeps ``weight_decay``.
+lp-ft          LP-FT (Kumar et al., ICLR 2022): a linear probe on cached features
+               first initialises the head (:func:`transferkit.strategies.lp_ft.fit_linear_probe`),
+               then everything trains as in ``full`` — a good head from step 0
+               distorts the pretrained features less than a random one.
+lora           LoRA (Q5, :mod:`transferkit.surgery.lora`): ``model`` is the
+               ``PeftModel`` from :func:`~transferkit.surgery.lora.apply_lora`;
+               only the low-rank matrices (group ``lora``) and the new head
+               (group ``head``, PEFT ``modules_to_save``) train, both at the
+               head LR; everything else, BatchNorm included, is frozen.
 auto           :func:`resolve_auto` — a rule on the number of training images
                per class (see its docstring for the measurements behind it).
 =============  ==============================================================
@@ -40,7 +49,7 @@ from transferkit.optim import layer_lr_decay
 from transferkit.surgery.freezing import freeze_batchnorm, set_trainable
 from transferkit.surgery.heads import head_parameters
 
-STRATEGIES = ("auto", "linear-probe", "freeze", "full", "gradual", "l2sp")
+STRATEGIES = ("auto", "linear-probe", "freeze", "full", "gradual", "l2sp", "lp-ft", "lora")
 
 #: ``auto`` picks ``linear-probe`` below this many training images per class.
 AUTO_PROBE_BELOW = 100
@@ -112,6 +121,8 @@ def make_plan(name: str, model: nn.Module, backbone_lr_mult: float = 0.1,
     ``lr_decay`` and ``freeze_bn`` apply to the strategies that train the backbone
     (``full``, ``gradual``, ``l2sp``); ``linear-probe`` and ``freeze`` freeze it all.
     """
+    if name == "lora":
+        return _lora_plan(model)
     backbone, head = split_head(model)
     if name in ("linear-probe", "freeze"):
         set_trainable(model, False)
@@ -119,7 +130,7 @@ def make_plan(name: str, model: nn.Module, backbone_lr_mult: float = 0.1,
             p.requires_grad_(True)
         return Plan(name, [("head", head, 1.0)], frozen_subtrees(model),
                     cached_features=name == "linear-probe")
-    if name not in ("full", "gradual", "l2sp"):
+    if name not in ("full", "gradual", "l2sp", "lp-ft"):
         raise ConfigError(f"unknown strategy '{name}'; choose one of: {', '.join(STRATEGIES)}")
     set_trainable(model, True)
     if lr_decay is not None:
@@ -135,3 +146,15 @@ def make_plan(name: str, model: nn.Module, backbone_lr_mult: float = 0.1,
     frozen_bn = freeze_batchnorm(model) if freeze_bn else []
     no_wd = tuple(g for g, _, _ in groups if g != "head") if name == "l2sp" else ()
     return Plan(name, groups, frozen_subtrees(model), frozen_bn=frozen_bn, no_weight_decay=no_wd)
+
+
+def _lora_plan(net: nn.Module) -> Plan:
+    """``lora``: train the LoRA matrices and the head copy PEFT keeps in ``modules_to_save``."""
+    lora = [(n, p) for n, p in net.named_parameters() if "lora_" in n]
+    head = [(n, p) for n, p in net.named_parameters() if ".modules_to_save." in n]
+    if not lora:
+        raise ConfigError("strategy 'lora' needs a model wrapped by transferkit.surgery.lora.apply_lora")
+    set_trainable(net, False)
+    for _, p in lora + head:
+        p.requires_grad_(True)
+    return Plan("lora", [("lora", lora, 1.0), ("head", head, 1.0)], frozen_subtrees(net))
