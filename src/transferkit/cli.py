@@ -42,6 +42,7 @@ def finetune(
     reg: str = typer.Option("none", help="regulariser added to the loss: none or l2sp (--strategy l2sp = full + l2sp)"),
     reg_alpha: float = typer.Option(0.1, help="l2sp: alpha/2 ||w - w_pretrained||^2 on the backbone"),
     reg_beta: float = typer.Option(0.01, help="l2sp: beta/2 ||w||^2 on the new head"),
+    wise_alpha: Optional[float] = typer.Option(None, help="WiSE-FT: final backbone = (1-a) pretrained + a fine-tuned"),
     lora_rank: int = typer.Option(4, help="lora: rank of the low-rank weight updates (4: 3.1 percent of EfficientNet-Lite0 trains)"),
     lora_alpha: Optional[float] = typer.Option(None, help="lora: update scale alpha/rank (default 2 x rank)"),
     lora_targets: Optional[str] = typer.Option(None, help="lora: comma-separated module names (default: 1x1 convs for CNNs, attention qkv,proj for ViTs)"),

@@ -33,6 +33,7 @@ class FinetuneConfig(BaseModel):
     reg: Literal["none", "l2sp"] = "none"
     reg_alpha: float = Field(0.1, ge=0)
     reg_beta: float = Field(0.01, ge=0)
+    wise_alpha: float | None = Field(None, ge=0, le=1, description="WiSE-FT: interpolate backbone weights")
     lora_rank: int = Field(4, ge=1, description="lora: rank r of the low-rank updates (4: 3.1 percent of EfficientNet-Lite0 trains)")
     lora_alpha: float | None = Field(None, gt=0, description="lora: scale alpha/r; None: 2 x rank")
     lora_targets: str | None = Field(None, description="lora: comma-separated module names (or suffixes); "

@@ -30,12 +30,13 @@ from transferkit.evaluation import evaluate, extract_features
 from transferkit.evaluation.baselines import pixel_baseline
 from transferkit.regularizers import L2SP
 from transferkit.report import plot_confusion, plot_learning_curve, write_report
-from transferkit.strategies import AUTO_PROBE_BELOW, make_plan, resolve_auto
+from transferkit.strategies import AUTO_PROBE_BELOW, make_plan, resolve_auto, split_head
 from transferkit.strategies.lp_ft import fit_linear_probe
 from transferkit.surgery.freezing import resolve_bn_policy
 from transferkit.surgery.heads import count_parameters
 from transferkit.surgery.lora import apply_lora, merge_lora
 from transferkit.surgery.norm import batchnorm_to_groupnorm
+from transferkit.surgery.wise_ft import wise_ft
 
 #: Per-strategy defaults, chosen by measurement (benchmarks/RESULTS.md).
 #: A frozen backbone is run once, so it can afford a larger input; a trained one
@@ -101,6 +102,9 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
                           "use --strategy full, gradual or l2sp")
     if use_l2sp and strategy == "lora":
         raise ConfigError("--reg l2sp does not combine with --strategy lora (the backbone weights stay frozen)")
+    if cfg.wise_alpha is not None and strategy in ("linear-probe", "freeze", "lora"):
+        raise ConfigError(f"--wise-alpha interpolates a fine-tuned backbone; strategy {strategy} leaves it "
+                          "frozen — use full, lp-ft, gradual or l2sp")
     model = load_backbone(cfg.model, cfg.weights, num_classes=len(classes), image_size=image_size)
     if cfg.norm == "groupnorm":
         batchnorm_to_groupnorm(model)
@@ -125,6 +129,8 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     plan = make_plan(strategy, model if lora_net is None else lora_net, cfg.backbone_lr_mult, cfg.lr_decay,
                      freeze_bn)
     regularizer = L2SP(model, cfg.reg_alpha, cfg.reg_beta) if use_l2sp else None  # snapshot: pretrained
+    pretrained = ({k: v.detach().clone() for k, v in model.state_dict().items()}
+                  if cfg.wise_alpha is not None else None)
 
     if plan.cached_features:
         cached = {s: extract_features(model, _loader(images(s), cfg, False), f"features ({s})", progress)
@@ -160,6 +166,13 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
         return {}
 
     net.cpu()
+    wise_metrics = {}
+    if pretrained is not None:  # WiSE-FT: score the fine-tuned model, then the interpolated one
+        ft_test = evaluate(net, loaders["test"], len(classes)) if len(loaders["test"].dataset) else None
+        model.load_state_dict(wise_ft(pretrained, model.state_dict(), cfg.wise_alpha,
+                                      keep={n for n, _ in split_head(model)[1]}))
+        wise_metrics = {"wise_alpha": cfg.wise_alpha,
+                        "test_accuracy_before_wise": ft_test["accuracy"] if ft_test else None}
     test = evaluate(net, loaders["test"], len(classes)) if len(loaders["test"].dataset) else None
     val = evaluate(net, loaders["val"], len(classes)) if len(splits.val) else None
     lora_metrics = {}
@@ -196,7 +209,7 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
         "test_images": len(loaders["test"].dataset), "skipped_images": len(source.skipped),
         "classes": classes, "seed": cfg.seed, "optim": asdict(optim),
         "test_confusion": test["confusion"] if test else None,
-        **lora_metrics,
+        **lora_metrics, **wise_metrics,
     }
     write_json(run.metrics_json, metrics)
     rows = run.merge_logs()
