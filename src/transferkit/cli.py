@@ -19,6 +19,8 @@ from rich.table import Table
 
 from transferkit.errors import TransferkitError
 
+DEFAULT_STRATEGIES = ("linear-probe", "freeze", "full", "lp-ft", "gradual", "l2sp", "lora", "scratch")
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Transfer learning for computer vision: the best model for the least data and compute.")
 console = Console()
@@ -39,10 +41,18 @@ def finetune(
     unfreeze_every: int = typer.Option(1, help="gradual: unfreeze one more layer group, top down, every N epochs"),
     bn: str = typer.Option("auto", help="BatchNorm: train, freeze (eval mode, affine frozen) or auto (freeze below 16 images per device)"),
     norm: str = typer.Option("batchnorm", help="batchnorm or groupnorm (replaces every BatchNorm2d; discards its pretrained statistics)"),
-    reg: str = typer.Option("none", help="regulariser added to the loss: none or l2sp (--strategy l2sp = full + l2sp)"),
+    reg: str = typer.Option("none", help="regulariser added to the loss: none, l2sp (--strategy l2sp = full + l2sp) "
+                            "or lwf (Learning without Forgetting: distil the pretrained source-head outputs)"),
     reg_alpha: float = typer.Option(0.1, help="l2sp: alpha/2 ||w - w_pretrained||^2 on the backbone"),
     reg_beta: float = typer.Option(0.01, help="l2sp: beta/2 ||w||^2 on the new head"),
+    lwf_weight: float = typer.Option(1.0, help="lwf: weight of the distillation loss"),
+    lwf_temperature: float = typer.Option(2.0, help="lwf: softmax temperature"),
+    source_eval: bool = typer.Option(False, help="measure forgetting: keep the pretrained source head (e.g. ImageNet's) "
+                                     "and report its agreement with the pretrained model after fine-tuning"),
+    source_data: Optional[str] = typer.Option(None, help="--source-eval images (default: the test split); class "
+                                              "folders named by source-class index also give source accuracy"),
     wise_alpha: Optional[float] = typer.Option(None, help="WiSE-FT: final backbone = (1-a) pretrained + a fine-tuned"),
+    wise_curve: Optional[str] = typer.Option(None, help="WiSE-FT: also evaluate these comma-separated alphas, e.g. 0,0.25,0.5,0.75,1"),
     lora_rank: int = typer.Option(4, help="lora: rank of the low-rank weight updates (4: 3.1 percent of EfficientNet-Lite0 trains)"),
     lora_alpha: Optional[float] = typer.Option(None, help="lora: update scale alpha/rank (default 2 x rank)"),
     lora_targets: Optional[str] = typer.Option(None, help="lora: comma-separated module names (default: 1x1 convs for CNNs, attention qkv,proj for ViTs)"),
@@ -55,6 +65,7 @@ def finetune(
     val_split: float = typer.Option(0.15),
     test_split: float = typer.Option(0.2, help="ignored when the data has its own test split"),
     per_class: Optional[int] = typer.Option(None, help="few-shot: N training images per class"),
+    test_per_class: Optional[int] = typer.Option(None, help="evaluate on at most N test images per class (faster)"),
     seed: int = typer.Option(0),
     skip_bad_images: bool = typer.Option(False, help="skip unreadable images instead of stopping"),
     baseline: bool = typer.Option(True, help="also report logistic regression on raw pixels (the baseline to beat)"),
@@ -76,18 +87,14 @@ def finetune(
 
     values = {k: v for k, v in locals().items() if k in FinetuneConfig.model_fields}
     values["out"] = str(out) if out else None
+    values["wise_curve"] = _floats(wise_curve, "--wise-curve")
     if resume:
         if not out:
             raise TransferkitError("--resume needs --out RUN_DIR (the run to continue)")
         values["data"] = values["data"] or "(from config.yaml)"
     elif not data and not config:
         raise TransferkitError("--data is required, e.g. --data builtin:digits or --data path/to/images")
-    if config:
-        ctx = click_context()
-        given = {k: v for k, v in values.items() if ctx.get_parameter_source(k).name != "DEFAULT"}
-        cfg = FinetuneConfig.load(config, **given)
-    else:
-        cfg = FinetuneConfig.build(**values)
+    cfg = _config(values, config)
     metrics = run_finetune(cfg, overwrite=overwrite, resume=resume, progress=progress)
     if metrics:
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
@@ -95,6 +102,71 @@ def finetune(
                       f"{fmt(metrics['test_accuracy'])} (raw-pixel baseline {fmt(metrics['pixel_baseline_accuracy'])}), "
                       f"val accuracy {fmt(metrics['val_accuracy'])}, {metrics['train_seconds']:.0f} s training "
                       f"-> {metrics['run_dir']}", highlight=False)
+
+
+@app.command()
+def compare(
+    data: Optional[str] = typer.Option(None, help="builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label)"),
+    strategies: str = typer.Option(",".join(DEFAULT_STRATEGIES), help="comma-separated: finetune strategies, "
+                                   "scratch (full from random init) and X+lwf (X with --reg lwf)"),
+    seeds: int = typer.Option(3, help="seeds 0..N-1: each changes the splits, init and data order"),
+    out: Path = typer.Option(..., help="folder for compare.json, leaderboard.md, compare.png and runs/"),
+    model: str = typer.Option("efficientnet_lite0", help="any timm model name"),
+    weights: str = typer.Option("packaged", help="pretrained weights of every strategy but scratch"),
+    per_class: Optional[int] = typer.Option(None, help="few-shot: N training images per class"),
+    test_per_class: Optional[int] = typer.Option(None, help="evaluate on at most N test images per class"),
+    epochs: Optional[int] = typer.Option(None, help="one budget for all (default: each strategy's measured default)"),
+    image_size: Optional[int] = typer.Option(None, help="one input size for all (default: each strategy's)"),
+    source_eval: bool = typer.Option(False, help="also measure forgetting (source-head agreement) per strategy"),
+    wise_curve: Optional[str] = typer.Option(None, help="WiSE-FT alphas evaluated for the fine-tuning strategies, e.g. 0,0.5,1"),
+    config: Optional[Path] = typer.Option(None, help="YAML with any other finetune setting shared by all runs"),
+    overwrite: bool = typer.Option(False, help="start afresh (default: reuse finished runs, resume interrupted ones)"),
+    progress: bool = typer.Option(True, help="rich progress bar"),
+) -> None:
+    """Run strategies side by side on the same splits: leaderboard, chart and a recommendation."""
+    from transferkit.engine.compare import compare as run_compare
+
+    values = {"data": data, "model": model, "weights": weights, "per_class": per_class, "epochs": epochs,
+              "test_per_class": test_per_class, "image_size": image_size, "source_eval": source_eval}
+    if not data and not config:
+        raise TransferkitError("--data is required, e.g. --data builtin:fashion-mnist --per-class 10")
+    if seeds < 1:
+        raise TransferkitError(f"--seeds must be at least 1, got {seeds}")
+    base = _config(values, config)
+    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    result = run_compare(base, names, list(range(seeds)), out, wise_curve=_floats(wise_curve, "--wise-curve"),
+                         overwrite=overwrite, progress=progress, console=console)
+    table = Table("#", "strategy", "test acc % (mean ± std)", "train s", "trainable", "forgetting %",
+                  title=f"transferkit compare: {result['data']}, {len(result['seeds'])} seed(s)")
+    for i, r in enumerate(result["leaderboard"], 1):
+        acc, std = r["test_accuracy_mean"], r["test_accuracy_std"]
+        table.add_row(str(i), r["strategy"], "-" if acc is None else f"{100 * acc:.1f} ± {100 * (std or 0):.1f}",
+                      f"{r['train_seconds_mean']:.0f}", f"{r['trainable_params']:,}",
+                      "-" if r["forgetting"] is None else f"{100 * r['forgetting']:.1f}")
+    console.print(table)
+    console.print(result["recommendation"].replace("**", ""), highlight=False)
+    console.print(f"-> {Path(out) / 'leaderboard.md'}, {Path(out) / 'compare.json'}, {Path(out) / 'compare.png'}")
+
+
+def _floats(text: Optional[str], option: str) -> Optional[list[float]]:
+    if not text:
+        return None
+    try:
+        return [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise TransferkitError(f"{option} takes comma-separated numbers, e.g. 0,0.5,1; got '{text}'") from None
+
+
+def _config(values: dict, config: Optional[Path]):
+    """A FinetuneConfig from command-line values, over a YAML file's when ``config`` is given."""
+    from transferkit.config import FinetuneConfig
+
+    if not config:
+        return FinetuneConfig.build(**values)
+    ctx = click_context()
+    given = {k: v for k, v in values.items() if ctx.get_parameter_source(k) is None
+             or ctx.get_parameter_source(k).name != "DEFAULT"}
+    return FinetuneConfig.load(config, **given)
 
 
 @app.command()

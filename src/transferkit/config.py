@@ -30,10 +30,16 @@ class FinetuneConfig(BaseModel):
     unfreeze_every: int = Field(1, ge=1, description="gradual: unfreeze one more group every N epochs")
     bn: Literal["auto", "train", "freeze"] = "auto"
     norm: Literal["batchnorm", "groupnorm"] = "batchnorm"
-    reg: Literal["none", "l2sp"] = "none"
+    reg: Literal["none", "l2sp", "lwf"] = "none"
     reg_alpha: float = Field(0.1, ge=0)
     reg_beta: float = Field(0.01, ge=0)
+    lwf_weight: float = Field(1.0, ge=0, description="lwf: weight of the source-output distillation loss")
+    lwf_temperature: float = Field(2.0, gt=0, description="lwf: softmax temperature T")
+    source_eval: bool = Field(False, description="measure forgetting: source-head agreement with the pretrained model")
+    source_data: str | None = Field(None, description="images for --source-eval (default: the target's test "
+                                    "split); class folders named by source-class index add source accuracy")
     wise_alpha: float | None = Field(None, ge=0, le=1, description="WiSE-FT: interpolate backbone weights")
+    wise_curve: list[float] | None = Field(None, description="WiSE-FT: also evaluate these alphas (the alpha curve)")
     lora_rank: int = Field(4, ge=1, description="lora: rank r of the low-rank updates (4: 3.1 percent of EfficientNet-Lite0 trains)")
     lora_alpha: float | None = Field(None, gt=0, description="lora: scale alpha/r; None: 2 x rank")
     lora_targets: str | None = Field(None, description="lora: comma-separated module names (or suffixes); "
@@ -48,6 +54,7 @@ class FinetuneConfig(BaseModel):
     val_split: float = Field(0.15, ge=0, lt=1)
     test_split: float = Field(0.2, ge=0, lt=1)
     per_class: int | None = Field(None, ge=1)
+    test_per_class: int | None = Field(None, ge=1, description="evaluate on at most N seeded test images per class")
     seed: int = 0
     skip_bad_images: bool = False
     baseline: bool = Field(True, description="also score logistic regression on raw pixels")
@@ -64,6 +71,13 @@ class FinetuneConfig(BaseModel):
     def _known_strategy(cls, v: str) -> str:
         if v not in STRATEGIES:
             raise ValueError(f"unknown strategy '{v}'; choose one of: {', '.join(STRATEGIES)}")
+        return v
+
+    @field_validator("wise_curve")
+    @classmethod
+    def _alphas_in_range(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not all(0.0 <= a <= 1.0 for a in v):
+            raise ValueError(f"WiSE-FT alphas must be in [0, 1], got {v}")
         return v
 
     def save(self, path: Path) -> None:

@@ -1,10 +1,11 @@
 """Datasets, transforms and splits."""
 
 from transferkit.data.sources import IMAGE_EXTENSIONS, ImageSet, Source, check_images, load_source
-from transferkit.data.splits import Splits, few_shot_indices, make_splits
+from transferkit.data.splits import Splits, cap_per_class, few_shot_indices, make_splits
 from transferkit.data.transforms import TransformedSubset, build_transform, data_config_for
 
 __all__ = [
+    "cap_per_class",
     "IMAGE_EXTENSIONS",
     "ImageSet",
     "Source",

@@ -103,6 +103,16 @@ def few_shot_indices(
     return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=np.int64)
 
 
+def cap_per_class(indices: Sequence[int] | np.ndarray, targets: Sequence[int] | np.ndarray, cap: int,
+                  seed: int) -> np.ndarray:
+    """At most ``cap`` seeded-random positions of every class among ``indices`` (sorted);
+    ``targets[i]`` is the class of position ``i``. Used to evaluate on a smaller test set."""
+    indices, targets = np.asarray(indices, dtype=np.int64), np.asarray(targets, dtype=np.int64)
+    rng = np.random.default_rng(seed + 2)  # independent of the train and val draws
+    kept = [rng.permutation(indices[targets[indices] == c])[:cap] for c in np.unique(targets[indices])]
+    return np.sort(np.concatenate(kept)) if kept else indices
+
+
 def _stratified_split(
     pool: np.ndarray, targets: np.ndarray, fraction: float, seed: int, what: str
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
@@ -20,20 +21,22 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from transferkit.backbones import describe_model, load_backbone
 from transferkit.config import FinetuneConfig
-from transferkit.data import TransformedSubset, build_transform, data_config_for, load_source, make_splits
+from transferkit.data import (TransformedSubset, build_transform, cap_per_class, data_config_for, load_source,
+                              make_splits)
 from transferkit.engine.callbacks import AtomicCheckpoint
 from transferkit.engine.gradual import GradualUnfreezing
 from transferkit.engine.module import OptimSettings, TransferModule
 from transferkit.engine.rundir import RunDir, save_weights, write_json
 from transferkit.errors import ConfigError, TrainingError
 from transferkit.evaluation import evaluate, extract_features
+from transferkit.evaluation.forgetting import SourceView, source_drift
 from transferkit.evaluation.baselines import pixel_baseline
-from transferkit.regularizers import L2SP
-from transferkit.report import plot_confusion, plot_learning_curve, write_report
+from transferkit.regularizers import L2SP, LwF
+from transferkit.report import plot_confusion, plot_learning_curve, plot_wise_curve, write_report
 from transferkit.strategies import AUTO_PROBE_BELOW, make_plan, resolve_auto, split_head
 from transferkit.strategies.lp_ft import fit_linear_probe
 from transferkit.surgery.freezing import resolve_bn_policy
-from transferkit.surgery.heads import count_parameters
+from transferkit.surgery.heads import count_parameters, head_parameters
 from transferkit.surgery.lora import apply_lora, merge_lora
 from transferkit.surgery.norm import batchnorm_to_groupnorm
 from transferkit.surgery.wise_ft import wise_ft
@@ -61,6 +64,22 @@ def default_out(cfg: FinetuneConfig) -> Path:
     return Path("runs") / f"{cfg.model}-{cfg.strategy}-{stamp}"
 
 
+def _source_loader(cfg: FinetuneConfig, eval_tf, target_test, source_model) -> tuple[DataLoader, list | None]:
+    """Images for ``--source-eval`` and, when labelled, the source-class index of each class.
+
+    Default: the target's held-out test images (agreement only). ``--source-data``:
+    any data source (its train split); when every class name is an integer below the
+    source head's number of classes, those are the labels and source accuracy is
+    reported too.
+    """
+    if cfg.source_data is None:
+        return _loader(target_test, cfg, False), None
+    images = load_source(cfg.source_data, skip_bad_images=cfg.skip_bad_images).train
+    labelled = all(c.isdigit() and int(c) < source_model.num_classes for c in images.classes)
+    return (_loader(TransformedSubset(images, range(len(images)), eval_tf), cfg, False),
+            [int(c) for c in images.classes] if labelled else None)
+
+
 def _loader(dataset, cfg: FinetuneConfig, shuffle: bool) -> DataLoader:
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=cfg.workers,
                       persistent_workers=cfg.workers > 0)
@@ -80,8 +99,11 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
                          seed=cfg.seed, has_test=source.test is not None, per_class=cfg.per_class,
                          classes=classes)
     test_set = source.test if source.test is not None else source.train
+    test_idx = splits.test if source.test is None else np.arange(len(test_set))
+    if cfg.test_per_class:
+        test_idx = cap_per_class(test_idx, test_set.targets, cfg.test_per_class, cfg.seed)
     subsets = {"train": (source.train, splits.train), "val": (source.train, splits.val),
-               "test": (test_set, splits.test if source.test is None else range(len(test_set)))}
+               "test": (test_set, test_idx)}
 
     per_class = len(splits.train) / len(classes)
     strategy, reason = cfg.strategy, f"chosen by the user (--strategy {cfg.strategy})"
@@ -102,9 +124,23 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
                           "use --strategy full, gradual or l2sp")
     if use_l2sp and strategy == "lora":
         raise ConfigError("--reg l2sp does not combine with --strategy lora (the backbone weights stay frozen)")
-    if cfg.wise_alpha is not None and strategy in ("linear-probe", "freeze", "lora"):
-        raise ConfigError(f"--wise-alpha interpolates a fine-tuned backbone; strategy {strategy} leaves it "
-                          "frozen — use full, lp-ft, gradual or l2sp")
+    use_lwf = cfg.reg == "lwf"
+    use_wise = cfg.wise_alpha is not None or bool(cfg.wise_curve)
+    if use_wise and strategy in ("linear-probe", "freeze", "lora"):
+        raise ConfigError(f"--wise-alpha/--wise-curve interpolate a fine-tuned backbone; strategy {strategy} "
+                          "leaves it frozen — use full, lp-ft, gradual or l2sp")
+    if use_lwf and strategy not in ("full", "lp-ft", "gradual"):
+        raise ConfigError(f"--reg lwf distils into a backbone that trains: use --strategy full, lp-ft or gradual "
+                          f"(not {strategy}{'; l2sp is a regulariser of its own' if strategy == 'l2sp' else ''})")
+    if (use_lwf or cfg.source_eval) and cfg.weights == "none":
+        raise ConfigError("--reg lwf and --source-eval need pretrained weights with their source head, "
+                          "not --weights none")
+    # the pretrained model with its own (source) head: LwF's teacher and the forgetting reference
+    source_model = (load_backbone(cfg.model, cfg.weights, image_size=image_size).eval()
+                    if use_lwf or cfg.source_eval else None)
+    if source_model is not None and not any(True for _ in head_parameters(source_model)):
+        raise ConfigError(f"weights '{cfg.weights}' have no classifier head to measure or keep the source task "
+                          "with; drop --source-eval / --reg lwf")
     model = load_backbone(cfg.model, cfg.weights, num_classes=len(classes), image_size=image_size)
     if cfg.norm == "groupnorm":
         batchnorm_to_groupnorm(model)
@@ -120,6 +156,8 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
         return TransformedSubset(base, idx, train_tf if train else eval_tf)
 
     resuming_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
+    # train_seconds counts everything training needs: LP-FT's probe, cached train/val features, the fit
+    start, not_training = time.perf_counter(), 0.0
     if strategy == "lp-ft" and resuming_from is None:  # stage one; a checkpoint already holds the head
         fit_linear_probe(model, _loader(images("train"), cfg, False), len(classes),
                          epochs=DEFAULTS["linear-probe"]["epochs"], progress=progress)
@@ -128,13 +166,16 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     lora_net = apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets) if strategy == "lora" else None
     plan = make_plan(strategy, model if lora_net is None else lora_net, cfg.backbone_lr_mult, cfg.lr_decay,
                      freeze_bn)
-    regularizer = L2SP(model, cfg.reg_alpha, cfg.reg_beta) if use_l2sp else None  # snapshot: pretrained
-    pretrained = ({k: v.detach().clone() for k, v in model.state_dict().items()}
-                  if cfg.wise_alpha is not None else None)
+    regularizer = (L2SP(model, cfg.reg_alpha, cfg.reg_beta) if use_l2sp  # snapshot: pretrained
+                   else LwF(source_model, cfg.lwf_weight, cfg.lwf_temperature) if use_lwf else None)
+    pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()} if use_wise else None
 
     if plan.cached_features:
         cached = {s: extract_features(model, _loader(images(s), cfg, False), f"features ({s})", progress)
-                  for s in ("train", "val", "test")}
+                  for s in ("train", "val")}
+        t = time.perf_counter()
+        cached["test"] = extract_features(model, _loader(images("test"), cfg, False), "features (test)", progress)
+        not_training = time.perf_counter() - t
         net = model.get_classifier()
         loaders = {s: _loader(TensorDataset(*cached[s]), cfg, s == "train") for s in cached}
     else:
@@ -153,7 +194,6 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
         enable_progress_bar=progress, enable_model_summary=False, enable_checkpointing=False,
         log_every_n_steps=1, num_sanity_val_steps=0, deterministic=False,
     )
-    start = time.perf_counter()
     try:
         trainer.fit(module, loaders["train"], loaders["val"] if len(splits.val) else None,
                     ckpt_path=str(resuming_from) if resuming_from else None)
@@ -161,19 +201,38 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
         kept = (f"last good checkpoint: {run.last_checkpoint}" if run.last_checkpoint.is_file()
                 else "no epoch had finished, so there is no checkpoint")
         raise TrainingError(f"{e} ({kept})") from None
-    train_seconds = time.perf_counter() - start
+    train_seconds = time.perf_counter() - start - not_training
     if not trainer.is_global_zero:
         return {}
 
     net.cpu()
+    has_test = len(loaders["test"].dataset) > 0
+    source_loader = (_source_loader(cfg, eval_tf, images("test"), source_model)
+                     if cfg.source_eval else None)
+
+    def drift() -> dict:  # forgetting of ``model`` as it is now (LoRA merged / WiSE-FT applied)
+        if source_loader is None:
+            return {}
+        loader, label_map = source_loader
+        return source_drift(source_model, SourceView(model, source_model.get_classifier()), loader, label_map)
+
     wise_metrics = {}
-    if pretrained is not None:  # WiSE-FT: score the fine-tuned model, then the interpolated one
-        ft_test = evaluate(net, loaders["test"], len(classes)) if len(loaders["test"].dataset) else None
-        model.load_state_dict(wise_ft(pretrained, model.state_dict(), cfg.wise_alpha,
-                                      keep={n for n, _ in split_head(model)[1]}))
-        wise_metrics = {"wise_alpha": cfg.wise_alpha,
-                        "test_accuracy_before_wise": ft_test["accuracy"] if ft_test else None}
-    test = evaluate(net, loaders["test"], len(classes)) if len(loaders["test"].dataset) else None
+    if pretrained is not None:  # WiSE-FT: score the fine-tuned model, the alpha curve, the chosen alpha
+        finetuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        head = {n for n, _ in split_head(model)[1]}
+        curve = []
+        for alpha in cfg.wise_curve or []:
+            model.load_state_dict(wise_ft(pretrained, finetuned, alpha, keep=head))
+            acc = evaluate(net, loaders["test"], len(classes))["accuracy"] if has_test else None
+            curve.append({"alpha": alpha, "test_accuracy": acc, **drift()})
+        model.load_state_dict(finetuned)
+        wise_metrics = {"wise_curve": curve} if curve else {}
+        if cfg.wise_alpha is not None:
+            ft_test = evaluate(net, loaders["test"], len(classes)) if has_test else None
+            model.load_state_dict(wise_ft(pretrained, finetuned, cfg.wise_alpha, keep=head))
+            wise_metrics.update(wise_alpha=cfg.wise_alpha,
+                                test_accuracy_before_wise=ft_test["accuracy"] if ft_test else None)
+    test = evaluate(net, loaders["test"], len(classes)) if has_test else None
     val = evaluate(net, loaders["val"], len(classes)) if len(splits.val) else None
     lora_metrics = {}
     if lora_net is not None:  # the adapter alone (PEFT format), then plain timm weights for predict
@@ -186,6 +245,7 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
                                              if f.is_file()),
                         "lora": {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha or 2 * cfg.lora_rank,
                                  "targets": sorted(lora_net.peft_config["default"].target_modules)}}
+    forgetting = drift()
     save_weights(run.weights, model)
     write_json(run.model_json, {**describe_model(model), "norm": cfg.norm, "classes": classes,
                                 "data_config": data_cfg, "strategy": strategy, "transferkit_format": 1})
@@ -209,7 +269,7 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
         "test_images": len(loaders["test"].dataset), "skipped_images": len(source.skipped),
         "classes": classes, "seed": cfg.seed, "optim": asdict(optim),
         "test_confusion": test["confusion"] if test else None,
-        **lora_metrics, **wise_metrics,
+        **lora_metrics, **wise_metrics, **forgetting,
     }
     write_json(run.metrics_json, metrics)
     rows = run.merge_logs()
@@ -217,5 +277,7 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     if test:
         plots["Confusion matrix (test)"] = plot_confusion(test["confusion"], classes,
                                                           run.path / "confusion_matrix.png").name
+    if wise_metrics.get("wise_curve"):
+        plots["WiSE-FT alpha curve"] = plot_wise_curve(wise_metrics["wise_curve"], run.path / "wise_curve.png").name
     write_report(run.report, cfg.model_dump(), metrics, plots)
     return metrics

@@ -10,6 +10,7 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from transferkit.errors import TrainingError
+from transferkit.evaluation.features import pre_logits
 from transferkit.optim import build_optimizer, param_groups, warmup_cosine_scheduler
 from transferkit.strategies import Plan
 from transferkit.surgery.freezing import reapply_frozen
@@ -36,7 +37,11 @@ class TransferModule(L.LightningModule):
     * an optional ``regularizer`` (an ``nn.Module`` called as ``regularizer(net)``,
       e.g. :class:`~transferkit.regularizers.L2SP`) is added to the task loss:
       ``loss = task + regularizer(net)``; ``train_loss`` logs the task loss alone
-      (comparable with ``val_loss``) and ``reg_loss`` the penalty;
+      (comparable with ``val_loss``) and ``reg_loss`` the penalty. A regulariser
+      with ``uses_features = True`` (e.g. :class:`~transferkit.regularizers.LwF`)
+      is called ``regularizer(net, x=x, features=pre_logits)`` with the features
+      the head saw; its own weights (a frozen teacher) are not checkpointed —
+      they are rebuilt from the pretrained weights on resume;
     * a non-finite loss stops training with :class:`TrainingError` — the last
       epoch checkpoint on disk is the last good state.
     """
@@ -69,10 +74,17 @@ class TransferModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        logits = self(x)
+        reg = None
+        if getattr(self.regularizer, "uses_features", False):
+            features = pre_logits(self.net, x)
+            logits = self.net.get_classifier()(features)
+            reg = self.regularizer(self.net, x=x, features=features)
+        else:
+            logits = self(x)
+            if self.regularizer is not None:
+                reg = self.regularizer(self.net)
         task = loss = self.loss_fn(logits, y)
-        if self.regularizer is not None:
-            reg = self.regularizer(self.net)
+        if reg is not None:
             loss = task + reg
             self.log("reg_loss", reg, on_step=False, on_epoch=True)
         if not torch.isfinite(loss):
@@ -92,6 +104,14 @@ class TransferModule(L.LightningModule):
         self.log("val_loss", self.loss_fn(logits, y), on_epoch=True, prog_bar=True)
         self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True)
         self.log("val_f1", self.val_f1, on_epoch=True)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
+                                    if not k.startswith("regularizer.")}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        own = {k: v for k, v in self.state_dict().items() if k.startswith("regularizer.")}
+        checkpoint["state_dict"] = {**checkpoint["state_dict"], **own}
 
     def on_train_epoch_start(self) -> None:
         self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"], on_step=False, on_epoch=True)

@@ -33,4 +33,6 @@ def extract_features(model: nn.Module, loader: DataLoader, desc: str = "features
             labels.append(torch.as_tensor(y))
             bar.advance(task)
     model.train(was_training)
+    if not feats:  # an empty split (e.g. --val-split 0)
+        return torch.empty(0, model.num_features), torch.empty(0, dtype=torch.long)
     return torch.cat(feats), torch.cat(labels).long()

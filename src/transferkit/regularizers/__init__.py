@@ -1,7 +1,13 @@
-"""Regularisers for fine-tuning, each an ``nn.Module`` loss added to the task loss (Q4, Q19)."""
+"""Regularisers for fine-tuning, each an ``nn.Module`` loss added to the task loss (Q4, Q19).
+
+* :class:`L2SP` — weight space: stay near the pretrained weights; called ``reg(model)``.
+* :class:`LwF` — output space: keep the source head's predictions; it has
+  ``uses_features = True`` and is called ``reg(model, x=images, features=pre_logits)``.
+"""
 
 from transferkit.regularizers.l2sp import L2SP
+from transferkit.regularizers.lwf import LwF, soft_target_kl
 
-REGULARIZERS = ("none", "l2sp")
+REGULARIZERS = ("none", "l2sp", "lwf")
 
-__all__ = ["L2SP", "REGULARIZERS"]
+__all__ = ["L2SP", "LwF", "REGULARIZERS", "soft_target_kl"]

@@ -11,7 +11,8 @@ from transferkit.engine.rundir import atomic_write
 SHOWN = ("model", "weights", "strategy", "image_size", "epochs", "test_accuracy", "pixel_baseline_accuracy",
          "test_macro_f1",
          "val_accuracy", "train_seconds", "trainable_params", "total_params", "train_images",
-         "val_images", "test_images", "seed")
+         "val_images", "test_images", "seed", "source_agreement", "source_kl", "source_accuracy",
+         "source_accuracy_pretrained", "wise_alpha", "test_accuracy_before_wise")
 
 
 def write_report(path: Path, config: dict, metrics: dict, plots: dict[str, str]) -> Path:

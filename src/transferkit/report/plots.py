@@ -58,3 +58,22 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, t
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_wise_curve(curve: list[dict], path: Path) -> Path:
+    """WiSE-FT: target test accuracy (and source agreement, when measured) against alpha."""
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    alphas = [r["alpha"] for r in curve]
+    ax.plot(alphas, [r["test_accuracy"] for r in curve], marker="o", label="target test accuracy")
+    if all("source_agreement" in r for r in curve):
+        ax.plot(alphas, [r["source_agreement"] for r in curve], marker="s",
+                label="source agreement (1 - forgetting)")
+    ax.set_xlabel("alpha (0 = pretrained backbone, 1 = fine-tuned)")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("WiSE-FT weight interpolation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

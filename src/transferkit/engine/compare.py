@@ -1,0 +1,218 @@
+"""``compare``: every strategy on the same data and splits, side by side (Q1, Q15).
+
+The freeze-or-fine-tune question answered by measurement: each strategy (and
+seed) is one ordinary ``finetune`` run under ``<out>/runs/``, on identical
+splits; the records go to ``compare.json`` and a leaderboard (mean ± std over
+seeds, train time, trainable parameters, forgetting) to ``leaderboard.md`` with
+a bar chart and a recommendation derived from the numbers.
+
+Strategy names are ``finetune``'s plus:
+
+* ``scratch`` — ``full`` from random init (``--weights none``): when it matches
+  the pretrained strategies, pretraining did not help (negative transfer, Q15);
+* ``<strategy>+lwf`` — that strategy with ``--reg lwf`` (e.g. ``full+lwf``).
+
+Nothing is lost: a finished run is reused, an interrupted one resumed, so
+re-running the same command continues a compare.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from transferkit.config import FinetuneConfig
+from transferkit.engine.finetune import finetune
+from transferkit.engine.rundir import RunDir, write_json
+from transferkit.errors import ConfigError, RunDirError
+from transferkit.report.compare import plot_compare, write_leaderboard
+from transferkit.strategies import STRATEGIES
+
+#: Kept in each ``compare.json`` record (besides ``strategy``, ``seed`` and ``run_dir``).
+RECORD_KEYS = ("test_accuracy", "val_accuracy", "train_seconds", "trainable_params", "total_params",
+               "image_size", "epochs", "pixel_baseline_accuracy", "source_agreement", "source_kl",
+               "wise_curve")
+
+#: "as good as the best": within this many accuracy points (or the best's seed std, if larger).
+TIE_POINTS = 1.0
+
+
+def variant_config(base: FinetuneConfig, name: str, seed: int, out: Path,
+                   wise_curve: list[float] | None = None) -> FinetuneConfig:
+    """The ``finetune`` config of compare entry ``name`` (a strategy, ``scratch`` or ``X+lwf``)."""
+    strategy, _, reg = name.partition("+")
+    update: dict = {"seed": seed, "out": str(out), "strategy": strategy}
+    if name == "scratch":
+        update.update(strategy="full", weights="none", source_eval=False)
+    elif strategy not in STRATEGIES or strategy == "auto" or reg not in ("", "lwf"):
+        choices = ", ".join([*(s for s in STRATEGIES if s != "auto"), "scratch", "<strategy>+lwf"])
+        raise ConfigError(f"unknown strategy '{name}' for compare; choose from: {choices}")
+    if reg:
+        update["reg"] = reg
+    if wise_curve and strategy in ("full", "lp-ft", "gradual", "l2sp") and name != "scratch":
+        update["wise_curve"] = wise_curve
+    return base.model_copy(update=update)
+
+
+def compare(base: FinetuneConfig, strategies: list[str], seeds: list[int], out: Path | str, *,
+            wise_curve: list[float] | None = None, overwrite: bool = False, progress: bool = True,
+            console: Console | None = None) -> dict:
+    """Run every ``strategies`` × ``seeds`` and write the leaderboard into ``out``.
+
+    ``base`` holds the shared settings (data, model, per-class, epochs, ...);
+    ``wise_curve`` alphas are evaluated for the strategies that fine-tune the
+    backbone. Returns ``{"records": [...], "leaderboard": [...], "recommendation": str, ...}``.
+    """
+    out = Path(out)
+    if not strategies or not seeds:
+        raise ConfigError("compare needs at least one strategy and one seed")
+    if len(set(strategies)) != len(strategies):
+        raise ConfigError(f"a strategy is listed twice in {','.join(strategies)}")
+    if overwrite and out.exists():
+        shutil.rmtree(out)
+    plan = [(name, seed, variant_config(base, name, seed, out / "runs" / f"{name}-seed{seed}", wise_curve))
+            for seed in seeds for name in strategies]
+    for _, _, cfg in plan:  # refuse before running anything if the folder holds other settings
+        _check_reusable(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    console = console or Console()
+    records = []
+    with Progress(TextColumn("[bold]compare[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, disable=not progress) as bar:
+        task = bar.add_task("", total=len(plan))
+        for name, seed, cfg in plan:
+            bar.update(task, description=f"{name} (seed {seed})")
+            metrics = _run_or_reuse(cfg)
+            records.append({"strategy": name, "seed": seed, "run_dir": cfg.out,
+                            **{k: metrics.get(k) for k in RECORD_KEYS}})
+            if progress:
+                bar.console.print(f"  {name:<14} seed {seed}: test accuracy {_fmt(metrics.get('test_accuracy'))}, "
+                                  f"{metrics['train_seconds']:.0f} s", highlight=False)
+            bar.advance(task)
+    board = leaderboard(records)
+    result = {"data": base.data, "model": base.model, "per_class": base.per_class, "seeds": seeds,
+              "strategies": strategies, "records": records, "leaderboard": board,
+              "wise_curve": wise_summary(records), "recommendation": recommend(board)}
+    write_json(out / "compare.json", result)
+    plot_compare(board, out / "compare.png")
+    write_leaderboard(out / "leaderboard.md", result, "compare.png")
+    return result
+
+
+def _check_reusable(cfg: FinetuneConfig) -> None:
+    run = RunDir(cfg.out)
+    if run.config.is_file() and FinetuneConfig.load(run.config) != cfg:
+        raise RunDirError(f"{run.path} holds a run with other settings; pass --overwrite to start the compare "
+                          "afresh or choose another --out")
+
+
+def _run_or_reuse(cfg: FinetuneConfig) -> dict:
+    """A finished run's metrics; else resume an interrupted one; else run it."""
+    import json
+
+    run = RunDir(cfg.out)
+    if run.metrics_json.is_file():
+        return json.loads(run.metrics_json.read_text())
+    if run.last_checkpoint.is_file():
+        return finetune(cfg, resume=True, progress=False)
+    return finetune(cfg, overwrite=True, progress=False)
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
+
+
+def leaderboard(records: list[dict]) -> list[dict]:
+    """One row per strategy, best mean test accuracy first."""
+    rows = []
+    for name in dict.fromkeys(r["strategy"] for r in records):
+        rs = [r for r in records if r["strategy"] == name]
+        acc, std = _mean_std([r["test_accuracy"] for r in rs])
+        agreement, _ = _mean_std([r.get("source_agreement") for r in rs])
+        rows.append({"strategy": name, "runs": len(rs), "test_accuracy_mean": acc, "test_accuracy_std": std,
+                     "train_seconds_mean": _mean_std([r["train_seconds"] for r in rs])[0],
+                     "trainable_params": rs[0]["trainable_params"], "total_params": rs[0]["total_params"],
+                     "image_size": rs[0]["image_size"], "epochs": rs[0]["epochs"],
+                     "forgetting": None if agreement is None else 1.0 - agreement,
+                     "pixel_baseline_accuracy": _mean_std([r.get("pixel_baseline_accuracy") for r in rs])[0]})
+    return sorted(rows, key=lambda r: -(r["test_accuracy_mean"] if r["test_accuracy_mean"] is not None else -1))
+
+
+def wise_summary(records: list[dict]) -> dict[str, list[dict]]:
+    """Per strategy, the WiSE-FT alpha curve averaged over seeds."""
+    out: dict[str, list[dict]] = {}
+    for name in dict.fromkeys(r["strategy"] for r in records if r.get("wise_curve")):
+        curves = [r["wise_curve"] for r in records if r["strategy"] == name and r.get("wise_curve")]
+        rows = []
+        for i, point in enumerate(curves[0]):
+            row = {"alpha": point["alpha"]}
+            for key in ("test_accuracy", "source_agreement"):
+                mean, std = _mean_std([c[i].get(key) for c in curves])
+                if mean is not None:
+                    row[key], row[f"{key}_std"] = mean, std
+            rows.append(row)
+        out[name] = rows
+    return out
+
+
+def recommend(board: list[dict]) -> str:
+    """A paragraph of advice derived from the leaderboard rows."""
+    scored = [r for r in board if r["test_accuracy_mean"] is not None]
+    if not scored:
+        return "No strategy produced a test accuracy (the data has no test split), so there is nothing to compare."
+    best = scored[0]
+    pts = lambda a: 100 * a  # noqa: E731
+    tie = max(TIE_POINTS, pts(best["test_accuracy_std"] or 0.0))
+    text = [f"**{best['strategy']}** scores best: {pts(best['test_accuracy_mean']):.1f}% test accuracy "
+            f"(± {pts(best['test_accuracy_std'] or 0):.1f} over {best['runs']} seed(s)) "
+            f"in {best['train_seconds_mean']:.0f} s of training."]
+    pretrained = [r for r in scored if r["strategy"] != "scratch"]
+    close = [r for r in pretrained if r is not best
+             and pts(best["test_accuracy_mean"] - r["test_accuracy_mean"]) <= tie
+             and r["train_seconds_mean"] < best["train_seconds_mean"]]
+    cheap = min(close, key=lambda r: r["train_seconds_mean"]) if close else None
+    if cheap:
+        ratio = best["train_seconds_mean"] / max(cheap["train_seconds_mean"], 1e-9)
+        text.append(f"**{cheap['strategy']}** is within {pts(best['test_accuracy_mean'] - cheap['test_accuracy_mean']):.1f} "
+                    f"points of it at 1/{ratio:.0f} of the training time"
+                    f"{' — the better buy when compute matters' if ratio >= 2 else ''}.")
+    small = [r for r in pretrained if r is not best and r is not cheap
+             and r["trainable_params"] < 0.05 * r["total_params"]
+             and pts(best["test_accuracy_mean"] - r["test_accuracy_mean"]) <= tie]
+    if small:
+        s = min(small, key=lambda r: r["trainable_params"])
+        text.append(f"**{s['strategy']}** trains only {100 * s['trainable_params'] / s['total_params']:.1f}% of the "
+                    "parameters for a comparable score (small per-task checkpoints).")
+    scratch = next((r for r in scored if r["strategy"] == "scratch"), None)
+    if scratch and pretrained:
+        top = max(r["test_accuracy_mean"] for r in pretrained)
+        if scratch["test_accuracy_mean"] >= top - tie / 100:
+            text.append(f"Training from scratch ({pts(scratch['test_accuracy_mean']):.1f}%) is as good as the best "
+                        "pretrained start: negative transfer — the pretrained weights do not help on this data.")
+        else:
+            text.append(f"Pretraining pays: scratch reaches {pts(scratch['test_accuracy_mean']):.1f}%, "
+                        f"{pts(top - scratch['test_accuracy_mean']):.1f} points below the best pretrained strategy.")
+    baseline = best.get("pixel_baseline_accuracy")
+    if baseline is not None:
+        gain = pts(best["test_accuracy_mean"] - baseline)
+        text.append(f"Logistic regression on raw pixels scores {pts(baseline):.1f}%"
+                    + (f"; the best transfer strategy beats it by {gain:.1f} points." if gain > 0 else
+                       " — no transfer strategy beats it here; try higher resolution, more epochs or more labels."))
+    forgetting = [r for r in scored if r["forgetting"] is not None
+                  and pts(best["test_accuracy_mean"] - r["test_accuracy_mean"]) <= tie]
+    if len(forgetting) > 1:
+        f = min(forgetting, key=lambda r: r["forgetting"])
+        text.append(f"Of the strategies within {tie:.1f} points of the best, **{f['strategy']}** forgets least: "
+                    f"its source head agrees with the pretrained model on {pts(1 - f['forgetting']):.0f}% of images.")
+    return " ".join(text)

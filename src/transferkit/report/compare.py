@@ -1,0 +1,84 @@
+"""``transferkit compare`` output: the leaderboard (Markdown) and its bar chart (PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transferkit.engine.rundir import atomic_write
+from transferkit.report.plots import plt
+
+
+def _pct(v: float | None, std: float | None = None) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f} ± {100 * std:.1f}" if std is not None else f"{100 * v:.1f}"
+
+
+def leaderboard_table(board: list[dict]) -> list[str]:
+    """Markdown rows: one per strategy, best first."""
+    best = board[0]["test_accuracy_mean"] if board and board[0]["test_accuracy_mean"] is not None else None
+    show_forgetting = any(r["forgetting"] is not None for r in board)
+    head = ["#", "strategy", "test accuracy % (mean ± std)", "Δ best (points)", "train s", "trainable params",
+            "size px", "epochs", *(["forgetting %"] if show_forgetting else []), "seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, r in enumerate(board, 1):
+        acc = r["test_accuracy_mean"]
+        delta = "-" if acc is None or best is None else f"{100 * (acc - best):+.1f}"
+        frac = 100 * r["trainable_params"] / r["total_params"]
+        cells = [str(i), r["strategy"], _pct(acc, r["test_accuracy_std"]), delta,
+                 f"{r['train_seconds_mean']:.0f}", f"{r['trainable_params']:,} ({frac:.1f}%)",
+                 str(r["image_size"]), str(r["epochs"]),
+                 *([_pct(r["forgetting"])] if show_forgetting else []), str(r["runs"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_leaderboard(path: Path, result: dict, chart: str | None = None) -> Path:
+    """``leaderboard.md``: settings, the table, the pixel baseline, the WiSE-FT curve and the advice."""
+    board = result["leaderboard"]
+    lines = [f"# transferkit compare: {result['data']} ({result['model']})", "",
+             f"Per class: {result['per_class'] or 'all'} training images; seeds: "
+             f"{', '.join(map(str, result['seeds']))}. Every strategy ran on the same splits per seed.", "",
+             *leaderboard_table(board)]
+    baselines = [r["pixel_baseline_accuracy"] for r in board if r.get("pixel_baseline_accuracy") is not None]
+    if baselines:
+        lines += ["", f"Baseline to beat: logistic regression on raw pixels, {100 * baselines[0]:.1f}% "
+                      "(same splits, mean over seeds)."]
+    if any(r["forgetting"] is not None for r in board):
+        lines += ["", "Forgetting = 1 − agreement of the fine-tuned backbone + original source head with the "
+                      "pretrained model's top-1 source class on held-out images (0 = none)."]
+    for name, curve in result.get("wise_curve", {}).items():
+        lines += ["", f"## WiSE-FT alpha curve ({name})", "",
+                  "| alpha | test accuracy % | source agreement % |", "|---|---|---|"]
+        for p in curve:
+            lines.append(f"| {p['alpha']:g} | {_pct(p.get('test_accuracy'), p.get('test_accuracy_std'))} | "
+                         f"{_pct(p.get('source_agreement'), p.get('source_agreement_std'))} |")
+    lines += ["", "## Recommendation", "", result["recommendation"]]
+    if chart:
+        lines += ["", f"![accuracy and training time per strategy]({chart})"]
+    lines += ["", "Each run's own report, weights and logs: `runs/<strategy>-seed<N>/`.", ""]
+    return atomic_write(Path(path), lambda p: p.write_text("\n".join(lines)))
+
+
+def plot_compare(board: list[dict], path: Path) -> Path:
+    """Bars: mean test accuracy ± std per strategy (pixel baseline dashed), and training time."""
+    rows = [r for r in board if r["test_accuracy_mean"] is not None][::-1]  # best on top
+    names = [r["strategy"] for r in rows]
+    fig, (ax_acc, ax_time) = plt.subplots(1, 2, figsize=(11, 0.45 * len(rows) + 1.8), sharey=True)
+    ax_acc.barh(names, [100 * r["test_accuracy_mean"] for r in rows],
+                xerr=[100 * (r["test_accuracy_std"] or 0) for r in rows], color="tab:blue", capsize=3)
+    base = next((r["pixel_baseline_accuracy"] for r in rows if r.get("pixel_baseline_accuracy") is not None), None)
+    if base is not None:
+        ax_acc.axvline(100 * base, color="tab:red", linestyle="--", label="raw-pixel logistic regression")
+        ax_acc.legend(loc="lower right", fontsize=8)
+    ax_acc.set_xlabel("test accuracy (%)")
+    ax_acc.set_xlim(0, 100)
+    ax_time.barh(names, [r["train_seconds_mean"] for r in rows], color="tab:gray")
+    ax_time.set_xlabel("training time (s, mean)")
+    for ax in (ax_acc, ax_time):
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle("transferkit compare")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
