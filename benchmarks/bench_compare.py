@@ -1,0 +1,61 @@
+"""Strategies side by side (issue 3, Q1): accuracy, cost and forgetting relative to ``full``.
+
+Reads the ``compare.json`` of one or more finished ``transferkit compare`` runs and
+prints, per data size, each strategy's mean ± std test accuracy, its difference
+from ``full`` in points, its training time as a ratio of ``full``'s, its trainable
+fraction and, when measured, its forgetting. Run the compares first, e.g.::
+
+    transferkit compare --data builtin:fashion-mnist --per-class 10 --test-per-class 100 --seeds 3 --out cmp/fm10
+    transferkit compare --data builtin:fashion-mnist --per-class 100 --test-per-class 100 --seeds 3 --out cmp/fm100
+    transferkit compare --data builtin:fashion-mnist --per-class 50 --test-per-class 100 --seeds 3 \\
+        --strategies full,full+lwf,l2sp --source-eval --wise-curve 0,0.25,0.5,0.75,1 --out cmp/forget50
+
+Usage: python benchmarks/bench_compare.py cmp/fm10 cmp/fm100 cmp/forget50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def pct(v: float | None, std: float | None = None) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f} ± {100 * std:.1f}" if std is not None else f"{100 * v:.1f}"
+
+
+def table(result: dict) -> list[str]:
+    board = result["leaderboard"]
+    full = next((r for r in board if r["strategy"] == "full"), board[0])
+    forgetting = any(r["forgetting"] is not None for r in board)
+    lines = [f"### {result['data']}, {result['per_class']} per class, seeds {result['seeds']}", "",
+             "| strategy | test acc % | Δ vs full (pts) | train s | time vs full | trainable % |"
+             + (" forgetting % |" if forgetting else ""),
+             "|---|---|---|---|---|---|" + ("---|" if forgetting else "")]
+    for r in board:
+        lines.append(f"| {r['strategy']} | {pct(r['test_accuracy_mean'], r['test_accuracy_std'])} | "
+                     f"{100 * (r['test_accuracy_mean'] - full['test_accuracy_mean']):+.1f} | "
+                     f"{r['train_seconds_mean']:.0f} | {r['train_seconds_mean'] / full['train_seconds_mean']:.2f}× | "
+                     f"{100 * r['trainable_params'] / r['total_params']:.1f} |"
+                     + (f" {pct(r['forgetting'])} |" if forgetting else ""))
+    base = next((r["pixel_baseline_accuracy"] for r in board if r.get("pixel_baseline_accuracy") is not None), None)
+    if base is not None:
+        lines += ["", f"Raw-pixel logistic regression: {pct(base)}%."]
+    for name, curve in result.get("wise_curve", {}).items():
+        lines += ["", f"WiSE-FT alpha curve ({name}): " + ", ".join(
+            f"α={p['alpha']:g}: acc {pct(p.get('test_accuracy'))} / agreement {pct(p.get('source_agreement'))}"
+            for p in curve)]
+    return lines + ["", result["recommendation"], ""]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dirs", nargs="+", type=Path, help="transferkit compare --out folders")
+    for d in ap.parse_args().dirs:
+        print("\n".join(table(json.loads((d / "compare.json").read_text()))))
+
+
+if __name__ == "__main__":
+    main()
