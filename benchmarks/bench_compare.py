@@ -28,16 +28,17 @@ def pct(v: float | None, std: float | None = None) -> str:
 
 def table(result: dict) -> list[str]:
     board = result["leaderboard"]
-    full = next((r for r in board if r["strategy"] == "full"), board[0])
+    scored = [r for r in board if r["test_accuracy_mean"] is not None]
+    full = next((r for r in scored if r["strategy"] == "full"), scored[0])
     forgetting = any(r["forgetting"] is not None for r in board)
     lines = [f"### {result['data']}, {result['per_class']} per class, seeds {result['seeds']}", "",
              "| strategy | test acc % | Δ vs full (pts) | train s | time vs full | trainable % |"
              + (" forgetting % |" if forgetting else ""),
              "|---|---|---|---|---|---|" + ("---|" if forgetting else "")]
-    for r in board:
+    for r in scored:
         lines.append(f"| {r['strategy']} | {pct(r['test_accuracy_mean'], r['test_accuracy_std'])} | "
                      f"{100 * (r['test_accuracy_mean'] - full['test_accuracy_mean']):+.1f} | "
-                     f"{r['train_seconds_mean']:.0f} | {r['train_seconds_mean'] / full['train_seconds_mean']:.2f}× | "
+                     f"{r['train_seconds_mean']:.0f} | {r['train_seconds_mean'] / max(full['train_seconds_mean'], 1e-9):.2f}× | "
                      f"{100 * r['trainable_params'] / r['total_params']:.1f} |"
                      + (f" {pct(r['forgetting'])} |" if forgetting else ""))
     base = next((r["pixel_baseline_accuracy"] for r in board if r.get("pixel_baseline_accuracy") is not None), None)

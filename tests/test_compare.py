@@ -45,8 +45,9 @@ def test_records_leaderboard_and_files(small_compare):
     assert saved["recommendation"] == result["recommendation"] and "scores best" in saved["recommendation"]
 
 
-def test_rerun_reuses_finished_runs_and_resumes_interrupted_ones(small_compare, monkeypatch):
-    out, result = small_compare
+def test_rerun_reuses_finished_runs_and_resumes_interrupted_ones(tmp_path, monkeypatch):
+    out = tmp_path / "cmp"
+    first = compare(BASE, ["scratch"], [0, 1], out, progress=False)
     run = out / "runs" / "scratch-seed1"
     (run / "metrics.json").unlink()  # as if killed after its last checkpoint
     calls = []
@@ -57,10 +58,28 @@ def test_rerun_reuses_finished_runs_and_resumes_interrupted_ones(small_compare, 
         return real(cfg, **kw)
 
     monkeypatch.setattr(compare_mod, "finetune", spy)
-    again = compare(BASE, ["linear-probe", "scratch"], [0, 1], out, progress=False)
-    assert calls == [(str(run), True)]  # the three finished runs were reused
-    assert json.loads((run / "metrics.json").read_text())["resumed"] is True
-    assert [r["test_accuracy"] for r in again["records"][:3]] == [r["test_accuracy"] for r in result["records"][:3]]
+    again = compare(BASE, ["scratch"], [0, 1], out, progress=False)
+    assert calls == [(str(run), True)]  # the finished run was reused
+    resumed = json.loads((run / "metrics.json").read_text())
+    assert resumed["resumed"] is True
+    assert again["records"][0] == first["records"][0]
+    # the training time of the interrupted attempt is carried over in the checkpoint, not lost
+    assert resumed["train_seconds"] >= 0.9 * first["records"][1]["train_seconds"]
+
+
+def test_overwrite_removes_only_compare_outputs_and_only_after_validation(tmp_path):
+    out = tmp_path / "cmp"
+    compare(BASE, ["scratch"], [0], out, progress=False)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        compare(BASE, ["bogus"], [0], out, overwrite=True, progress=False)
+    assert (out / "compare.json").is_file() and (out / "runs" / "scratch-seed0").is_dir()
+    with pytest.raises(ConfigError, match="--reg lwf"):  # impossible combination: refused before any run
+        compare(BASE, ["freeze+lwf"], [0], out, overwrite=True, progress=False)
+    assert (out / "compare.json").is_file()
+    compare(BASE.model_copy(update={"epochs": 2}), ["scratch"], [0], out, overwrite=True, progress=False)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "runs" / "scratch-seed0" / "metrics.json").read_text())["epochs"] == 2
 
 
 def test_other_settings_in_the_same_folder_are_refused(small_compare):
@@ -106,12 +125,17 @@ def test_recommendation_follows_the_numbers():
     assert board[1]["forgetting"] == 0.0 and board[0]["forgetting"] == pytest.approx(0.8)
     text = recommend(board)
     assert "**full** scores best: 91.0%" in text
-    assert "**freeze** is within 0.3 points of it at 1/20 of the training time" in text
+    assert "**freeze** is within 0.3 points of it with 20.0× less training time" in text
     assert "Pretraining pays: scratch reaches 60.0%" in text
-    assert "beats it by 21.0 points" in text
+    assert "(full) beats it by 21.0 points" in text
     assert "**freeze** forgets least" in text
 
     neg = leaderboard([_rec("full", 0, 0.80, 100), _rec("scratch", 0, 0.82, 100), _rec("linear-probe", 0, 0.5, 3)])
     text = recommend(neg)
-    assert "negative transfer" in text and "is within" not in text
+    assert "negative transfer" in text and "beats every pretrained start by 2.0 points" in text
+    assert "(full) beats it by 10.0 points" in text  # the baseline is compared with pretrained strategies
+    near = recommend(leaderboard([_rec("full", 0, 0.80, 100), _rec("scratch", 0, 0.795, 100)]))
+    assert "no measurable benefit from pretraining" in near and "negative transfer" not in near
+    same_time = recommend(leaderboard([_rec("full", 0, 0.80, 100), _rec("l2sp", 0, 0.799, 90)]))
+    assert "less training time" not in same_time  # 1.1x is not called cheaper
     assert "no transfer strategy beats it" in recommend(leaderboard([_rec("full", 0, 0.6, 10)]))

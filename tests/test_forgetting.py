@@ -69,13 +69,30 @@ def test_source_data_with_index_folders_reports_source_accuracy(tmp_path):
     for cls, img in (("281", skdata.chelsea()), ("967", skdata.coffee())):  # tabby cat, espresso
         (root / cls).mkdir(parents=True)
         Image.fromarray(img).save(root / cls / "a.png")
-    m = finetune(FinetuneConfig(**TINY, strategy="linear-probe", epochs=1, source_eval=True,
-                                source_data=str(root), baseline=False, out=str(tmp_path / "lp")), progress=False)
-    assert m["source_images"] == 2
+    m = finetune(FinetuneConfig(**TINY, strategy="linear-probe", epochs=1, source_data=str(root),
+                                source_labels=True, baseline=False, out=str(tmp_path / "lp")), progress=False)
+    assert m["source_images"] == 2  # --source-data implies --source-eval
     assert m["source_agreement"] == 1.0  # a linear probe leaves the backbone as it was
     assert m["source_accuracy"] == m["source_accuracy_pretrained"]
+    source = load_backbone("efficientnet_lite0", "packaged").eval()
+    from transferkit.data import build_transform, data_config_for
+    tf = build_transform(data_config_for(source, 64), 64, train=False)
+    with torch.no_grad():
+        top1 = [source(tf(Image.open(root / c / "a.png").convert("RGB"))[None]).argmax().item() for c in ("281", "967")]
+    assert m["source_accuracy"] == sum(t == c for t, c in zip(top1, (281, 967))) / 2
+    named = tmp_path / "named"
+    for cls, img in (("cat", skdata.chelsea()), ("281", skdata.cat())):
+        (named / cls).mkdir(parents=True)
+        Image.fromarray(img).save(named / cls / "a.png")
+    with pytest.raises(ConfigError, match="class 'cat' .* is not a source-class index"):
+        finetune(FinetuneConfig(**TINY, strategy="linear-probe", source_data=str(named), source_labels=True,
+                                out=str(tmp_path / "bad")), progress=False)
 
 
-def test_source_eval_needs_pretrained_weights(tmp_path):
+def test_source_eval_needs_pretrained_weights_and_images(tmp_path):
     with pytest.raises(ConfigError, match="--weights none"):
         finetune(FinetuneConfig(**TINY, weights="none", source_eval=True, out=str(tmp_path / "x")), progress=False)
+    with pytest.raises(ConfigError, match="test split, which is empty"):
+        finetune(FinetuneConfig(**{**TINY, "test_split": 0.0}, source_eval=True, out=str(tmp_path / "y")),
+                 progress=False)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

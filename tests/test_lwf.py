@@ -51,6 +51,10 @@ def test_teacher_stays_in_eval_mode_and_is_not_checkpointed():
     module = TransferModule(model, 3, make_plan("full", model), OptimSettings(), LwF(source))
     module.train()
     assert not module.regularizer.teacher.training
+    module.regularizer.teacher.train()  # e.g. a loop that restores modes module by module
+    x = torch.randn(2, 3, 64, 64)
+    module.regularizer(model, x=x, features=pre_logits(model, x))
+    assert not module.regularizer.teacher.training  # the teacher always predicts in eval mode
     ckpt = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(ckpt)
     assert ckpt["state_dict"] and not any(k.startswith("regularizer.") for k in ckpt["state_dict"])

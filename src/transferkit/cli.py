@@ -49,8 +49,10 @@ def finetune(
     lwf_temperature: float = typer.Option(2.0, help="lwf: softmax temperature"),
     source_eval: bool = typer.Option(False, help="measure forgetting: keep the pretrained source head (e.g. ImageNet's) "
                                      "and report its agreement with the pretrained model after fine-tuning"),
-    source_data: Optional[str] = typer.Option(None, help="--source-eval images (default: the test split); class "
-                                              "folders named by source-class index also give source accuracy"),
+    source_data: Optional[str] = typer.Option(None, help="images for --source-eval (default: the test split; "
+                                              "implies --source-eval)"),
+    source_labels: bool = typer.Option(False, help="the class names of --source-data are source-class indices "
+                                       "(e.g. ImageNet folders 281/, 967/): also report source accuracy"),
     wise_alpha: Optional[float] = typer.Option(None, help="WiSE-FT: final backbone = (1-a) pretrained + a fine-tuned"),
     wise_curve: Optional[str] = typer.Option(None, help="WiSE-FT: also evaluate these comma-separated alphas, e.g. 0,0.25,0.5,0.75,1"),
     lora_rank: int = typer.Option(4, help="lora: rank of the low-rank weight updates (4: 3.1 percent of EfficientNet-Lite0 trains)"),

@@ -37,7 +37,9 @@ class FinetuneConfig(BaseModel):
     lwf_temperature: float = Field(2.0, gt=0, description="lwf: softmax temperature T")
     source_eval: bool = Field(False, description="measure forgetting: source-head agreement with the pretrained model")
     source_data: str | None = Field(None, description="images for --source-eval (default: the target's test "
-                                    "split); class folders named by source-class index add source accuracy")
+                                    "split); implies source_eval")
+    source_labels: bool = Field(False, description="the class names of source_data are source-class indices: "
+                                "also report source accuracy")
     wise_alpha: float | None = Field(None, ge=0, le=1, description="WiSE-FT: interpolate backbone weights")
     wise_curve: list[float] | None = Field(None, description="WiSE-FT: also evaluate these alphas (the alpha curve)")
     lora_rank: int = Field(4, ge=1, description="lora: rank r of the low-rank updates (4: 3.1 percent of EfficientNet-Lite0 trains)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import lightning as L
@@ -26,3 +27,31 @@ class AtomicCheckpoint(L.Callback):
         trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
             os.replace(tmp, self.path)
+
+
+class TrainTimer(L.Callback):
+    """Training time across interruptions: saved in each checkpoint, added up on resume.
+
+    ``prep_seconds`` is work this attempt did before ``fit`` that training needs
+    (cached features, LP-FT's probe). ``seconds`` is the total so far: earlier
+    attempts (from the checkpoint), this attempt's preparation and its fit time.
+    """
+
+    def __init__(self, prep_seconds: float = 0.0):
+        self.prep_seconds = prep_seconds
+        self.before = 0.0
+        self._start: float | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    @property
+    def seconds(self) -> float:
+        running = time.perf_counter() - self._start if self._start is not None else 0.0
+        return self.before + self.prep_seconds + running
+
+    def state_dict(self) -> dict:
+        return {"seconds": self.seconds}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.before = float(state_dict["seconds"])

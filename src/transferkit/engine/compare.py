@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from transferkit.config import FinetuneConfig
-from transferkit.engine.finetune import finetune
+from transferkit.engine.finetune import check_options, finetune
 from transferkit.engine.rundir import RunDir, write_json
 from transferkit.errors import ConfigError, RunDirError
 from transferkit.report.compare import plot_compare, write_leaderboard
@@ -37,8 +37,14 @@ RECORD_KEYS = ("test_accuracy", "val_accuracy", "train_seconds", "trainable_para
                "image_size", "epochs", "pixel_baseline_accuracy", "source_agreement", "source_kl",
                "wise_curve")
 
+#: The files compare writes next to ``runs/``.
+OUTPUTS = ("compare.json", "leaderboard.md", "compare.png")
+
 #: "as good as the best": within this many accuracy points (or the best's seed std, if larger).
 TIE_POINTS = 1.0
+
+#: a strategy is called cheaper only when it trains at least this many times faster.
+FASTER = 1.5
 
 
 def variant_config(base: FinetuneConfig, name: str, seed: int, out: Path,
@@ -72,11 +78,15 @@ def compare(base: FinetuneConfig, strategies: list[str], seeds: list[int], out: 
         raise ConfigError("compare needs at least one strategy and one seed")
     if len(set(strategies)) != len(strategies):
         raise ConfigError(f"a strategy is listed twice in {','.join(strategies)}")
-    if overwrite and out.exists():
-        shutil.rmtree(out)
     plan = [(name, seed, variant_config(base, name, seed, out / "runs" / f"{name}-seed{seed}", wise_curve))
             for seed in seeds for name in strategies]
-    for _, _, cfg in plan:  # refuse before running anything if the folder holds other settings
+    for _, _, cfg in plan:  # refuse before running anything: impossible combinations first
+        check_options(cfg, cfg.strategy)
+    if overwrite:  # only what compare itself writes
+        shutil.rmtree(out / "runs", ignore_errors=True)
+        for name in OUTPUTS:
+            (out / name).unlink(missing_ok=True)
+    for _, _, cfg in plan:  # ... then a folder holding runs with other settings
         _check_reusable(cfg)
     out.mkdir(parents=True, exist_ok=True)
     console = console or Console()
@@ -97,15 +107,20 @@ def compare(base: FinetuneConfig, strategies: list[str], seeds: list[int], out: 
     result = {"data": base.data, "model": base.model, "per_class": base.per_class, "seeds": seeds,
               "strategies": strategies, "records": records, "leaderboard": board,
               "wise_curve": wise_summary(records), "recommendation": recommend(board)}
-    write_json(out / "compare.json", result)
-    plot_compare(board, out / "compare.png")
-    write_leaderboard(out / "leaderboard.md", result, "compare.png")
+    write_json(out / OUTPUTS[0], result)
+    plot_compare(board, out / OUTPUTS[2])
+    write_leaderboard(out / OUTPUTS[1], result, OUTPUTS[2])
     return result
+
+
+#: Settings that change where or how fast a run executes, not what it computes.
+NOT_COMPARED = {"out", "workers", "accelerator", "devices", "num_nodes", "dist"}
 
 
 def _check_reusable(cfg: FinetuneConfig) -> None:
     run = RunDir(cfg.out)
-    if run.config.is_file() and FinetuneConfig.load(run.config) != cfg:
+    if run.config.is_file() and (FinetuneConfig.load(run.config).model_dump(exclude=NOT_COMPARED)
+                                 != cfg.model_dump(exclude=NOT_COMPARED)):
         raise RunDirError(f"{run.path} holds a run with other settings; pass --overwrite to start the compare "
                           "afresh or choose another --out")
 
@@ -115,7 +130,7 @@ def _run_or_reuse(cfg: FinetuneConfig) -> dict:
     import json
 
     run = RunDir(cfg.out)
-    if run.metrics_json.is_file():
+    if run.metrics_json.is_file():  # written last: the run, its weights and report are complete
         return json.loads(run.metrics_json.read_text())
     if run.last_checkpoint.is_file():
         return finetune(cfg, resume=True, progress=False)
@@ -178,37 +193,40 @@ def recommend(board: list[dict]) -> str:
             f"(± {pts(best['test_accuracy_std'] or 0):.1f} over {best['runs']} seed(s)) "
             f"in {best['train_seconds_mean']:.0f} s of training."]
     pretrained = [r for r in scored if r["strategy"] != "scratch"]
+    speed = lambda r: best["train_seconds_mean"] / max(r["train_seconds_mean"], 1e-9)  # noqa: E731
     close = [r for r in pretrained if r is not best
-             and pts(best["test_accuracy_mean"] - r["test_accuracy_mean"]) <= tie
-             and r["train_seconds_mean"] < best["train_seconds_mean"]]
-    cheap = min(close, key=lambda r: r["train_seconds_mean"]) if close else None
+             and pts(best["test_accuracy_mean"] - r["test_accuracy_mean"]) <= tie and speed(r) >= FASTER]
+    cheap = max(close, key=speed) if close else None
     if cheap:
-        ratio = best["train_seconds_mean"] / max(cheap["train_seconds_mean"], 1e-9)
         text.append(f"**{cheap['strategy']}** is within {pts(best['test_accuracy_mean'] - cheap['test_accuracy_mean']):.1f} "
-                    f"points of it at 1/{ratio:.0f} of the training time"
-                    f"{' — the better buy when compute matters' if ratio >= 2 else ''}.")
+                    f"points of it with {speed(cheap):.1f}× less training time"
+                    f"{' — the better buy when compute matters' if speed(cheap) >= 2 else ''}.")
     small = [r for r in pretrained if r is not best and r is not cheap
              and r["trainable_params"] < 0.05 * r["total_params"]
              and pts(best["test_accuracy_mean"] - r["test_accuracy_mean"]) <= tie]
     if small:
         s = min(small, key=lambda r: r["trainable_params"])
         text.append(f"**{s['strategy']}** trains only {100 * s['trainable_params'] / s['total_params']:.1f}% of the "
-                    "parameters for a comparable score (small per-task checkpoints).")
+                    "parameters for a comparable score.")
     scratch = next((r for r in scored if r["strategy"] == "scratch"), None)
-    if scratch and pretrained:
-        top = max(r["test_accuracy_mean"] for r in pretrained)
-        if scratch["test_accuracy_mean"] >= top - tie / 100:
-            text.append(f"Training from scratch ({pts(scratch['test_accuracy_mean']):.1f}%) is as good as the best "
-                        "pretrained start: negative transfer — the pretrained weights do not help on this data.")
+    top = max((r for r in pretrained), key=lambda r: r["test_accuracy_mean"], default=None)
+    if scratch and top:
+        gap = pts(top["test_accuracy_mean"] - scratch["test_accuracy_mean"])
+        if gap < -tie:
+            text.append(f"Training from scratch ({pts(scratch['test_accuracy_mean']):.1f}%) beats every pretrained "
+                        f"start by {-gap:.1f} points: negative transfer — the pretrained weights hurt on this data.")
+        elif gap <= tie:
+            text.append(f"Training from scratch ({pts(scratch['test_accuracy_mean']):.1f}%) is within {abs(gap):.1f} "
+                        "points of the best pretrained start: no measurable benefit from pretraining here.")
         else:
             text.append(f"Pretraining pays: scratch reaches {pts(scratch['test_accuracy_mean']):.1f}%, "
-                        f"{pts(top - scratch['test_accuracy_mean']):.1f} points below the best pretrained strategy.")
+                        f"{gap:.1f} points below the best pretrained strategy.")
     baseline = best.get("pixel_baseline_accuracy")
-    if baseline is not None:
-        gain = pts(best["test_accuracy_mean"] - baseline)
+    if baseline is not None and top:
+        gain = pts(top["test_accuracy_mean"] - baseline)
         text.append(f"Logistic regression on raw pixels scores {pts(baseline):.1f}%"
-                    + (f"; the best transfer strategy beats it by {gain:.1f} points." if gain > 0 else
-                       " — no transfer strategy beats it here; try higher resolution, more epochs or more labels."))
+                    + (f"; the best transfer strategy ({top['strategy']}) beats it by {gain:.1f} points." if gain > 0
+                       else " — no transfer strategy beats it here; try higher resolution, more epochs or more labels."))
     forgetting = [r for r in scored if r["forgetting"] is not None
                   and pts(best["test_accuracy_mean"] - r["test_accuracy_mean"]) <= tie]
     if len(forgetting) > 1:

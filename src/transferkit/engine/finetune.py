@@ -23,7 +23,7 @@ from transferkit.backbones import describe_model, load_backbone
 from transferkit.config import FinetuneConfig
 from transferkit.data import (TransformedSubset, build_transform, cap_per_class, data_config_for, load_source,
                               make_splits)
-from transferkit.engine.callbacks import AtomicCheckpoint
+from transferkit.engine.callbacks import AtomicCheckpoint, TrainTimer
 from transferkit.engine.gradual import GradualUnfreezing
 from transferkit.engine.module import OptimSettings, TransferModule
 from transferkit.engine.rundir import RunDir, save_weights, write_json
@@ -70,20 +70,45 @@ def default_out(cfg: FinetuneConfig) -> Path:
     return Path("runs") / f"{cfg.model}-{cfg.strategy}-{stamp}"
 
 
+def check_options(cfg: FinetuneConfig, strategy: str, reason: str = "") -> None:
+    """Refuse option combinations that cannot work with ``strategy`` (a resolved name, not ``auto``)."""
+    why = f" ({reason})" if reason else ""
+    use_l2sp, use_lwf = strategy == "l2sp" or cfg.reg == "l2sp", cfg.reg == "lwf"
+    if use_l2sp and strategy in ("linear-probe", "freeze", "lora"):
+        raise ConfigError(f"--reg l2sp needs a backbone that trains, not {strategy}{why}; "
+                          "use --strategy full, gradual or l2sp")
+    if (cfg.wise_alpha is not None or cfg.wise_curve) and strategy in ("linear-probe", "freeze", "lora"):
+        raise ConfigError(f"--wise-alpha/--wise-curve interpolate a fine-tuned backbone; strategy {strategy}{why} "
+                          "leaves it frozen — use full, lp-ft, gradual or l2sp")
+    if use_lwf and strategy not in ("full", "lp-ft", "gradual"):
+        raise ConfigError(f"--reg lwf distils into a backbone that trains: use --strategy full, lp-ft or gradual "
+                          f"(not {strategy}{'; l2sp is a regulariser of its own' if strategy == 'l2sp' else why})")
+    if (use_lwf or cfg.source_eval or cfg.source_data) and cfg.weights == "none":
+        raise ConfigError("--reg lwf and --source-eval need pretrained weights with their source head, "
+                          "not --weights none")
+    if cfg.source_labels and not cfg.source_data:
+        raise ConfigError("--source-labels reads the class names of --source-data; give --source-data")
+
+
 def _source_loader(cfg: FinetuneConfig, eval_tf, target_test, source_model) -> tuple[DataLoader, list | None]:
-    """Images for ``--source-eval`` and, when labelled, the source-class index of each class.
+    """Images for ``--source-eval`` and, with ``--source-labels``, the source-class index of each class.
 
     Default: the target's held-out test images (agreement only). ``--source-data``:
-    any data source (its train split); when every class name is an integer below the
-    source head's number of classes, those are the labels and source accuracy is
-    reported too.
+    any data source (its train split). With ``--source-labels`` its class names are
+    source-class indices (ImageNet folder ``281/`` = tabby cat) and source accuracy
+    is reported too.
     """
     if cfg.source_data is None:
         return _loader(target_test, cfg, False), None
     images = load_source(cfg.source_data, skip_bad_images=cfg.skip_bad_images).train
-    labelled = all(c.isdigit() and int(c) < source_model.num_classes for c in images.classes)
-    return (_loader(TransformedSubset(images, range(len(images)), eval_tf), cfg, False),
-            [int(c) for c in images.classes] if labelled else None)
+    label_map = None
+    if cfg.source_labels:
+        bad = [c for c in images.classes if not c.isdigit() or int(c) >= source_model.num_classes]
+        if bad:
+            raise ConfigError(f"--source-labels: class '{bad[0]}' of {cfg.source_data} is not a source-class index "
+                              f"(0..{source_model.num_classes - 1})")
+        label_map = [int(c) for c in images.classes]
+    return _loader(TransformedSubset(images, range(len(images)), eval_tf), cfg, False), label_map
 
 
 def _loader(dataset, cfg: FinetuneConfig, shuffle: bool) -> DataLoader:
@@ -121,31 +146,22 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     image_size = cfg.image_size or d["image_size"]
     epochs = cfg.epochs or d["epochs"]
     freeze_bn = resolve_bn_policy(cfg.bn, cfg.batch_size)
-    default_lr = d["lr"] * (FROZEN_BN_LR_SCALE if freeze_bn and strategy in ("full", "gradual", "l2sp") else 1.0)
+    scale_lr = freeze_bn and cfg.norm == "batchnorm" and strategy in ("full", "gradual", "l2sp")
+    default_lr = d["lr"] * (FROZEN_BN_LR_SCALE if scale_lr else 1.0)
     optim = OptimSettings(lr=cfg.lr or default_lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
                           momentum=cfg.momentum, warmup_epochs=cfg.warmup_epochs,
                           label_smoothing=cfg.label_smoothing)
 
-    use_l2sp = strategy == "l2sp" or cfg.reg == "l2sp"
-    if use_l2sp and strategy == "linear-probe":
-        raise ConfigError(f"--reg l2sp needs a backbone that trains, not linear-probe ({reason}); "
-                          "use --strategy full, gradual or l2sp")
-    if use_l2sp and strategy == "lora":
-        raise ConfigError("--reg l2sp does not combine with --strategy lora (the backbone weights stay frozen)")
-    use_lwf = cfg.reg == "lwf"
+    check_options(cfg, strategy, reason)
+    use_l2sp, use_lwf = strategy == "l2sp" or cfg.reg == "l2sp", cfg.reg == "lwf"
     use_wise = cfg.wise_alpha is not None or bool(cfg.wise_curve)
-    if use_wise and strategy in ("linear-probe", "freeze", "lora"):
-        raise ConfigError(f"--wise-alpha/--wise-curve interpolate a fine-tuned backbone; strategy {strategy} "
-                          "leaves it frozen — use full, lp-ft, gradual or l2sp")
-    if use_lwf and strategy not in ("full", "lp-ft", "gradual"):
-        raise ConfigError(f"--reg lwf distils into a backbone that trains: use --strategy full, lp-ft or gradual "
-                          f"(not {strategy}{'; l2sp is a regulariser of its own' if strategy == 'l2sp' else ''})")
-    if (use_lwf or cfg.source_eval) and cfg.weights == "none":
-        raise ConfigError("--reg lwf and --source-eval need pretrained weights with their source head, "
-                          "not --weights none")
+    source_eval = cfg.source_eval or cfg.source_data is not None
+    if source_eval and cfg.source_data is None and len(test_idx) == 0:
+        raise ConfigError("--source-eval measures forgetting on the test split, which is empty here; "
+                          "set --test-split or give --source-data")
     # the pretrained model with its own (source) head: LwF's teacher and the forgetting reference
     source_model = (load_backbone(cfg.model, cfg.weights, image_size=image_size).eval()
-                    if use_lwf or cfg.source_eval else None)
+                    if use_lwf or source_eval else None)
     if source_model is not None and not any(True for _ in head_parameters(source_model)):
         raise ConfigError(f"weights '{cfg.weights}' have no classifier head to measure or keep the source task "
                           "with; drop --source-eval / --reg lwf")
@@ -153,9 +169,6 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     if cfg.norm == "groupnorm":
         batchnorm_to_groupnorm(model)
     data_cfg = data_config_for(model, image_size)
-    if not resume:  # inputs are valid: only now touch the run directory
-        run.create(overwrite)
-        cfg.save(run.config)
     eval_tf = build_transform(data_cfg, image_size, train=False)
     train_tf = build_transform(data_cfg, image_size, train=True, hflip=cfg.hflip)
 
@@ -163,8 +176,12 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
         base, idx = subsets[split]
         return TransformedSubset(base, idx, train_tf if train else eval_tf)
 
+    source_loader = _source_loader(cfg, eval_tf, images("test"), source_model) if source_eval else None
+    if not resume:  # inputs are valid: only now touch the run directory
+        run.create(overwrite)
+        cfg.save(run.config)
     resuming_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
-    # train_seconds counts everything training needs: LP-FT's probe, cached train/val features, the fit
+    # train_seconds counts what training needs: LP-FT's probe, cached train/val features, the fit (TrainTimer)
     start, not_training = time.perf_counter(), 0.0
     if strategy == "lp-ft" and resuming_from is None:  # stage one; a checkpoint already holds the head
         fit_linear_probe(model, _loader(images("train"), cfg, False), len(classes),
@@ -191,7 +208,8 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
                    "val": _loader(images("val"), cfg, False), "test": _loader(images("test"), cfg, False)}
 
     module = TransferModule(net, len(classes), plan, optim, regularizer)
-    callbacks = [AtomicCheckpoint(run.checkpoints)] + ([RichProgressBar(leave=True)] if progress else [])
+    timer = TrainTimer(prep_seconds=time.perf_counter() - start - not_training)
+    callbacks = [AtomicCheckpoint(run.checkpoints), timer] + ([RichProgressBar(leave=True)] if progress else [])
     if strategy == "gradual":
         callbacks.append(GradualUnfreezing(cfg.unfreeze_every))
     trainer = L.Trainer(
@@ -208,14 +226,12 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
         kept = (f"last good checkpoint: {run.last_checkpoint}" if run.last_checkpoint.is_file()
                 else "no epoch had finished, so there is no checkpoint")
         raise TrainingError(f"{e} ({kept})") from None
-    train_seconds = time.perf_counter() - start - not_training
+    train_seconds = timer.seconds
     if not trainer.is_global_zero:
         return {}
 
     net.cpu()
     has_test = len(loaders["test"].dataset) > 0
-    source_loader = (_source_loader(cfg, eval_tf, images("test"), source_model)
-                     if cfg.source_eval else None)
 
     def drift() -> dict:  # forgetting of ``model`` as it is now (LoRA merged / WiSE-FT applied)
         if source_loader is None:
@@ -278,7 +294,6 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
         "test_confusion": test["confusion"] if test else None,
         **lora_metrics, **wise_metrics, **forgetting,
     }
-    write_json(run.metrics_json, metrics)
     rows = run.merge_logs()
     plots = {"Learning curve": plot_learning_curve(rows, run.path / "learning_curve.png").name}
     if test:
@@ -287,4 +302,5 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     if wise_metrics.get("wise_curve"):
         plots["WiSE-FT alpha curve"] = plot_wise_curve(wise_metrics["wise_curve"], run.path / "wise_curve.png").name
     write_report(run.report, cfg.model_dump(), metrics, plots)
+    write_json(run.metrics_json, metrics)  # last: its presence means the run directory is complete
     return metrics

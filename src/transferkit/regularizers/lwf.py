@@ -79,6 +79,8 @@ class LwF(nn.Module):
         return self
 
     def forward(self, model: nn.Module, *, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        if self.teacher.training:  # whatever a training loop did to module modes
+            self.teacher.eval()
         with torch.no_grad():
             teacher = self.teacher(x)
         return self.weight * soft_target_kl(self.source_head(features), teacher, self.temperature)
