@@ -99,3 +99,23 @@ def test_finetune_then_predict_json_and_csv(run_cli, tmp_path):
     assert code == 0, err
     rows = out.strip().splitlines()
     assert rows[0] == "path,rank,class,prob" and len(rows) == 4
+
+
+def test_config_file_with_command_line_overrides(run_cli, tmp_path):
+    """--config: the YAML's settings apply, options given on the command line win (finetune and compare)."""
+    import yaml
+
+    root = write_digit_folder(tmp_path / "imgs", per_class=6)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({"data": str(root), "strategy": "linear-probe", "image_size": 64, "epochs": 2,
+                                   "bn": "freeze", "val_split": 0.0, "test_split": 0.3, "baseline": False}))
+    code, _, err = run_cli("finetune", "--config", cfg, "--epochs", "3", "--no-progress", "--out", tmp_path / "run")
+    assert code == 0, err
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert (saved["epochs"], saved["bn"], saved["image_size"], saved["strategy"]) == (3, "freeze", 64, "linear-probe")
+    code, out, err = run_cli("compare", "--config", cfg, "--strategies", "linear-probe", "--seeds", "1",
+                             "--no-progress", "--out", tmp_path / "cmp")
+    assert code == 0, err
+    run = yaml.safe_load((tmp_path / "cmp" / "runs" / "linear-probe-seed0" / "config.yaml").read_text())
+    assert (run["epochs"], run["bn"], run["baseline"]) == (2, "freeze", False)
+    assert "scores best" in out

@@ -28,6 +28,7 @@ console = Console()
 
 @app.command()
 def finetune(
+    ctx: typer.Context,
     data: Optional[str] = typer.Option(None, help="builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label)"),
     model: str = typer.Option("efficientnet_lite0", help="any timm model name (see `transferkit models`)"),
     weights: str = typer.Option("packaged", help="packaged (offline), imagenet (hub), none (scratch) or a file"),
@@ -96,7 +97,7 @@ def finetune(
         values["data"] = values["data"] or "(from config.yaml)"
     elif not data and not config:
         raise TransferkitError("--data is required, e.g. --data builtin:digits or --data path/to/images")
-    cfg = _config(values, config)
+    cfg = _config(ctx, values, config)
     metrics = run_finetune(cfg, overwrite=overwrite, resume=resume, progress=progress)
     if metrics:
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
@@ -108,6 +109,7 @@ def finetune(
 
 @app.command()
 def compare(
+    ctx: typer.Context,
     data: Optional[str] = typer.Option(None, help="builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label)"),
     strategies: str = typer.Option(",".join(DEFAULT_STRATEGIES), help="comma-separated: finetune strategies, "
                                    "scratch (full from random init) and X+lwf (X with --reg lwf)"),
@@ -134,7 +136,7 @@ def compare(
         raise TransferkitError("--data is required, e.g. --data builtin:fashion-mnist --per-class 10")
     if seeds < 1:
         raise TransferkitError(f"--seeds must be at least 1, got {seeds}")
-    base = _config(values, config)
+    base = _config(ctx, values, config)
     names = [s.strip() for s in strategies.split(",") if s.strip()]
     result = run_compare(base, names, list(range(seeds)), out, wise_curve=_floats(wise_curve, "--wise-curve"),
                          overwrite=overwrite, progress=progress, console=console)
@@ -159,13 +161,13 @@ def _floats(text: Optional[str], option: str) -> Optional[list[float]]:
         raise TransferkitError(f"{option} takes comma-separated numbers, e.g. 0,0.5,1; got '{text}'") from None
 
 
-def _config(values: dict, config: Optional[Path]):
-    """A FinetuneConfig from command-line values, over a YAML file's when ``config`` is given."""
+def _config(ctx: typer.Context, values: dict, config: Optional[Path]):
+    """A FinetuneConfig from command-line values, over a YAML file's when ``config`` is given
+    (only the options given on the command line override the file)."""
     from transferkit.config import FinetuneConfig
 
     if not config:
         return FinetuneConfig.build(**values)
-    ctx = click_context()
     given = {k: v for k, v in values.items() if ctx.get_parameter_source(k) is None
              or ctx.get_parameter_source(k).name != "DEFAULT"}
     return FinetuneConfig.load(config, **given)
@@ -188,11 +190,6 @@ def groups(
         table.add_row(str(i), name, str(len(params)), f"{sum(p.numel() for _, p in params):,}",
                       *([f"{scales[i]:.3g}"] if scales else []))
     console.print(table)
-
-
-def click_context():
-    import click
-    return click.get_current_context()
 
 
 @app.command()
