@@ -11,6 +11,7 @@ fraction and, when measured, its forgetting. Run the compares first, e.g.::
         --strategies full,full+lwf,l2sp --source-eval --wise-curve 0,0.25,0.5,0.75,1 --out cmp/forget50
 
 Usage: python benchmarks/bench_compare.py cmp/fm10 cmp/fm100 cmp/forget50
+       python benchmarks/bench_compare.py benchmarks/compare/fm500.json   (the recorded results)
 """
 
 from __future__ import annotations
@@ -19,11 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
-
-def pct(v: float | None, std: float | None = None) -> str:
-    if v is None:
-        return "-"
-    return f"{100 * v:.1f} ± {100 * std:.1f}" if std is not None else f"{100 * v:.1f}"
+from transferkit.report.compare import percent
 
 
 def table(result: dict) -> list[str]:
@@ -36,26 +33,26 @@ def table(result: dict) -> list[str]:
              + (" forgetting % |" if forgetting else ""),
              "|---|---|---|---|---|---|" + ("---|" if forgetting else "")]
     for r in scored:
-        lines.append(f"| {r['strategy']} | {pct(r['test_accuracy_mean'], r['test_accuracy_std'])} | "
+        lines.append(f"| {r['strategy']} | {percent(r['test_accuracy_mean'], r['test_accuracy_std'])} | "
                      f"{100 * (r['test_accuracy_mean'] - full['test_accuracy_mean']):+.1f} | "
                      f"{r['train_seconds_mean']:.0f} | {r['train_seconds_mean'] / max(full['train_seconds_mean'], 1e-9):.2f}× | "
                      f"{100 * r['trainable_params'] / r['total_params']:.1f} |"
-                     + (f" {pct(r['forgetting'])} |" if forgetting else ""))
+                     + (f" {percent(r['forgetting'])} |" if forgetting else ""))
     base = next((r["pixel_baseline_accuracy"] for r in board if r.get("pixel_baseline_accuracy") is not None), None)
     if base is not None:
-        lines += ["", f"Raw-pixel logistic regression: {pct(base)}%."]
+        lines += ["", f"Raw-pixel logistic regression: {percent(base)}%."]
     for name, curve in result.get("wise_curve", {}).items():
         lines += ["", f"WiSE-FT alpha curve ({name}): " + ", ".join(
-            f"α={p['alpha']:g}: acc {pct(p.get('test_accuracy'))} / agreement {pct(p.get('source_agreement'))}"
+            f"α={p['alpha']:g}: acc {percent(p.get('test_accuracy'))} / agreement {percent(p.get('source_agreement'))}"
             for p in curve)]
     return lines + ["", result["recommendation"], ""]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("dirs", nargs="+", type=Path, help="transferkit compare --out folders")
-    for d in ap.parse_args().dirs:
-        print("\n".join(table(json.loads((d / "compare.json").read_text()))))
+    ap.add_argument("paths", nargs="+", type=Path, help="transferkit compare --out folders or compare.json files")
+    for p in ap.parse_args().paths:
+        print("\n".join(table(json.loads((p if p.suffix == ".json" else p / "compare.json").read_text()))))
 
 
 if __name__ == "__main__":

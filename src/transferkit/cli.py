@@ -128,7 +128,7 @@ def compare(
     progress: bool = typer.Option(True, help="rich progress bar"),
 ) -> None:
     """Run strategies side by side on the same splits: leaderboard, chart and a recommendation."""
-    from transferkit.engine.compare import compare as run_compare
+    from transferkit.engine.compare import OUTPUTS, compare as run_compare
 
     values = {"data": data, "model": model, "weights": weights, "per_class": per_class, "epochs": epochs,
               "test_per_class": test_per_class, "image_size": image_size, "source_eval": source_eval}
@@ -149,7 +149,7 @@ def compare(
                       "-" if r["forgetting"] is None else f"{100 * r['forgetting']:.1f}")
     console.print(table)
     console.print(result["recommendation"].replace("**", ""), highlight=False)
-    console.print(f"-> {Path(out) / 'leaderboard.md'}, {Path(out) / 'compare.json'}, {Path(out) / 'compare.png'}")
+    console.print("-> " + ", ".join(str(Path(out) / name) for name in OUTPUTS))
 
 
 def _floats(text: Optional[str], option: str) -> Optional[list[float]]:

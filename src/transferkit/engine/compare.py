@@ -18,6 +18,7 @@ re-running the same command continues a compare.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -127,8 +128,6 @@ def _check_reusable(cfg: FinetuneConfig) -> None:
 
 def _run_or_reuse(cfg: FinetuneConfig) -> dict:
     """A finished run's metrics; else resume an interrupted one; else run it."""
-    import json
-
     run = RunDir(cfg.out)
     if run.metrics_json.is_file():  # written last: the run, its weights and report are complete
         return json.loads(run.metrics_json.read_text())
@@ -194,16 +193,15 @@ def recommend(board: list[dict]) -> str:
             f"in {best['train_seconds_mean']:.0f} s of training."]
     pretrained = [r for r in scored if r["strategy"] != "scratch"]
     speed = lambda r: best["train_seconds_mean"] / max(r["train_seconds_mean"], 1e-9)  # noqa: E731
-    close = [r for r in pretrained if r is not best
-             and pts(best["test_accuracy_mean"] - r["test_accuracy_mean"]) <= tie and speed(r) >= FASTER]
+    ties = lambda r: pts(best["test_accuracy_mean"] - r["test_accuracy_mean"]) <= tie  # noqa: E731
+    close = [r for r in pretrained if r is not best and ties(r) and speed(r) >= FASTER]
     cheap = max(close, key=speed) if close else None
     if cheap:
         text.append(f"**{cheap['strategy']}** is within {pts(best['test_accuracy_mean'] - cheap['test_accuracy_mean']):.1f} "
                     f"points of it with {speed(cheap):.1f}× less training time"
                     f"{' — the better buy when compute matters' if speed(cheap) >= 2 else ''}.")
     small = [r for r in pretrained if r is not best and r is not cheap
-             and r["trainable_params"] < 0.05 * r["total_params"]
-             and pts(best["test_accuracy_mean"] - r["test_accuracy_mean"]) <= tie]
+             and r["trainable_params"] < 0.05 * r["total_params"] and ties(r)]
     if small:
         s = min(small, key=lambda r: r["trainable_params"])
         text.append(f"**{s['strategy']}** trains only {100 * s['trainable_params'] / s['total_params']:.1f}% of the "
@@ -227,8 +225,7 @@ def recommend(board: list[dict]) -> str:
         text.append(f"Logistic regression on raw pixels scores {pts(baseline):.1f}%"
                     + (f"; the best transfer strategy ({top['strategy']}) beats it by {gain:.1f} points." if gain > 0
                        else " — no transfer strategy beats it here; try higher resolution, more epochs or more labels."))
-    forgetting = [r for r in scored if r["forgetting"] is not None
-                  and pts(best["test_accuracy_mean"] - r["test_accuracy_mean"]) <= tie]
+    forgetting = [r for r in scored if r["forgetting"] is not None and ties(r)]
     if len(forgetting) > 1:
         f = min(forgetting, key=lambda r: r["forgetting"])
         text.append(f"Of the strategies within {tie:.1f} points of the best, **{f['strategy']}** forgets least: "

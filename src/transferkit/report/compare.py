@@ -8,7 +8,8 @@ from transferkit.engine.rundir import atomic_write
 from transferkit.report.plots import plt
 
 
-def _pct(v: float | None, std: float | None = None) -> str:
+def percent(v: float | None, std: float | None = None) -> str:
+    """A fraction as percent with one decimal, ``± std`` when given; ``-`` for a missing value."""
     if v is None:
         return "-"
     return f"{100 * v:.1f} ± {100 * std:.1f}" if std is not None else f"{100 * v:.1f}"
@@ -25,10 +26,10 @@ def leaderboard_table(board: list[dict]) -> list[str]:
         acc = r["test_accuracy_mean"]
         delta = "-" if acc is None or best is None else f"{100 * (acc - best):+.1f}"
         frac = 100 * r["trainable_params"] / r["total_params"]
-        cells = [str(i), r["strategy"], _pct(acc, r["test_accuracy_std"]), delta,
+        cells = [str(i), r["strategy"], percent(acc, r["test_accuracy_std"]), delta,
                  f"{r['train_seconds_mean']:.0f}", f"{r['trainable_params']:,} ({frac:.1f}%)",
                  str(r["image_size"]), str(r["epochs"]),
-                 *([_pct(r["forgetting"])] if show_forgetting else []), str(r["runs"])]
+                 *([percent(r["forgetting"])] if show_forgetting else []), str(r["runs"])]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -51,8 +52,8 @@ def write_leaderboard(path: Path, result: dict, chart: str | None = None) -> Pat
         lines += ["", f"## WiSE-FT alpha curve ({name})", "",
                   "| alpha | test accuracy % | source agreement % |", "|---|---|---|"]
         for p in curve:
-            lines.append(f"| {p['alpha']:g} | {_pct(p.get('test_accuracy'), p.get('test_accuracy_std'))} | "
-                         f"{_pct(p.get('source_agreement'), p.get('source_agreement_std'))} |")
+            lines.append(f"| {p['alpha']:g} | {percent(p.get('test_accuracy'), p.get('test_accuracy_std'))} | "
+                         f"{percent(p.get('source_agreement'), p.get('source_agreement_std'))} |")
     lines += ["", "## Recommendation", "", result["recommendation"]]
     if chart:
         lines += ["", f"![accuracy and training time per strategy]({chart})"]
