@@ -2,7 +2,7 @@ import csv
 
 import pytest
 
-from transferkit.engine.rundir import RunDir, atomic_write
+from transferkit.rundir import RunDir, atomic_write
 from transferkit.errors import RunDirError
 
 

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from transferkit.backbones import build_from_description
 from transferkit.data import IMAGE_EXTENSIONS, ImageSet, TransformedSubset, build_transform
 from transferkit.data import check_images
-from transferkit.engine.rundir import RunDir, load_weights
+from transferkit.rundir import RunDir, load_weights
 from transferkit.errors import DataError, RunDirError, WeightsError
 
 

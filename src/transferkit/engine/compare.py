@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from transferkit.config import FinetuneConfig
 from transferkit.engine.finetune import check_options, finetune
-from transferkit.engine.rundir import RunDir, write_json
+from transferkit.rundir import RunDir, write_json
 from transferkit.errors import ConfigError, RunDirError
 from transferkit.report.compare import plot_compare, write_leaderboard
 from transferkit.strategies import STRATEGIES

@@ -26,7 +26,7 @@ from transferkit.data import (TransformedSubset, build_transform, cap_per_class,
 from transferkit.engine.callbacks import AtomicCheckpoint, TrainTimer
 from transferkit.engine.gradual import GradualUnfreezing
 from transferkit.engine.module import OptimSettings, TransferModule
-from transferkit.engine.rundir import RunDir, save_weights, write_json
+from transferkit.rundir import RunDir, save_weights, write_json
 from transferkit.errors import ConfigError, TrainingError
 from transferkit.evaluation import evaluate, extract_features
 from transferkit.evaluation.forgetting import SourceView, source_drift

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from transferkit.engine.rundir import atomic_write
+from transferkit.rundir import atomic_write
 from transferkit.report.plots import plt
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from transferkit.engine.rundir import atomic_write
+from transferkit.rundir import atomic_write
 
 SHOWN = ("model", "weights", "strategy", "image_size", "epochs", "test_accuracy", "pixel_baseline_accuracy",
          "test_macro_f1",

@@ -89,7 +89,7 @@ from torch.utils.data import DataLoader
 from transferkit.backbones import PACKAGED, load_backbone, packaged_available
 from transferkit.backbones.load import WEIGHT_SOURCES, check_model_name
 from transferkit.data import TransformedSubset, build_transform, data_config_for, load_source, make_splits
-from transferkit.engine.rundir import atomic_write, write_json
+from transferkit.rundir import atomic_write, write_json
 from transferkit.errors import ConfigError, ModelError, WeightsError
 from transferkit.evaluation.features import pre_logits
 from transferkit.strategies import AUTO_PROBE_BELOW
