@@ -31,3 +31,11 @@ class TrainingError(TransferkitError):
 
 class ConfigError(TransferkitError):
     """An invalid option or combination of options."""
+
+
+class IOFault(TransferkitError):
+    """Writing a file failed in the system: disk full, read-only file system, no permission.
+
+    The message names the path and the system's reason. The CLI exits with code 1
+    (the machine failed, not the command line).
+    """

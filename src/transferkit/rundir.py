@@ -3,6 +3,8 @@
 ::
 
     runs/<name>/
+      transferkit.json   ownership marker: kind, transferkit version, command, created (UTC)
+      .lock              locked by the one process writing the run (its pid, host, command)
       config.yaml        the FinetuneConfig that made the run
       metrics.json       final metrics (model, strategy, accuracies, timings, ...)
       metrics.csv        per-epoch training log (merged across resumed attempts)
@@ -11,35 +13,156 @@
       report.md          config, metrics and PNG plots
       checkpoints/       Lightning checkpoints for --resume
       logs/attempt_N/    raw CSV logs of each (possibly interrupted) attempt
+      adapter/           the LoRA adapter (PEFT format), for --strategy lora
 
-Every file is written atomically: to a temporary name, then ``os.replace``.
+The rules:
+
+* **Owned.** transferkit deletes only inside a folder carrying ``transferkit.json``,
+  and there only the top-level names its kind owns (``RunDir.KINDS``); anything
+  else (the user's notes.txt) stays. A non-empty folder without the marker is
+  never used.
+* **One writer.** The process that opens a run holds an exclusive OS lock on
+  ``.lock`` until it is done; a second process is refused with the holder's pid,
+  host and command. The OS drops the lock when the holder dies, even by kill -9.
+* **Rank zero.** Only global rank zero creates, writes or deletes; other ranks
+  only train (``check``, ``open`` and ``atomic_write`` do nothing there).
+* **Atomic.** Every file is written to a hidden temporary name next to it, then
+  moved into place with ``os.replace``; it gets the mode a plain ``open`` gives.
+* **Output never the input.** ``--out`` may not be, or lie inside, a data folder.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import os
+import secrets
+import shlex
 import shutil
-from collections.abc import Callable
+import socket
+import stat
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from fnmatch import fnmatchcase
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-from safetensors.torch import load_file, save_file
+from filelock import FileLock, Timeout
 
-from transferkit.errors import RunDirError
+from transferkit import __version__
+from transferkit.errors import IOFault, RunDirError
+
+if TYPE_CHECKING:
+    import torch
+
+MARKER = "transferkit.json"
+LOCK = ".lock"
+TEMP_SUFFIX = ".tktmp"
+#: Owned by every kind: the marker, the lock and temporary files left by a killed writer.
+COMMON_OWNED = (MARKER, LOCK, f".*{TEMP_SUFFIX}")
+#: OS errors that are faults of the disk or its permissions, not of transferkit.
+IO_FAULTS = {errno.ENOSPC: "free some space or choose another --out",
+             errno.EDQUOT: "free some space or choose another --out",
+             errno.EFBIG: "choose another --out",
+             errno.EROFS: "choose a writable --out",
+             errno.EACCES: "choose a writable --out",
+             errno.EPERM: "choose a writable --out",
+             errno.EIO: "check the disk"}
 
 
+# ----------------------------------------------------------------------------- ranks
+def global_rank() -> int:
+    """This process's global rank, read from the environment its launcher set.
+
+    ``RANK`` (torchrun, DeepSpeed, Kubeflow) when set. Else Lightning's launcher
+    (and torchelastic's) ``LOCAL_RANK`` on node ``NODE_RANK`` (or ``GROUP_RANK``):
+    ``node * LOCAL_WORLD_SIZE + local``; without ``LOCAL_WORLD_SIZE`` the per-node
+    count is taken as 1, so the number is a stand-in, but it is zero exactly on
+    node 0's first process. Else ``SLURM_PROCID`` or ``JSM_NAMESPACE_RANK`` (srun,
+    jsrun tasks). Else 0: a process nobody launched.
+    """
+    env = os.environ
+    if "RANK" in env:
+        return int(env["RANK"])
+    if {"LOCAL_RANK", "NODE_RANK", "GROUP_RANK"} & env.keys():
+        node = int(env.get("NODE_RANK", env.get("GROUP_RANK", 0)))
+        return node * int(env.get("LOCAL_WORLD_SIZE", 1)) + int(env.get("LOCAL_RANK", 0))
+    for key in ("SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        if key in env:
+            return int(env[key])
+    return 0
+
+
+def is_global_zero() -> bool:
+    """Whether this process may touch run directories: only global rank zero does."""
+    return global_rank() == 0
+
+
+# ----------------------------------------------------------------------------- files
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` then atomically move ``tmp`` onto ``path``."""
+    """Call ``write(tmp)``, then move ``tmp`` onto ``path`` with ``os.replace``.
+
+    ``tmp`` is ``.<name>.<random>.tktmp`` in the same folder: hidden, with no
+    result's suffix, unique per call, removed if anything fails. The file gets the
+    mode a plain ``open`` gives it: an existing file's mode, else 0666 minus the
+    umask (0644 under umask 022). Disk full, read-only or permission errors become
+    a one-line :class:`IOFault` naming ``path``. Only global rank zero writes; on
+    other ranks this does nothing.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    if not is_global_zero():
+        return path
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
     try:
+        mode = _mode_for(path)
         write(tmp)
+        os.chmod(tmp, mode)
+        _fsync(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise _io_fault(path, e) from e
     finally:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return path
+
+
+def _io_fault(path: Path, e: OSError) -> OSError | IOFault:
+    """``e`` as a one-line IOFault when it is a fault of the disk, else ``e`` itself."""
+    if e.errno not in IO_FAULTS:
+        return e
+    return IOFault(f"cannot write {path}: {e.strerror} ({errno.errorcode[e.errno]}); {IO_FAULTS[e.errno]}")
+
+
+def _mode_for(path: Path) -> int:
+    """The mode ``open(path, "w")`` would leave: the existing file's, else 0666 minus the umask."""
+    with suppress(FileNotFoundError):
+        return stat.S_IMODE(path.stat().st_mode)
+    return 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it (os.umask both sets and gets)
+        with open("/proc/self/status") as fh:
+            return next(int(line.split()[1], 8) for line in fh if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def _fsync(path: Path) -> None:
+    """Flush ``path`` to the disk, so the rename never exposes an empty file after a power cut."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_json(path: Path, obj) -> Path:
@@ -47,15 +170,114 @@ def write_json(path: Path, obj) -> Path:
 
 
 def save_weights(path: Path, model: torch.nn.Module) -> Path:
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return atomic_write(path, lambda p: save_file(state, str(p)))
+    """Write ``model``'s state dict as safetensors (serialised in memory, written by ``atomic_write``)."""
+    from safetensors.torch import save
+
+    def write(p: Path) -> None:
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        p.write_bytes(save(state))
+    return atomic_write(path, write)
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not Path(path).is_file():
+        raise RunDirError(f"{path} not found; is this a finished transferkit run directory?")
+    return load_file(str(path))
+
+
+# ----------------------------------------------------------------------------- output vs input
+def check_output_not_input(out: Path | str, inputs: Iterable[Path | str], *, overwrite: bool = False) -> None:
+    """Refuse an ``out`` that would write into, or delete, the data.
+
+    An input folder counts with everything under it; an input file (a CSV, an IDX
+    file) counts as itself: it names its images, and a run folder beside it changes
+    nothing it reads (pass the image root as an input too when it matters).
+    ``out`` is refused when it is an input, or lies inside an input folder (its
+    files would be read as data next time), and, with ``overwrite``, when it
+    contains an input. Symlinks are resolved first. Creates nothing.
+    """
+    o = Path(out).resolve()
+    for given in inputs:
+        i = Path(given).resolve()
+        if o == i or (i.is_dir() and i in o.parents):
+            raise RunDirError(f"--out {out} is the input {given} or lies inside it; the run would write into "
+                              "the data; choose an --out outside it")
+        if overwrite and o in i.parents:
+            raise RunDirError(f"--out {out} contains the input {given}; --overwrite must not reach the data; "
+                              "choose another --out")
+
+
+def _check_writable(path: Path) -> None:
+    """One line when ``path`` cannot be a folder this process creates and writes in."""
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"--out {path} is a file, not a folder; choose another --out")
+    full = path.absolute()
+    existing = next(p for p in (full, *full.parents) if p.exists())
+    if not existing.is_dir():
+        raise RunDirError(f"cannot create {path}: {existing} is a file, not a folder; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunDirError(f"cannot write in {existing} (read-only or no permission); choose another --out")
+
+
+def _make_folder(path: Path) -> list[Path]:
+    """``mkdir -p path``; returns the folders this call created, outermost first."""
+    missing, p = [], path.absolute()
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    made = []
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+            made.append(d)
+        except FileExistsError:  # another process made it meanwhile: not ours to remove
+            pass
+    return made
+
+
+# ----------------------------------------------------------------------------- the run directory
+@dataclass(frozen=True)
+class Kind:
+    """What one kind of run directory owns.
+
+    ``owned``: glob patterns of the top-level names the kind writes; ``--overwrite``
+    removes those and nothing else. ``result``: written last, its presence means the
+    run is complete. ``resume_needs``: a file without which the run cannot resume.
+    """
+
+    owned: tuple[str, ...]
+    result: str
+    resume_needs: str | None = None
 
 
 class RunDir:
-    """Paths of one run directory."""
+    """Paths of one run directory, and the way to take it: ``check`` then ``open``.
 
-    def __init__(self, path: Path | str):
-        self.path = Path(path)
+    ::
+
+        run = RunDir(out, kind="finetune")
+        run.check(overwrite=..., resume=..., inputs=[data])   # no side effects
+        with run.open(overwrite=..., resume=..., inputs=[data]) as run:
+            ...                                               # write the run's files
+    """
+
+    #: Every kind and what it owns; a command with its own folder adds its Kind here.
+    KINDS: dict[str, Kind] = {
+        "finetune": Kind(("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json",
+                          "report.md", "learning_curve.png", "confusion_matrix.png", "wise_curve.png",
+                          "checkpoints", "logs", "adapter"), result="metrics.json", resume_needs="config.yaml"),
+        "compare": Kind(("compare.json", "leaderboard.md", "compare.png", "runs"), result="compare.json"),
+        "rank": Kind(("rank.json", "rank.md"), result="rank.json"),
+    }
+
+    def __init__(self, path: Path | str, kind: str = "finetune"):
+        if kind not in self.KINDS:
+            raise ValueError(f"unknown run directory kind '{kind}'; known: {', '.join(self.KINDS)}")
+        self.path, self.kind = Path(path), kind
+        self.writer = is_global_zero()  # False on other ranks: they write nothing
+        self._lock: FileLock | None = None
 
     config = property(lambda self: self.path / "config.yaml")
     metrics_json = property(lambda self: self.path / "metrics.json")
@@ -66,27 +288,236 @@ class RunDir:
     checkpoints = property(lambda self: self.path / "checkpoints")
     last_checkpoint = property(lambda self: self.path / "checkpoints" / "last.ckpt")
     logs = property(lambda self: self.path / "logs")
+    adapter = property(lambda self: self.path / "adapter")
+    marker = property(lambda self: self.path / MARKER)
+    lock_file = property(lambda self: self.path / LOCK)
 
-    @classmethod
-    def check(cls, path: Path | str, *, overwrite: bool = False, resume: bool = False) -> "RunDir":
-        """Refuse to clobber an existing run unless told to; creates nothing."""
-        run = cls(path)
-        if resume and not run.config.is_file():
-            raise RunDirError(f"cannot resume: {run.path} has no config.yaml; start a new run without --resume")
-        if not resume and not overwrite and run.path.exists() and any(run.path.iterdir()):
-            raise RunDirError(f"run directory {run.path} already exists; pass --overwrite to replace it "
-                              "or --resume to continue it")
-        return run
+    @property
+    def is_started(self) -> bool:
+        """A transferkit run began here: the marker is present."""
+        return self.marker.is_file()
 
-    def create(self, overwrite: bool = False) -> "RunDir":
-        """Make the (empty) folder, removing an old run first when ``overwrite``."""
-        if overwrite and self.path.exists():
-            shutil.rmtree(self.path)
-        self.path.mkdir(parents=True, exist_ok=True)
+    @property
+    def is_complete(self) -> bool:
+        """The run finished: its result file (``metrics.json`` for finetune), written last, is present."""
+        return (self.path / self.KINDS[self.kind].result).is_file()
+
+    def owns(self, name: str, kind: str | None = None) -> bool:
+        """Whether top-level entry ``name`` is one that runs of ``kind`` (default: ours) write."""
+        patterns = COMMON_OWNED + self.KINDS[kind or self.kind].owned
+        return any(fnmatchcase(name, p) for p in patterns)
+
+    def read_marker(self) -> dict | None:
+        """The marker's content, or None when there is none."""
+        try:
+            data = json.loads(self.marker.read_text())
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except (OSError, ValueError) as e:
+            raise RunDirError(f"{self.marker} is unreadable ({e}); fix or remove it") from None
+        if not isinstance(data, dict) or data.get("kind") not in self.KINDS:
+            raise RunDirError(f"{self.marker} is not a transferkit marker (no known 'kind'); fix or remove it")
+        return data
+
+    def _entries(self) -> list[str]:
+        """Names in the folder but the lock and temporary files (another start's, or a killed one's)."""
+        if not self.path.is_dir():
+            return []
+        return sorted(e.name for e in self.path.iterdir() if e.name != LOCK and not e.name.endswith(TEMP_SUFFIX))
+
+    # ------------------------------------------------------------------------- check
+    def check(self, *, overwrite: bool = False, resume: bool = False,
+              inputs: Iterable[Path | str] = ()) -> RunDir:
+        """Refuse, with one line, a folder this run must not use; changes nothing.
+
+        Refused: a path that is a file or cannot be created or written; an ``out``
+        that is or lies inside an input (see ``check_output_not_input``); a non-empty
+        folder without the marker, or with another kind's marker; a run holding
+        results unless ``overwrite`` or ``resume``; ``resume`` of anything but a
+        started run of this kind (a pre-marker run whose entries are all owned
+        names and which has its ``resume_needs`` file is accepted too).
+        On ranks other than global zero nothing is checked: rank zero did.
+        """
+        if not is_global_zero():
+            return self
+        if overwrite and resume:
+            raise RunDirError("--overwrite and --resume exclude each other; pass one of them")
+        _check_writable(self.path)
+        check_output_not_input(self.path, inputs, overwrite=overwrite)
+        entries = self._entries()
+        if resume:
+            self._check_resumable(entries)
+        elif entries:
+            self._check_kind(self.read_marker(), entries)
+            if not overwrite and entries != [MARKER]:
+                raise RunDirError(f"run directory {self.path} already exists; pass --overwrite to replace it "
+                                  "or --resume to continue it")
         return self
 
+    def _check_kind(self, marker: dict | None, entries: list[str]) -> None:
+        if marker is None:
+            shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+            raise RunDirError(f"{self.path} is not a transferkit run directory (it holds {shown}); "
+                              "choose another --out")
+        if marker["kind"] != self.kind:
+            raise RunDirError(f"{self.path} is a transferkit {marker['kind']} directory, not a {self.kind} one; "
+                              "choose another --out")
+
+    def _check_resumable(self, entries: list[str]) -> None:
+        need = self.KINDS[self.kind].resume_needs
+        has_need = need is None or (self.path / need).is_file()
+        if not entries:
+            raise RunDirError(f"cannot resume: {self.path} holds no run; start a new run without --resume")
+        marker = self.read_marker()
+        legacy = marker is None and need is not None and has_need and all(self.owns(e) for e in entries)
+        if not legacy:
+            self._check_kind(marker, entries)
+        if not has_need:
+            raise RunDirError(f"cannot resume: {self.path} has no {need}; start a new run without --resume")
+
+    # ------------------------------------------------------------------------- open
+    @contextmanager
+    def open(self, *, overwrite: bool = False, resume: bool = False, command: list[str] | None = None,
+             inputs: Iterable[Path | str] = ()) -> Iterator[RunDir]:
+        """Take the run directory for the ``with`` block; yields ``self``.
+
+        In order: ``check`` (no side effects) -> create the folder -> take the lock
+        (refused at once, naming the holder, if another process has it) -> ``check``
+        again under the lock (a run may have finished meanwhile) -> with
+        ``overwrite``, remove the owned entries -> write the marker (``command``,
+        default ``sys.argv``; a resume keeps the one there). The lock is held until the block ends. If the start
+        fails, or the block raises before anything of value was written (a file
+        other than the marker, the lock and temporary files), what this call created
+        is removed again: no stub is left behind. On ranks other than global zero
+        nothing happens and ``writer`` is False.
+        """
+        if not is_global_zero():
+            self.writer = False
+            yield self
+            return
+        inputs, command = list(inputs), [str(c) for c in (sys.argv if command is None else command)]
+        self.check(overwrite=overwrite, resume=resume, inputs=inputs)
+        made: list[Path] = []
+        had_marker = had_lock = True
+        try:
+            made = _make_folder(self.path)
+            had_lock = self.lock_file.exists()
+            self._acquire(command)
+            had_marker = self.marker.exists()
+            self.check(overwrite=overwrite, resume=resume, inputs=inputs)
+            if overwrite:
+                self.remove_owned()
+            if not resume or not had_marker:  # a new run (or an adopted pre-marker one) signs the folder
+                write_json(self.marker, self._marker_content(command))
+        except OSError as e:
+            self._undo(made, had_marker, had_lock)
+            raise RunDirError(f"cannot set up run directory {self.path}: {e.strerror}; "
+                              "choose another --out") from e
+        except BaseException:
+            self._undo(made, had_marker, had_lock)
+            raise
+        try:
+            yield self
+        except BaseException:
+            if not self._holds_value():
+                self._undo(made, had_marker, had_lock)
+            raise
+        finally:
+            self._release()
+
+    def _marker_content(self, command: list[str]) -> dict:
+        return {"kind": self.kind, "transferkit": __version__, "command": command,
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "owned": list(self.KINDS[self.kind].owned)}
+
+    def _acquire(self, command: list[str]) -> None:
+        """Take ``.lock`` without waiting, and write who holds it into it (in place: the locked file stays)."""
+        lock = FileLock(self.lock_file)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            raise RunDirError(f"run directory {self.path} is in use by {self.holder()} — wait for it or "
+                              "choose another --out") from None
+        self._lock = lock
+        with open(self.lock_file, "w") as fh:
+            json.dump({"pid": os.getpid(), "host": socket.gethostname(), "command": command}, fh)
+
+    def holder(self, wait: float = 2.0) -> str:
+        """Who holds the lock, as it wrote into it: 'pid N on host H (command)'.
+
+        The holder writes this just after locking and clears it on release, so an
+        empty note is read again for up to ``wait`` seconds.
+        """
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                h = json.loads(self.lock_file.read_text())
+                shown = shlex.join([Path(h["command"][0]).name, *h["command"][1:]]) if h["command"] else "?"
+                shown = shown if len(shown) <= 100 else shown[:99] + "…"
+                return f"pid {h['pid']} on host {h['host']} ({shown})"
+            except (OSError, ValueError, KeyError, TypeError, IndexError):
+                if time.monotonic() > deadline:
+                    return "another process (which one, it has not written)"
+                time.sleep(0.01)
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            with suppress(OSError):
+                os.truncate(self.lock_file, 0)  # no stale note for the next one refused
+            self._lock.release()
+            self._lock = None
+
+    def _holds_value(self) -> bool:
+        """Whether the folder holds a file other than the marker, the lock and temporary files."""
+        return any(p.is_file() or p.is_symlink() for p in self.path.rglob("*")
+                   if p.name not in (MARKER, LOCK) and not p.name.endswith(TEMP_SUFFIX))
+
+    def _undo(self, made: list[Path], had_marker: bool, had_lock: bool) -> None:
+        """Remove what a failed start created: marker, lock, empty owned folders, the folders made.
+
+        Only the lock's holder touches the folder's content (another process may be
+        starting in it); the folders this call made go only if they are empty.
+        """
+        if self._lock is not None:
+            if not had_marker:
+                with suppress(OSError):
+                    self.marker.unlink(missing_ok=True)
+            for top in self.path.iterdir() if self.path.is_dir() else ():
+                if top.is_dir() and not top.is_symlink() and self.owns(top.name):
+                    for d in sorted([top, *top.rglob("*")], key=lambda p: -len(p.parts)):
+                        with suppress(OSError):
+                            d.rmdir()  # only empty folders go
+            if not had_lock:
+                with suppress(OSError):  # unlinked while held: a waiter then retries on a new file
+                    self.lock_file.unlink(missing_ok=True)
+            self._release()
+        for d in reversed(made):
+            with suppress(OSError):
+                d.rmdir()
+
+    def remove_owned(self) -> list[str]:
+        """Delete the top-level entries this kind owns (the marker and lock aside); keep all else.
+
+        Only global rank zero deletes, and only in a folder marked with this kind.
+        Returns the names removed.
+        """
+        if not is_global_zero() or (self.read_marker() or {}).get("kind") != self.kind:
+            return []
+        removed = []
+        for entry in sorted(self.path.iterdir()):
+            if entry.name in (MARKER, LOCK) or not self.owns(entry.name):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry.name)
+        return removed
+
+    # ------------------------------------------------------------------------- logs
     def next_attempt(self) -> str:
-        self.logs.mkdir(parents=True, exist_ok=True)
+        if self.writer:
+            self.logs.mkdir(parents=True, exist_ok=True)
         return f"attempt_{len(list(self.logs.glob('attempt_*')))}"
 
     def merge_logs(self) -> list[dict]:
@@ -117,9 +548,3 @@ class RunDir:
                 w.writerows(rows)
         atomic_write(self.metrics_csv, write)
         return rows
-
-
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    if not Path(path).is_file():
-        raise RunDirError(f"{path} not found; is this a finished transferkit run directory?")
-    return load_file(str(path))
