@@ -263,7 +263,9 @@ class RunDir:
             ...                                               # write the run's files
     """
 
-    #: Every kind and what it owns; a command with its own folder adds its Kind here.
+    #: Every kind and what it owns; a command with its own folder adds its Kind here. Plots are
+    #: named one by one (no ``*.png``) so that a user's own picture in the folder survives
+    #: ``--overwrite``: a new plot adds its name here.
     KINDS: dict[str, Kind] = {
         "finetune": Kind(("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json",
                           "report.md", "learning_curve.png", "confusion_matrix.png", "wise_curve.png",
@@ -338,7 +340,7 @@ class RunDir:
         names and which has its ``resume_needs`` file is accepted too).
         On ranks other than global zero nothing is checked: rank zero did.
         """
-        if not is_global_zero():
+        if not self.writer:
             return self
         if overwrite and resume:
             raise RunDirError("--overwrite and --resume exclude each other; pass one of them")
@@ -350,8 +352,9 @@ class RunDir:
         elif entries:
             self._check_kind(self.read_marker(), entries)
             if not overwrite and entries != [MARKER]:
-                raise RunDirError(f"run directory {self.path} already exists; pass --overwrite to replace it "
-                                  "or --resume to continue it")
+                resumable = " or --resume to continue it" if self.KINDS[self.kind].resume_needs else ""
+                raise RunDirError(f"run directory {self.path} already exists; pass --overwrite to replace it"
+                                  f"{resumable}")
         return self
 
     def _check_kind(self, marker: dict | None, entries: list[str]) -> None:
@@ -391,8 +394,7 @@ class RunDir:
         is removed again: no stub is left behind. On ranks other than global zero
         nothing happens and ``writer`` is False.
         """
-        if not is_global_zero():
-            self.writer = False
+        if not self.writer:
             yield self
             return
         inputs, command = list(inputs), [str(c) for c in (sys.argv if command is None else command)]
