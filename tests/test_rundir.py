@@ -432,6 +432,7 @@ def test_disk_full_one_line(tmp_path):
     with pytest.raises(IOFault, match=r"cannot write .*metrics\.json: No space left on device \(ENOSPC\)") as e:
         atomic_write(target, write)
     _one_line(e)
+    assert not isinstance(e.value, RunDirError)  # its own class: the CLI exits 1 for a machine fault
     assert list(tmp_path.iterdir()) == []
 
 
