@@ -11,7 +11,10 @@
   recursively), or with ``train/`` and optionally ``test/`` sub-folders each in
   that layout (the test split is then kept).
 * a CSV file with header ``path,label`` and an optional ``split`` column
-  (``train``/``test``); paths are relative to the CSV's folder.
+  (``train``/``test``); paths are relative to the CSV's folder. Each row has
+  one field per header column (quote fields that contain commas; empty
+  trailing fields are ignored, blank lines skipped); a row with more or fewer
+  fields, or an empty path or label, is refused with its line number.
 
 Folders are scanned by :func:`transferkit.data.files.iter_image_files` (hidden
 files and folders, AppleDouble ``._*``, ``.ipynb_checkpoints/`` and
