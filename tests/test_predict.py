@@ -15,6 +15,8 @@ from transferkit.errors import ConfigError
 from transferkit.predict import collect_images, load_run_model, predict
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 def gradient(size=(40, 20)) -> Image.Image:
     """A non-square RGB image whose content changes with orientation."""
     w, h = size
