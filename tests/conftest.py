@@ -51,7 +51,8 @@ def tiny_run_template(tmp_path_factory):
 
     torch.manual_seed(0)
     model = load_backbone("efficientnet_lite0", weights="none", num_classes=len(TINY_RUN_CLASSES))
-    run = RunDir(tmp_path_factory.mktemp("tiny") / "run").create()
+    run = RunDir(tmp_path_factory.mktemp("tiny") / "run")
+    run.path.mkdir()
     save_weights(run.weights, model)
     write_json(run.model_json, {**describe_model(model), "norm": "batchnorm", "classes": TINY_RUN_CLASSES,
                                 "data_config": data_config_for(model, 32), "strategy": "full",
