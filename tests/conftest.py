@@ -34,3 +34,48 @@ def run_cli(capsys, monkeypatch):
         return code, out.out, out.err
 
     return run
+
+
+TINY_RUN_CLASSES = ["cat", "dog", "owl"]
+
+
+@pytest.fixture(scope="session")
+def tiny_run_template(tmp_path_factory):
+    """A finished run directory as finetune leaves it for predict (model.json + model.safetensors):
+    an untrained efficientnet_lite0 (weights="none", seed 0) for 3 classes at 32x32 input."""
+    import torch
+
+    from transferkit.backbones import describe_model, load_backbone
+    from transferkit.data import data_config_for
+    from transferkit.rundir import RunDir, save_weights, write_json
+
+    torch.manual_seed(0)
+    model = load_backbone("efficientnet_lite0", weights="none", num_classes=len(TINY_RUN_CLASSES))
+    run = RunDir(tmp_path_factory.mktemp("tiny") / "run")
+    run.path.mkdir()
+    save_weights(run.weights, model)
+    write_json(run.model_json, {**describe_model(model), "norm": "batchnorm", "classes": TINY_RUN_CLASSES,
+                                "data_config": data_config_for(model, 32), "strategy": "full",
+                                "transferkit_format": 1})
+    return run.path
+
+
+@pytest.fixture
+def tiny_run(tiny_run_template, tmp_path):
+    """A private copy of ``tiny_run_template`` (tests may damage it)."""
+    import shutil
+
+    return shutil.copytree(tiny_run_template, tmp_path / "run")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run torch on one CPU thread for the module: tiny inputs need no thread pool, and on a
+    machine shared with other jobs two threads waiting on each other made a 32x32 forward
+    pass take 2 s instead of 20 ms (measured)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -265,6 +265,101 @@ def test_skip_bad_images_class_left_empty_is_an_error(tmp_path):
     assert "broken" in message and "no readable images" in message
 
 
+# ------------------------------------------------------ files from the wild
+
+
+def exif_rotated_jpeg(path, orientation: int = 6, size=(40, 20)) -> Image.Image:
+    """A JPEG stored ``size`` (w, h) with EXIF Orientation ``orientation``; returns the stored image."""
+    stored = Image.fromarray(np.arange(size[0] * size[1], dtype=np.uint8).reshape(size[1], size[0])).convert("RGB")
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    stored.save(path, exif=exif, quality=95)
+    return stored
+
+
+def test_exif_orientation_ignored_so_phone_photos_trained_sideways(tmp_path):
+    root = write_class_folders(tmp_path / "ds", per_class=1, classes=("0", "1"))
+    exif_rotated_jpeg(root / "1" / "phone.jpg", orientation=6, size=(40, 20))  # rotate 90: shown 20 wide, 40 high
+    source = load_source(str(root))
+    image, target = source.train[len(source.train) - 1]
+    assert (image.size, image.mode, target) == ((20, 40), "RGB", 1)
+
+
+def test_ipynb_checkpoints_in_class_folder_duplicated_training_images(tmp_path):
+    root = write_class_folders(tmp_path / "ds", per_class=2, classes=("0", "1"))
+    (root / "0" / ".ipynb_checkpoints").mkdir()
+    digit_image(0).save(root / "0" / ".ipynb_checkpoints" / "0-checkpoint.png")
+    (root / "1" / "._0.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble resource fork")
+    (root / "1" / ".hidden").mkdir()
+    digit_image(1).save(root / "1" / ".hidden" / "seen.png")
+    source = load_source(str(root))
+    assert source.train.class_counts() == {"0": 2, "1": 2} and source.skipped == []
+
+
+def test_macosx_folder_from_a_zip_became_a_class(tmp_path):
+    root = write_class_folders(tmp_path / "ds", per_class=2, classes=("0", "1"))
+    (root / "__MACOSX" / "0").mkdir(parents=True)
+    (root / "__MACOSX" / "0" / "._0.png").write_bytes(b"\x00\x05\x16\x07")
+    assert load_source(str(root)).classes == ["0", "1"]
+    write_class_folders(tmp_path / "split" / "train", per_class=2, classes=("0", "1"))
+    (tmp_path / "split" / "__MACOSX").mkdir()
+    assert load_source(str(tmp_path / "split")).classes == ["0", "1"]
+
+
+def test_iter_image_files_is_the_one_filter(tmp_path):
+    from transferkit.data import is_image_file, iter_image_files
+
+    write_class_folders(tmp_path, per_class=2, classes=("1",))
+    (tmp_path / "1" / "sub").mkdir()
+    digit_image(2).save(tmp_path / "1" / "sub" / "z.PNG")
+    digit_image(2).save(tmp_path / "1" / ".x.png")
+    (tmp_path / "1" / "notes.txt").write_text("x")
+    (tmp_path / "1" / "dir.png").mkdir()
+    (tmp_path / "1" / "loop").symlink_to(tmp_path / "1")  # not followed: no endless recursion
+    found = [p.relative_to(tmp_path).as_posix() for p in iter_image_files(tmp_path)]
+    assert found == ["1/0.png", "1/1.png", "1/sub/z.PNG"]
+    assert not is_image_file(tmp_path / "1" / "._0.png") and not is_image_file(tmp_path / "1" / "dir.png")
+
+
+LATIN1_CLASS = b"caf\xe9"  # "café" in Latin-1: not UTF-8
+
+
+def test_non_utf8_class_and_file_names_crashed_with_unicode_error(tmp_path):
+    import json
+
+    root = write_class_folders(tmp_path / "ds", per_class=2, classes=("0",))
+    folder = os.path.join(os.fsencode(root), LATIN1_CLASS)
+    os.mkdir(folder)
+    for name in (b"\xe9t\xe9.png", b"ok.png"):
+        with open(os.path.join(folder, name), "wb") as f:
+            f.write(image_bytes(digit_image(7), "PNG"))
+    source = load_source(str(root))  # was: UnicodeEncodeError traceback (surrogates not allowed)
+    from transferkit.data import display_name
+
+    assert source.classes == ["0", "caf\\xe9"] == [display_name(os.fsdecode(n)) for n in (b"0", LATIN1_CLASS)]
+    assert json.loads(json.dumps(source.classes, ensure_ascii=False).encode("utf-8")) == source.classes
+    assert source.train.class_counts() == {"0": 2, "caf\\xe9": 2}
+    assert source.train[3][0].size == (16, 16)
+    assert len(source.train.fingerprint()) == 16
+
+
+def test_non_utf8_name_of_a_corrupt_file_is_reported_readably(tmp_path):
+    root = write_class_folders(tmp_path / "ds", per_class=2, classes=("0", "1"))
+    with open(os.path.join(os.fsencode(root / "1"), b"bad\xff\nname.png"), "wb") as f:
+        f.write(b"not an image")
+    message = error_of(root)
+    assert "bad\\xff\\nname.png" in message and "--skip-bad-images" in message
+    message.encode("utf-8")  # printable on any UTF-8 terminal
+
+
+def test_display_name():
+    from transferkit.data import display_name
+
+    assert display_name("plain/café.png") == "plain/café.png"
+    assert display_name(b"caf\xe9") == display_name(Path(os.fsdecode(b"caf\xe9"))) == "caf\\xe9"
+    assert display_name("a\nb\tc") == "a\\nb\\tc"
+
+
 # ------------------------------------------------------------------ CSV
 
 
@@ -304,6 +399,37 @@ def test_csv_errors(tmp_path):
     (tmp_path / "bad.png").write_text("nope")
     message = error_of(write_csv(tmp_path / "d.csv", "path,label\nimg/0/0.png,a\nimg/1/0.png,b\nbad.png,b\n"))
     assert "bad.png" in message and "--skip-bad-images" in message
+
+
+def test_csv_extra_unquoted_field_was_silently_dropped(tmp_path):
+    write_class_folders(tmp_path / "img", per_class=2, classes=("0", "1"))
+    csv = write_csv(tmp_path / "x.csv", "path,label\nimg/0/0.png,a\nimg/1/0.png,b,c d\nimg/1/1.png,b\n")
+    message = error_of(csv)
+    assert "x.csv" in message and "line 3: expected path,label, got 3 fields: img/1/0.png,b,c d" in message
+
+
+def test_csv_missing_label_or_empty_path_refused_with_line_number(tmp_path):
+    write_class_folders(tmp_path / "img", per_class=2, classes=("0", "1"))
+    text = "path,label,split\nimg/0/0.png,a,train\nimg/1/0.png\n"
+    assert "line 3: expected path,label,split, got 1 field: img/1/0.png" in error_of(write_csv(tmp_path / "a.csv", text))
+    text = "path,label\nimg/0/0.png,a\n ,b\n"
+    assert "line 3: empty path" in error_of(write_csv(tmp_path / "b.csv", text))
+    text = "path,label\nimg/0/0.png,a\nimg/1/0.png,\n"
+    assert "line 3: empty label" in error_of(write_csv(tmp_path / "c.csv", text))
+
+
+def test_csv_line_numbers_counted_blank_lines_wrong(tmp_path):
+    write_class_folders(tmp_path / "img", per_class=2, classes=("0", "1"))
+    text = "path,label\n\nimg/0/0.png,a\n\nimg/1/0.png,\n"
+    assert "line 5: empty label" in error_of(write_csv(tmp_path / "a.csv", text))
+
+
+def test_csv_quoted_fields_with_commas_and_trailing_empty_fields(tmp_path):
+    write_class_folders(tmp_path / "img", per_class=2, classes=("0", "1"))
+    digit_image(4).save(tmp_path / "img" / "a, b.png")
+    text = 'path,label\r\n"img/a, b.png","four, or so"\r\nimg/0/0.png,zero,\r\nimg/1/0.png,one\r\n'
+    source = load_source(str(write_csv(tmp_path / "q.csv", text)))
+    assert source.classes == ["four, or so", "one", "zero"] and len(source.train) == 3
 
 
 # ----------------------------------------------------- ImageSet behaviour

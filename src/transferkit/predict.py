@@ -1,8 +1,16 @@
-"""Predict with a finished run: ``model.json`` + ``model.safetensors`` are all it needs."""
+"""Predict with a finished run: ``model.json`` + ``model.safetensors`` are all it needs.
+
+Every way a run folder or an input can be wrong ends in one line: a missing,
+truncated or empty ``model.safetensors`` or weights of another model
+(WeightsError), a missing, non-JSON or incomplete ``model.json`` or a run path
+that is a file (RunDirError), a bad ``topk`` or ``device`` (ConfigError),
+missing or unreadable images (DataError). Nothing is written.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -10,64 +18,132 @@ import torch
 from torch.utils.data import DataLoader
 
 from transferkit.backbones import build_from_description
-from transferkit.data import IMAGE_EXTENSIONS, ImageSet, TransformedSubset, build_transform
-from transferkit.data import check_images
+from transferkit.data import ImageSet, TransformedSubset, build_transform, check_images
+from transferkit.data import display_name, iter_image_files, quoted
+from transferkit.errors import ConfigError, DataError, RunDirError, WeightsError
 from transferkit.rundir import RunDir, load_weights
-from transferkit.errors import DataError, RunDirError, WeightsError
+
+REQUIRED_KEYS = ("architecture", "num_classes", "classes", "data_config")
 
 
-def load_run_model(run_dir: Path | str) -> tuple[torch.nn.Module, dict]:
-    """The trained model of a run (eval mode) and its ``model.json`` metadata."""
+def resolve_device(device: str | None) -> torch.device:
+    """``None`` or ``"cpu"`` -> cpu; ``"cuda"``, ``"cuda:N"``; ``"auto"`` -> cuda if available, else cpu."""
+    device = "cpu" if device is None else str(device).strip().lower()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if not match:
+        raise ConfigError(f"unknown device '{display_name(device)}'; use cpu, cuda, cuda:N or auto")
+    index = int(match.group(1) or 0)
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' asked for but CUDA is not available here; use cpu or auto")
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"device '{device}' does not exist: {torch.cuda.device_count()} CUDA device(s) "
+                          "(cuda:0 ...); pick one of them")
+    return torch.device("cuda", index)
+
+
+def read_model_json(run: RunDir) -> dict:
+    """``model.json`` of a run, checked for the keys predict needs."""
+    try:
+        meta = json.loads(run.model_json.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{quoted(run.model_json)} is not readable JSON ({display_name(e)}); "
+                          "it is written at the end of a run: rerun or resume it (--resume)") from None
+    missing = [k for k in REQUIRED_KEYS if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise RunDirError(f"{quoted(run.model_json)} lacks {', '.join(missing)}; "
+                          "was it written by transferkit finetune? rerun the run")
+    classes, cfg = meta["classes"], meta["data_config"]
+    if not (isinstance(classes, list) and len(classes) == meta["num_classes"]
+            and all(isinstance(c, str) for c in classes)):
+        raise RunDirError(f"{quoted(run.model_json)}: classes must be {meta['num_classes']} names "
+                          "(num_classes); the file was edited or damaged, rerun the run")
+    if not (isinstance(cfg, dict) and isinstance(cfg.get("input_size"), list) and cfg["input_size"]):
+        raise RunDirError(f"{quoted(run.model_json)}: data_config lacks input_size; rerun the run")
+    return meta
+
+
+def load_run_model(run_dir: Path | str, device: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """The trained model of a run (eval mode, on ``device``, see :func:`resolve_device`)
+    and its ``model.json`` metadata."""
+    target = resolve_device(device)
     run = RunDir(run_dir)
+    if run.path.exists() and not run.path.is_dir():
+        raise RunDirError(f"{quoted(run.path)} is a file, not a run directory; give the run's folder")
     if not run.path.is_dir():
-        raise RunDirError(f"run directory {run.path} not found")
+        raise RunDirError(f"run directory {quoted(run.path)} not found")
     if not run.model_json.is_file():
-        raise RunDirError(f"{run.path} has no model.json; is the run finished? (resume it with --resume)")
-    meta = json.loads(run.model_json.read_text())
+        raise RunDirError(f"{quoted(run.path)} has no model.json; is the run finished? (resume it with --resume)")
+    meta = read_model_json(run)
     model = build_from_description(meta)
     try:
-        model.load_state_dict(load_weights(run.weights))
+        state = load_weights(run.weights)
+    except RunDirError:
+        raise
+    except Exception as e:  # safetensors raises its own error type on a truncated or empty file
+        raise WeightsError(f"{quoted(run.weights)} is damaged ({display_name(str(e).splitlines()[0])}); "
+                           "rerun the run to write it again") from None
+    try:
+        model.load_state_dict(state)
     except RuntimeError as e:
-        raise WeightsError(f"{run.weights} does not fit {meta.get('architecture')}: "
-                           f"{str(e).splitlines()[0]}") from None
-    return model.eval(), meta
+        raise WeightsError(f"{quoted(run.weights)} does not fit {meta.get('architecture')}: "
+                           f"{display_name(str(e).splitlines()[0])}") from None
+    return model.eval().to(target), meta
 
 
 def collect_images(paths: list[Path | str]) -> list[Path]:
-    """Image files among ``paths``; folders are searched recursively (sorted)."""
+    """Image files among ``paths``: files as given, folders searched recursively
+    with the training filter (:func:`transferkit.data.iter_image_files`)."""
+    if not paths:
+        raise DataError("no images given; name image files or folders")
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file())
+            found = list(iter_image_files(p))
             if not found:
-                raise DataError(f"no images found in folder {p}")
+                raise DataError(f"no images found in folder {quoted(p)}")
             files += found
         elif p.is_file():
             files.append(p)
         else:
-            raise DataError(f"{p} not found")
+            raise DataError(f"{quoted(p)} not found")
     return files
 
 
 @torch.inference_mode()
 def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 5,
-            batch_size: int = 32, skip_bad_images: bool = False) -> list[dict]:
-    """Top-k classes with probabilities for each image: ``[{path, top: [{class, prob}]}]``."""
-    model, meta = load_run_model(run_dir)
+            batch_size: int = 32, skip_bad_images: bool = False,
+            device: str | None = None) -> list[dict]:
+    """Top-k classes with probabilities for each image: ``[{path, top: [{class, prob}]}]``.
+
+    ``topk`` larger than the number of classes is clamped to it (every class is
+    listed); below 1 is a ConfigError. ``device``: see :func:`resolve_device`.
+    ``path`` is the file's :func:`~transferkit.data.display_name` (its text for
+    ordinary names; undecodable bytes as ``\\xNN``), so results always print and
+    JSON-encode.
+    """
+    if topk < 1:
+        raise ConfigError(f"--topk must be >= 1, got {topk}")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    model, meta = load_run_model(run_dir, device)
+    target = next(model.parameters()).device
     files = collect_images(paths)
     bad = check_images(files, skip_bad_images)
     files = [f for f in files if f not in bad]
     classes = meta["classes"]
     cfg = meta["data_config"]
-    images = ImageSet([str(f) for f in files], np.zeros(len(files), dtype=np.int64), classes)
+    images = ImageSet(files, np.zeros(len(files), dtype=np.int64), classes)
     dataset = TransformedSubset(images, range(len(files)), build_transform(cfg, cfg["input_size"][-1], train=False))
     k = min(topk, len(classes))
     results = []
     for i, (x, _) in enumerate(DataLoader(dataset, batch_size=batch_size)):
-        probs = model(x).softmax(-1)
-        top = probs.topk(k, dim=-1)
+        top = model(x.to(target)).softmax(-1).topk(k, dim=-1)
         for j in range(len(x)):
-            results.append({"path": str(files[i * batch_size + j]),
+            results.append({"path": display_name(files[i * batch_size + j]),
                             "top": [{"class": classes[c], "prob": round(float(p), 6)}
-                                    for p, c in zip(top.values[j], top.indices[j])]})
+                                    for p, c in zip(top.values[j].tolist(), top.indices[j].tolist())]})
     return results

@@ -1,6 +1,15 @@
 """Datasets, transforms and splits."""
 
-from transferkit.data.sources import IMAGE_EXTENSIONS, ImageSet, Source, check_images, load_source
+from transferkit.data.files import (
+    IMAGE_EXTENSIONS,
+    display_name,
+    is_image_file,
+    is_junk,
+    iter_image_files,
+    quoted,
+    subfolders,
+)
+from transferkit.data.sources import ImageSet, Source, check_images, load_source, open_image
 from transferkit.data.splits import Splits, cap_per_class, few_shot_indices, make_splits
 from transferkit.data.transforms import TransformedSubset, build_transform, data_config_for
 
@@ -14,7 +23,14 @@ __all__ = [
     "build_transform",
     "check_images",
     "data_config_for",
+    "display_name",
     "few_shot_indices",
+    "is_image_file",
+    "is_junk",
+    "iter_image_files",
     "load_source",
     "make_splits",
+    "open_image",
+    "quoted",
+    "subfolders",
 ]

@@ -11,11 +11,20 @@
   recursively), or with ``train/`` and optionally ``test/`` sub-folders each in
   that layout (the test split is then kept).
 * a CSV file with header ``path,label`` and an optional ``split`` column
-  (``train``/``test``); paths are relative to the CSV's folder.
+  (``train``/``test``); paths are relative to the CSV's folder. Each row has
+  one field per header column (quote fields that contain commas; empty
+  trailing fields are ignored, blank lines skipped); a row with more or fewer
+  fields, or an empty path or label, is refused with its line number.
 
-Class names are sorted as strings (the torchvision ImageFolder order). Every
+Folders are scanned by :func:`transferkit.data.files.iter_image_files` (hidden
+files and folders, AppleDouble ``._*``, ``.ipynb_checkpoints/`` and
+``__MACOSX/`` skipped). Class names are sorted as strings (the torchvision
+ImageFolder order); a class folder's name becomes its class name through
+:func:`~transferkit.data.files.display_name`, so a name that is not UTF-8
+(``b"caf\\xe9"``) gives the printable, JSON-safe class ``"caf\\xe9"``. Every
 file image is opened and decoded once at load time (JPEGs at reduced DCT
-scale), so a corrupt file fails here, not in the middle of training.
+scale), so a corrupt file fails here, not in the middle of training. Images
+are turned upright by their EXIF orientation (phone photos) before use.
 """
 
 from __future__ import annotations
@@ -31,11 +40,12 @@ from pathlib import Path
 
 import numpy as np
 import torch.utils.data
-from PIL import Image
+from PIL import Image, ImageOps
 
+from transferkit.data.files import IMAGE_EXTENSIONS, display_name, iter_image_files, quoted, subfolders
 from transferkit.errors import DataError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
+EXIF_ORIENTATION = 0x0112
 BUILTINS = ("digits", "fashion-mnist")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
@@ -106,8 +116,7 @@ class ImageSet(torch.utils.data.Dataset):
         j = int(self._indices[i])
         if isinstance(self._images, np.ndarray):
             return Image.fromarray(self._images[j]).convert("RGB"), int(self._targets[j])
-        with Image.open(self._images[j]) as f:
-            return _to_rgb(f), int(self._targets[j])
+        return open_image(self._images[j]), int(self._targets[j])
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSet:
         """The images at ``indices`` (positions in this set), sharing storage."""
@@ -124,12 +133,28 @@ class ImageSet(torch.utils.data.Dataset):
 
     def fingerprint(self) -> str:
         """Short stable hash of the set's identity: source content key + selected positions."""
-        h = hashlib.sha256(self._key.encode())
+        h = hashlib.sha256(self._key.encode("utf-8", "surrogatepass"))
         h.update(self._indices.astype("<i8").tobytes())
         return h.hexdigest()[:16]
 
     def __repr__(self) -> str:
         return f"ImageSet({self.name!r}, {len(self)} images, {len(self.classes)} classes)"
+
+
+def open_image(path: Path | str) -> Image.Image:
+    """The image file at ``path`` as an upright RGB PIL image (EXIF orientation applied)."""
+    with Image.open(path) as image:
+        if _orientation(image) != 1:
+            image = ImageOps.exif_transpose(image)
+        return _to_rgb(image)
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF Orientation tag (1 = upright); a damaged EXIF block counts as upright."""
+    try:
+        return int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except Exception:  # PIL raises many kinds on broken EXIF; the pixels are still fine
+        return 1
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -181,7 +206,7 @@ def load_source(spec: str, skip_bad_images: bool = False) -> Source:
         path = Path(spec).expanduser()
         if not path.exists():
             raise DataError(
-                f"data path {str(path)!r} does not exist; give an image folder, a CSV file "
+                f"data path {quoted(path)} does not exist; give an image folder, a CSV file "
                 "or one of " + ", ".join(f"builtin:{b}" for b in BUILTINS)
             )
         if path.is_dir():
@@ -190,7 +215,7 @@ def load_source(spec: str, skip_bad_images: bool = False) -> Source:
             source = _load_csv(spec, path.resolve(), skip_bad_images)
         else:
             raise DataError(
-                f"data path {str(path)!r} is neither a folder nor a .csv file; give an image folder "
+                f"data path {quoted(path)} is neither a folder nor a .csv file; give an image folder "
                 "(one sub-folder per class) or a CSV with header path,label"
             )
     if len(source.classes) < 2:
@@ -234,7 +259,7 @@ def _find_idx(root: Path, stem: str, kind: str) -> Path:
             if (root / (name + suffix)).is_file():
                 return root / (name + suffix)
     raise DataError(
-        f"Fashion-MNIST file {stem}-{kind}-ubyte[.gz] not found in {str(root)!r}; "
+        f"Fashion-MNIST file {stem}-{kind}-ubyte[.gz] not found in {quoted(root)}; "
         "install it with `apt-get install dataset-fashion-mnist` "
         "or set TRANSFERKIT_FASHION_MNIST_DIR to the folder holding the IDX files"
     )
@@ -245,14 +270,14 @@ def _read_idx(path: Path) -> np.ndarray:
     try:
         data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError) as e:
-        raise DataError(f"cannot read IDX file {str(path)!r} ({e}); reinstall dataset-fashion-mnist") from e
+        raise DataError(f"cannot read IDX file {quoted(path)} ({e}); reinstall dataset-fashion-mnist") from e
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise DataError(f"{str(path)!r} is not an unsigned-byte IDX file; reinstall dataset-fashion-mnist")
+        raise DataError(f"{quoted(path)} is not an unsigned-byte IDX file; reinstall dataset-fashion-mnist")
     ndim = data[3]
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     offset = 4 + 4 * ndim
     if len(data) - offset != int(np.prod(shape)):
-        raise DataError(f"IDX file {str(path)!r} is truncated; reinstall dataset-fashion-mnist")
+        raise DataError(f"IDX file {quoted(path)} is truncated; reinstall dataset-fashion-mnist")
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
@@ -260,14 +285,14 @@ def _read_idx(path: Path) -> np.ndarray:
 
 
 def _load_folder(spec: str, root: Path, skip_bad: bool) -> Source:
-    subdirs = _subdirs(root)
+    subdirs = subfolders(root)
     split_layout = "train" in {d.name for d in subdirs}
     test_dir = root / "test"
     if split_layout:
-        extra = [d.name for d in subdirs if d.name not in ("train", "test")]
+        extra = [display_name(d.name) for d in subdirs if d.name not in ("train", "test")]
         if extra:
             raise DataError(
-                f"{str(root)!r} has train/ next to {', '.join(extra)}/; a split layout may only "
+                f"{quoted(root)} has train/ next to {', '.join(extra)}/; a split layout may only "
                 "contain train/ and test/ (or put every class folder directly in the root)"
             )
         train_files = _scan_class_folders(root / "train")
@@ -280,7 +305,7 @@ def _load_folder(spec: str, root: Path, skip_bad: bool) -> Source:
         unknown = sorted(set(test_files) - set(train_files))
         if unknown:
             raise DataError(
-                f"{str(test_dir)!r} has class folder(s) {', '.join(unknown)} missing from train/; "
+                f"{quoted(test_dir)} has class folder(s) {', '.join(unknown)} missing from train/; "
                 "every test class needs training images"
             )
     all_files = [p for files in train_files.values() for p in files]
@@ -293,101 +318,125 @@ def _load_folder(spec: str, root: Path, skip_bad: bool) -> Source:
             good = [p for p in files[c] if p not in bad]
             if not good:
                 raise DataError(
-                    f"class folder {str(split_root / c)!r} has no readable images "
+                    f"class folder {quoted(split_root / c)} has no readable images "
                     f"({len(files[c])} skipped as corrupt); remove the folder or fix its files"
                 )
             paths += good
             targets += [classes.index(c)] * len(good)
         return ImageSet(
-            paths, targets, classes, f"{root.name}/{split}",
+            paths, targets, classes, f"{display_name(root.name)}/{split}",
             key=_file_key(f"folder:{root}/{split}", paths, targets),
         )
 
     train = build(train_files, "train", root / "train" if split_layout else root)
     test = build(test_files, "test", test_dir) if test_files else None
-    return Source(train=train, test=test, classes=classes, spec=spec, skipped=[str(p) for p in sorted(bad)])
-
-
-def _subdirs(folder: Path) -> list[Path]:
-    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    return Source(train=train, test=test, classes=classes, spec=spec,
+                  skipped=[display_name(p) for p in sorted(bad)])
 
 
 def _scan_class_folders(folder: Path) -> dict[str, list[Path]]:
-    """Map each class sub-folder name of ``folder`` to its image files (recursive, sorted)."""
-    subdirs = _subdirs(folder)
+    """Map each class name (the sub-folder's ``display_name``) of ``folder`` to its image files."""
+    subdirs = subfolders(folder)
     if not subdirs:
-        has_images = any(_is_image_file(p) for p in folder.iterdir())
+        has_images = any(True for _ in iter_image_files(folder))
         raise DataError(
-            f"{str(folder)!r} has no class sub-folders"
+            f"{quoted(folder)} has no class sub-folders"
             + (" (its images lie directly in it)" if has_images else "")
             + "; put each class's images in a sub-folder named after the class"
         )
-    files = {d.name: sorted(p for p in d.rglob("*") if _is_image_file(p)) for d in subdirs}
+    files: dict[str, list[Path]] = {}
+    for d in subdirs:
+        name = display_name(d.name)
+        if name in files:
+            raise DataError(
+                f"class folders {quoted(d)} and another one are both shown as '{name}'; rename one"
+            )
+        files[name] = list(iter_image_files(d))
     if not any(files.values()):
         raise DataError(
-            f"{str(folder)!r} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
+            f"{quoted(folder)} contains no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) "
             "in its class sub-folders"
         )
-    for name, paths in files.items():
+    for d, paths in zip(subdirs, files.values()):
         if not paths:
-            raise DataError(
-                f"class folder {str(folder / name)!r} has no images; add images or remove the folder"
-            )
+            raise DataError(f"class folder {quoted(d)} has no images; add images or remove the folder")
     return files
-
-
-def _is_image_file(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file() and not p.name.startswith(".")
 
 
 # --------------------------------------------------------------------- CSV
 
 
-def _load_csv(spec: str, csv_path: Path, skip_bad: bool) -> Source:
+def _read_csv(csv_path: Path) -> list[tuple[int, dict[str, str]]]:
+    """(line number, row) of each non-blank row, fields stripped; a malformed header or row
+    (wrong field count, empty path or label) is refused naming its line."""
     try:
         with csv_path.open(newline="", encoding="utf-8-sig") as f:
-            reader = csv.DictReader(f)
-            columns = [c.strip() for c in reader.fieldnames or []]
-            rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+            reader = csv.reader(f)
+            columns = [c.strip() for c in next(reader, [])]
+            while columns and not columns[-1]:  # a trailing comma on the header
+                columns.pop()
+            missing = [c for c in ("path", "label") if c not in columns]
+            if missing:
+                raise DataError(
+                    f"CSV {quoted(csv_path)} lacks column(s) {', '.join(missing)} "
+                    f"(found: {display_name(', '.join(columns)) or 'none'}); its header must be path,label[,split]"
+                )
+            return [(reader.line_num, _csv_row(csv_path, reader.line_num, columns, fields))
+                    for fields in reader if any(v.strip() for v in fields)]
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DataError(
-            f"cannot read CSV {str(csv_path)!r} ({e}); give a UTF-8 CSV with header path,label"
-        ) from e
-    missing = [c for c in ("path", "label") if c not in columns]
-    if missing:
-        raise DataError(
-            f"CSV {str(csv_path)!r} lacks column(s) {', '.join(missing)} "
-            f"(found: {', '.join(columns) or 'none'}); its header must be path,label[,split]"
-        )
-    if not rows:
-        raise DataError(f"CSV {str(csv_path)!r} has a header but no rows; add one row per image")
+            f"cannot read CSV {quoted(csv_path)} ({display_name(e)}); give a UTF-8 CSV with header path,label"
+        ) from None
 
+
+def _csv_row(csv_path: Path, line: int, columns: list[str], fields: list[str]) -> dict[str, str]:
+    """One CSV record as ``{column: value}``: exactly one field per column (empty
+    trailing fields, as a trailing comma leaves, are ignored), path and label non-empty."""
+    values = [v.strip() for v in fields]
+    while len(values) > len(columns) and not values[-1]:
+        values.pop()
+    where = f"CSV {quoted(csv_path)} line {line}"
+    if len(values) != len(columns):
+        got = display_name(",".join(values))
+        raise DataError(
+            f"{where}: expected {','.join(columns)}, got {len(values)} field{'s' * (len(values) != 1)}: "
+            f"{got[:120]}{'...' * (len(got) > 120)}; quote fields that contain commas"
+        )
+    row = dict(zip(columns, values))
+    for column in ("path", "label"):
+        if not row[column]:
+            raise DataError(f"{where}: empty {column}; fill it or delete the row")
+    return row
+
+
+def _load_csv(spec: str, csv_path: Path, skip_bad: bool) -> Source:
+    rows = _read_csv(csv_path)
+    if not rows:
+        raise DataError(f"CSV {quoted(csv_path)} has a header but no rows; add one row per image")
     base = csv_path.parent
     items: dict[str, list[tuple[Path, str]]] = {"train": [], "test": []}
-    for line, row in enumerate(rows, start=2):
-        if not row.get("path") or not row.get("label"):
-            raise DataError(
-                f"CSV {str(csv_path)!r} line {line} has an empty path or label; fill it or delete the row"
-            )
+    for line, row in rows:
         split = row.get("split") or "train"
         if split not in items:
-            raise DataError(f"CSV {str(csv_path)!r} line {line} has split {split!r}; use train or test")
-        items[split].append((base / row["path"], row["label"]))
+            raise DataError(
+                f"CSV {quoted(csv_path)} line {line}: split '{display_name(split)}'; use train or test"
+            )
+        items[split].append((base / row["path"], display_name(row["label"])))
 
     absent = [p for rows_ in items.values() for p, _ in rows_ if not p.is_file()]
     if absent:
         raise DataError(
-            f"CSV {str(csv_path)!r} references {len(absent)} missing file(s), e.g. {str(absent[0])!r}; "
+            f"CSV {quoted(csv_path)} references {len(absent)} missing file(s), e.g. {quoted(absent[0])}; "
             "paths are relative to the CSV's folder"
         )
     if not items["train"]:
-        raise DataError(f"CSV {str(csv_path)!r} has no train rows; mark training images with split=train")
+        raise DataError(f"CSV {quoted(csv_path)} has no train rows; mark training images with split=train")
     classes = sorted({label for _, label in items["train"]})
     class_index = {c: i for i, c in enumerate(classes)}
     unknown = sorted({label for _, label in items["test"]} - set(classes))
     if unknown:
         raise DataError(
-            f"CSV {str(csv_path)!r} has test label(s) {', '.join(unknown)} with no train rows; "
+            f"CSV {quoted(csv_path)} has test label(s) {', '.join(unknown)} with no train rows; "
             "every test class needs training images"
         )
     bad = check_images([p for rows_ in items.values() for p, _ in rows_], skip_bad)
@@ -397,19 +446,20 @@ def _load_csv(spec: str, csv_path: Path, skip_bad: bool) -> Source:
         emptied = sorted({label for _, label in items[split]} - {label for _, label in good})
         if emptied:
             raise DataError(
-                f"class {emptied[0]!r} in CSV {str(csv_path)!r} ({split}) has no readable images left "
+                f"class {emptied[0]!r} in CSV {quoted(csv_path)} ({split}) has no readable images left "
                 "after skipping corrupt files; fix or remove its rows"
             )
         paths = [p for p, _ in good]
         targets = [class_index[label] for _, label in good]
         return ImageSet(
-            paths, targets, classes, f"{csv_path.stem}/{split}",
+            paths, targets, classes, f"{display_name(csv_path.stem)}/{split}",
             key=_file_key(f"csv:{csv_path}/{split}", paths, targets),
         )
 
     train = build("train")
     test = build("test") if items["test"] else None
-    return Source(train=train, test=test, classes=classes, spec=spec, skipped=[str(p) for p in sorted(bad)])
+    return Source(train=train, test=test, classes=classes, spec=spec,
+                  skipped=[display_name(p) for p in sorted(bad)])
 
 
 # -------------------------------------------------------------- checking
@@ -426,7 +476,7 @@ def check_images(paths: Sequence[Path], skip_bad: bool) -> set[Path]:
         path, error = next(iter(bad.items()))
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise DataError(
-            f"unreadable image {str(path)!r}{more}: {error}; "
+            f"unreadable image {quoted(path)}{more}: {error}; "
             "fix or delete it, or pass --skip-bad-images to skip such files"
         )
     return set(bad)
@@ -440,14 +490,14 @@ def _image_error(path: Path) -> str | None:
                 image.draft("RGB", (64, 64))
             image.load()
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        return f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        return display_name(f"{type(e).__name__}: {e}".splitlines()[0])[:200]
     return None
 
 
 def _file_key(prefix: str, paths: list[Path], targets: list[int]) -> str:
     """Content key of a file list: location, each file's name, size, mtime and label."""
-    h = hashlib.sha256(prefix.encode())
-    for p, t in zip(paths, targets):
+    h = hashlib.sha256(prefix.encode("utf-8", "surrogatepass"))
+    for p, t in zip(paths, targets):  # names that are not UTF-8 hold surrogates: surrogatepass
         st = p.stat()
-        h.update(f"\0{p}\0{st.st_size}\0{st.st_mtime_ns}\0{t}".encode())
+        h.update(f"\0{p}\0{st.st_size}\0{st.st_mtime_ns}\0{t}".encode("utf-8", "surrogatepass"))
     return f"{prefix}#{h.hexdigest()[:16]}"
