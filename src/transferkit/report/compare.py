@@ -1,11 +1,14 @@
-"""``transferkit compare`` output: the leaderboard (Markdown) and its bar chart (PNG)."""
+"""``transferkit compare`` output: the leaderboard (Markdown) and its bar chart (PNG).
+
+Imports nothing heavy at module level (see :mod:`transferkit.report.plots`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from transferkit.rundir import atomic_write
-from transferkit.report.plots import plt
+from transferkit.report.markdown import relative_link
+from transferkit.report.plots import new_figure, save_png
 
 
 def percent(v: float | None, std: float | None = None) -> str:
@@ -56,8 +59,10 @@ def write_leaderboard(path: Path, result: dict, chart: str | None = None) -> Pat
                          f"{percent(p.get('source_agreement'), p.get('source_agreement_std'))} |")
     lines += ["", "## Recommendation", "", result["recommendation"]]
     if chart:
-        lines += ["", f"![accuracy and training time per strategy]({chart})"]
+        lines += ["", f"![accuracy and training time per strategy]({relative_link(chart, path)})"]
     lines += ["", "Each run's own report, weights and logs: `runs/<strategy>-seed<N>/`.", ""]
+    from transferkit.rundir import atomic_write  # here: rundir imports torch
+
     return atomic_write(Path(path), lambda p: p.write_text("\n".join(lines)))
 
 
@@ -65,7 +70,8 @@ def plot_compare(board: list[dict], path: Path) -> Path:
     """Bars: mean test accuracy ± std per strategy (pixel baseline dashed), and training time."""
     rows = [r for r in board if r["test_accuracy_mean"] is not None][::-1]  # best on top
     names = [r["strategy"] for r in rows]
-    fig, (ax_acc, ax_time) = plt.subplots(1, 2, figsize=(11, 0.45 * len(rows) + 1.8), sharey=True)
+    fig = new_figure(figsize=(11, 0.45 * len(rows) + 1.8))
+    ax_acc, ax_time = fig.subplots(1, 2, sharey=True)
     ax_acc.barh(names, [100 * r["test_accuracy_mean"] for r in rows],
                 xerr=[100 * (r["test_accuracy_std"] or 0) for r in rows], color="tab:blue", capsize=3)
     base = next((r["pixel_baseline_accuracy"] for r in rows if r.get("pixel_baseline_accuracy") is not None), None)
@@ -79,7 +85,4 @@ def plot_compare(board: list[dict], path: Path) -> Path:
     for ax in (ax_acc, ax_time):
         ax.grid(axis="x", alpha=0.3)
     fig.suptitle("transferkit compare")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-
-import yaml
-
-from transferkit.rundir import atomic_write
 
 SHOWN = ("model", "weights", "strategy", "image_size", "epochs", "test_accuracy", "pixel_baseline_accuracy",
          "test_macro_f1",
@@ -15,8 +12,20 @@ SHOWN = ("model", "weights", "strategy", "image_size", "epochs", "test_accuracy"
          "source_accuracy_pretrained", "wise_alpha", "test_accuracy_before_wise")
 
 
-def write_report(path: Path, config: dict, metrics: dict, plots: dict[str, str]) -> Path:
-    """Markdown report with the metrics table, plots (relative paths) and config."""
+def relative_link(file: str | Path, report: Path) -> str:
+    """``file`` as a POSIX path relative to the report's folder, so the run directory can be moved."""
+    file = Path(file)
+    if file.is_absolute():
+        file = Path(os.path.relpath(file, Path(report).absolute().parent))
+    return file.as_posix()
+
+
+def write_report(path: Path, config: dict, metrics: dict, plots: dict[str, str | Path]) -> Path:
+    """Markdown report with the metrics table, plots (linked relative to the report) and config."""
+    import yaml
+
+    from transferkit.rundir import atomic_write  # here: rundir imports torch
+
     lines = [f"# transferkit run: {metrics.get('model')} / {metrics.get('strategy')}", "",
              "## Metrics", "", "| metric | value |", "|---|---|"]
     for key in SHOWN:
@@ -30,6 +39,6 @@ def write_report(path: Path, config: dict, metrics: dict, plots: dict[str, str])
     if metrics.get("strategy_reason"):
         lines += ["", f"Strategy: {metrics['strategy_reason']}"]
     for title, file in plots.items():
-        lines += ["", f"## {title}", "", f"![{title}]({file})"]
+        lines += ["", f"## {title}", "", f"![{title}]({relative_link(file, path)})"]
     lines += ["", "## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
-    return atomic_write(path, lambda p: p.write_text("\n".join(lines)))
+    return atomic_write(Path(path), lambda p: p.write_text("\n".join(lines)))

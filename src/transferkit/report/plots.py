@@ -1,14 +1,34 @@
-"""Plots of a run (matplotlib, Agg backend: no display needed)."""
+"""Plots of a run, as PNG files.
+
+No global state is touched: each plot is a bare :class:`matplotlib.figure.Figure`
+drawn by its own Agg canvas, so neither pyplot nor ``matplotlib.use`` is
+involved and a caller's backend (an interactive session, a notebook) is left
+as it was. matplotlib and numpy are imported inside the functions, so
+``import transferkit.report`` costs nothing until something is plotted. Every
+PNG is written atomically (:func:`transferkit.rundir.atomic_write`).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+def new_figure(**kwargs):
+    """A bare ``Figure`` with its own Agg canvas (no pyplot, no backend switch)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig, path: Path, dpi: int = 100) -> Path:
+    """Lay out ``fig`` and write it to ``path`` as PNG, atomically."""
+    from transferkit.rundir import atomic_write  # here: rundir imports torch
+
+    fig.tight_layout()
+    return atomic_write(Path(path), lambda p: fig.savefig(p, format="png", dpi=dpi))
 
 
 def _column(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
@@ -18,7 +38,8 @@ def _column(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 def plot_learning_curve(rows: list[dict], path: Path) -> Path:
     """Loss (left) and accuracy (right) per epoch from the merged CSV log rows."""
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = new_figure(figsize=(10, 4))
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for key, ax in (("train_loss", ax_loss), ("val_loss", ax_loss), ("train_acc", ax_acc), ("val_acc", ax_acc)):
         x, y = _column(rows, key)
         if x:
@@ -29,18 +50,18 @@ def plot_learning_curve(rows: list[dict], path: Path) -> Path:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, title: str = "test") -> Path:
     """Row-normalised confusion matrix with counts in the cells."""
+    import numpy as np
+
     cm = np.asarray(confusion, dtype=float)
     norm = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
     size = max(4.0, 0.5 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = new_figure(figsize=(size, size))
+    ax = fig.subplots()
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     ticks = np.arange(len(classes))
     ax.set_xticks(ticks, classes, rotation=45, ha="right")
@@ -54,15 +75,13 @@ def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, t
                 if cm[i, j]:
                     ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=8,
                             color="white" if norm[i, j] > 0.5 else "black")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
 
 
 def plot_wise_curve(curve: list[dict], path: Path) -> Path:
     """WiSE-FT: target test accuracy (and source agreement, when measured) against alpha."""
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig = new_figure(figsize=(5.5, 4))
+    ax = fig.subplots()
     alphas = [r["alpha"] for r in curve]
     ax.plot(alphas, [r["test_accuracy"] for r in curve], marker="o", label="target test accuracy")
     if all("source_agreement" in r for r in curve):
@@ -73,7 +92,4 @@ def plot_wise_curve(curve: list[dict], path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title("WiSE-FT weight interpolation")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_png(fig, path)
