@@ -7,18 +7,18 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
+from transferkit.evaluation.features import map_batches
 
-@torch.inference_mode()
-def predict_logits(net: nn.Module, loader: DataLoader, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits (N, C), labels (N,))`` of ``net`` in eval mode over ``loader``."""
-    was_training = net.training
-    net.eval().to(device)
-    logits, labels = [], []
-    for x, y in loader:
-        logits.append(net(x.to(device)).float().cpu())
-        labels.append(torch.as_tensor(y))
-    net.train(was_training)
-    return torch.cat(logits), torch.cat(labels).long()
+
+def predict_logits(net: nn.Module, loader: DataLoader, device: torch.device | str | None = None,
+                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits (N, C), labels (N,))`` of ``net`` in eval mode over ``loader``.
+
+    ``device`` ``None``: where ``net`` is (:func:`~transferkit.evaluation.features.map_batches`).
+    """
+    got = map_batches(net, loader, lambda m, x: {"logits": m(x)}, device=device, progress=progress,
+                      desc="predict")
+    return got["logits"], got["labels"]
 
 
 def evaluate(net: nn.Module, loader: DataLoader, num_classes: int) -> dict:

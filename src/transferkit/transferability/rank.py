@@ -47,11 +47,13 @@ H-score
     ``K - 1`` for any features once ``D >= N - 1`` (1280-d features, 100 images).
 
 Cache
-    One ``.safetensors`` file per (split, layer) and one for the source-head
-    logits, named by a hash of: the split's :meth:`ImageSet.fingerprint`
-    (source content + selected images), model, weights identity (packaged
-    package version, file size/mtime, or the seed for random init), layer,
-    image size, timm version and :data:`CACHE_VERSION`. Default folder:
+    :class:`transferkit.evaluation.features.FeatureCache`: one ``.safetensors``
+    file per (split, layer) and one for the source-head logits, named by a hash
+    of: the split's :meth:`ImageSet.fingerprint` (source content + selected
+    images), model, weights identity
+    (:func:`~transferkit.evaluation.features.weights_identity`: packaged package
+    version, file size/mtime, or the seed for random init), layer, image size,
+    timm version and :data:`CACHE_VERSION`. Default folder:
     ``$TRANSFERKIT_CACHE/features``, else ``~/.cache/transferkit/features``.
     A file that cannot be read is recomputed. Delete the folder to clear it.
 
@@ -65,11 +67,7 @@ Image size
 
 from __future__ import annotations
 
-import hashlib
-import importlib.metadata
-import json
 import math
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -80,9 +78,6 @@ from typing import Any
 import numpy as np
 import timm
 import torch
-from rich.progress import Progress
-from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
@@ -91,17 +86,22 @@ from transferkit.backbones.load import WEIGHT_SOURCES, check_model_name
 from transferkit.data import TransformedSubset, build_transform, data_config_for, load_source, make_splits
 from transferkit.rundir import atomic_write, write_json
 from transferkit.errors import ConfigError, ModelError, WeightsError
-from transferkit.evaluation.features import pre_logits
-from transferkit.strategies import AUTO_PROBE_BELOW
+from transferkit.evaluation.features import (FeatureCache, default_cache_dir, feature_key, map_batches,
+                                             weights_identity)
 from transferkit.transferability.probes import knn_accuracy, linear_probe_accuracy
 from transferkit.transferability.scores import h_score, leep, logme, nce
 
-__all__ = ["RankResult", "default_cache_dir", "freeze_or_finetune", "rank_candidates"]
+__all__ = ["PROBE_BELOW_PER_CLASS", "RankResult", "default_cache_dir", "freeze_or_finetune", "rank_candidates"]
 
 #: Input size when none is given: the engine's full fine-tuning size.
 DEFAULT_IMAGE_SIZE = 64
 #: Smallest input size accepted (at 32 px EfficientNet-Lite features are degenerate).
 MIN_IMAGE_SIZE = 64
+#: ``freeze_or_finetune``: below this many training images per class, freeze (``linear-probe``): a
+#: fine-tuned backbone overfits so few labels (Fashion-MNIST, 10 per class: probe 0.73 vs full 0.58).
+#: The same threshold as the ``auto`` strategy's; rank keeps its own constant so that it does not
+#: depend on the recipes (``strategies``).
+PROBE_BELOW_PER_CLASS = 100
 #: ``freeze_or_finetune``: a linear probe at least this accurate leaves little for fine-tuning to gain.
 NEAR_PERFECT_PROBE = 0.95
 #: Negative-transfer risk: pretrained linear-probe accuracy at most this much above random init's.
@@ -115,7 +115,7 @@ BATCH_SIZE = 64
 SCORES = ("logme", "leep", "nce", "h_score", "knn_accuracy", "linear_probe_accuracy")
 
 RULE = (
-    f"Freeze or fine-tune: with fewer than {AUTO_PROBE_BELOW} training images per class, freeze "
+    f"Freeze or fine-tune: with fewer than {PROBE_BELOW_PER_CLASS} training images per class, freeze "
     "(`linear-probe`): a fine-tuned backbone overfits so few labels (Fashion-MNIST, 10 per class: "
     "probe 0.73 vs full fine-tuning 0.58). With more labels, freeze if the best frozen features already "
     "separate the classes (linear-probe accuracy on the validation split of the best pretrained candidate "
@@ -184,59 +184,6 @@ def _check_candidate(name: str, weights: list[str], layers: list[str]) -> int:
     return n_stages
 
 
-def default_cache_dir() -> Path:
-    """``$TRANSFERKIT_CACHE/features`` if that variable is set, else ``~/.cache/transferkit/features``."""
-    root = os.environ.get("TRANSFERKIT_CACHE")
-    return (Path(root).expanduser() if root else Path.home() / ".cache" / "transferkit") / "features"
-
-
-def _weights_id(name: str, weights: str, seed: int) -> str:
-    """What identifies the weights' content, for the cache key."""
-    if weights == "packaged":
-        package = PACKAGED[name.partition(".")[0]]
-        return f"packaged:{package}=={importlib.metadata.version(package)}"
-    if weights == "imagenet":
-        return f"imagenet:{name}"
-    if weights == "none":
-        return f"none:seed={seed}:torch={torch.__version__}"
-    path = Path(weights).expanduser().resolve()
-    st = path.stat()
-    return f"file:{path}:{st.st_size}:{st.st_mtime_ns}"
-
-
-# ----------------------------------------------------------------------------- cache
-class _Cache:
-    """Feature tensors on disk, one ``.safetensors`` file per key."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root).expanduser()
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise ConfigError(f"cannot create the feature cache folder '{self.root}' ({e.strerror}); "
-                              "pass --cache-dir DIR or set TRANSFERKIT_CACHE") from None
-
-    def path(self, key: dict[str, Any]) -> Path:
-        digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-        label = re.sub(r"[^A-Za-z0-9_.+-]", "_", f"{key['model']}-{key['weights'].split(':')[0]}-"
-                                                    f"{key['layer']}-{key['image_size']}px-{key['split']}")
-        return self.root / f"{label}-{digest}.safetensors"
-
-    def load(self, key: dict[str, Any]) -> torch.Tensor | None:
-        path = self.path(key)
-        if not path.is_file():
-            return None
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                return f.get_tensor("values")
-        except Exception:                                            # truncated or foreign file: recompute
-            return None
-
-    def save(self, key: dict[str, Any], values: torch.Tensor, seconds: float) -> None:
-        meta = {"key": json.dumps(key, sort_keys=True), "seconds": f"{seconds:.3f}"}
-        atomic_write(self.path(key), lambda p: save_file({"values": values.contiguous()}, str(p), metadata=meta))
-
-
 # ----------------------------------------------------------------------------- extraction
 def _pool(t: torch.Tensor) -> torch.Tensor:
     """Global average pooling of an ``NCHW`` (or ``NLC``) map to ``(N, C)``."""
@@ -255,41 +202,37 @@ def _forward(model: nn.Module, x: torch.Tensor, stages: list[int], fused: bool) 
     return final, [_pool(t) for t in inter]
 
 
-@torch.inference_mode()
 def extract_layers(model: nn.Module, loader: DataLoader, layers: Sequence[str], logits: bool = True,
-                   desc: str = "features", progress: bool = True) -> dict[str, torch.Tensor]:
+                   desc: str = "features", progress: bool = True,
+                   device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
     """One pass of ``model`` over ``loader``: ``{layer: (N, D) float32}`` (+ ``"logits"``, ``"labels"``).
 
     ``layers`` are ``"last"`` or stage indices as strings (see the module
     docstring); ``logits`` adds the model's own head outputs ``(N, Z)`` (``Z = 0``
-    for a model without a head).
+    for a model without a head). The loop, device and mode handling are
+    :func:`transferkit.evaluation.features.map_batches`'s.
     """
     n_stages = len(getattr(model, "feature_info", []) or [])
     absolute = {layer: (i + n_stages if i < 0 else i) for layer in layers if (i := _parse_layer(layer)) is not None}
     stages = sorted(set(absolute.values()))
     has_head = getattr(model, "num_classes", 0) > 0
-    was_training = model.training
-    model.eval()
-    out: dict[str, list[torch.Tensor]] = {k: [] for k in [*layers, "logits", "labels"]}
-    fused = True
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task(desc, total=len(loader))
-        for batch, (x, y) in enumerate(loader):
-            final, inter = _forward(model, x, stages, fused)
-            if batch == 0 and stages and not torch.allclose(final, model.forward_features(x), rtol=1e-4, atol=1e-5):
-                fused = False                                        # this model's forward_intermediates differs
-                final, inter = _forward(model, x, stages, fused)
-            pooled = dict(zip(stages, inter))
-            for layer in layers:
-                idx = absolute.get(layer)
-                f = model.forward_head(final, pre_logits=True) if idx is None else pooled[idx]
-                out[layer].append(f.float().flatten(1))
-            if logits:
-                out["logits"].append(model.forward_head(final).float() if has_head else torch.zeros(len(x), 0))
-            out["labels"].append(torch.as_tensor(y).long())
-            bar.advance(task)
-    model.train(was_training)
-    return {k: torch.cat(v) for k, v in out.items() if v}
+    state = {"fused": True, "checked": not stages}
+
+    def one_batch(m: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        final, inter = _forward(m, x, stages, state["fused"])
+        if not state["checked"]:                                     # first batch: check the fused pass
+            state["checked"] = True
+            if not torch.allclose(final, m.forward_features(x), rtol=1e-4, atol=1e-5):
+                state["fused"] = False                               # this model's forward_intermediates differs
+                final, inter = _forward(m, x, stages, False)
+        pooled = dict(zip(stages, inter))
+        out = {layer: (m.forward_head(final, pre_logits=True) if absolute.get(layer) is None
+                       else pooled[absolute[layer]]).flatten(1) for layer in layers}
+        if logits:
+            out["logits"] = m.forward_head(final) if has_head else final.new_zeros(len(x), 0)
+        return out
+
+    return map_batches(model, loader, one_batch, device=device, progress=progress, desc=desc)
 
 
 # ----------------------------------------------------------------------------- advice
@@ -299,7 +242,7 @@ def freeze_or_finetune(train_per_class: float, probe_accuracy: float,
 
     The rule (also written into ``rank.md``):
 
-    * fewer than :data:`~transferkit.strategies.AUTO_PROBE_BELOW` (100) training
+    * fewer than :data:`PROBE_BELOW_PER_CLASS` (100) training
       images per class -> ``linear-probe``: too few labels to fine-tune the
       backbone without overfitting (Fashion-MNIST, 10 per class: probe 0.73 vs
       full fine-tuning 0.58);
@@ -315,9 +258,9 @@ def freeze_or_finetune(train_per_class: float, probe_accuracy: float,
     does not change the advice; it adds a warning to the reason. Returns
     ``{"advice", "reason", "train_per_class", "probe_accuracy"}``.
     """
-    if train_per_class < AUTO_PROBE_BELOW:
+    if train_per_class < PROBE_BELOW_PER_CLASS:
         advice = "linear-probe"
-        reason = (f"{train_per_class:.0f} training images per class (< {AUTO_PROBE_BELOW}): too few labels "
+        reason = (f"{train_per_class:.0f} training images per class (< {PROBE_BELOW_PER_CLASS}): too few labels "
                   "to fine-tune the whole backbone without overfitting; train a head on frozen features")
     elif probe_accuracy >= NEAR_PERFECT_PROBE:
         advice = "linear-probe"
@@ -326,7 +269,7 @@ def freeze_or_finetune(train_per_class: float, probe_accuracy: float,
                   f"{1 - probe_accuracy:.3f}")
     else:
         advice = "full"
-        reason = (f"{train_per_class:.0f} training images per class (>= {AUTO_PROBE_BELOW}) and the frozen "
+        reason = (f"{train_per_class:.0f} training images per class (>= {PROBE_BELOW_PER_CLASS}) and the frozen "
                   f"features leave a gap (linear probe {probe_accuracy:.3f} < {NEAR_PERFECT_PROBE}): "
                   "a distant domain; fine-tune the whole backbone")
     if negative_transfer:
@@ -535,7 +478,7 @@ def rank_candidates(
                           f"are degenerate (EfficientNet-Lite at 32 px); use {MIN_IMAGE_SIZE} or more")
     for name in models:
         _check_candidate(name, weights, layers)
-    cache = _Cache(Path(cache_dir) if cache_dir is not None else default_cache_dir())
+    cache = FeatureCache(cache_dir)
 
     source = load_source(data)
     classes = source.classes
@@ -554,14 +497,14 @@ def rank_candidates(
     start = time.perf_counter()
     for name in models:
         for w in weights:
-            wid = _weights_id(name, w, seed)
+            wid = weights_identity(name, w, seed)
 
             def key(split: str, layer: str) -> dict[str, Any]:
-                return {"v": CACHE_VERSION, "data": fingerprints[split], "model": name, "weights": wid,  # noqa: B023
-                        "layer": layer, "image_size": image_size, "split": split, "timm": timm.__version__}
+                return feature_key(model=name, weights=wid, layer=layer, image_size=image_size,  # noqa: B023
+                                   data=fingerprints[split], split=split, v=CACHE_VERSION)
 
             wanted = [*layers, "logits", "labels"]
-            found = {(s, lay): cache.load(key(s, lay)) for s in subsets for lay in wanted}
+            found = {(s, lay): (cache.get(key(s, lay)) or {}).get("values") for s in subsets for lay in wanted}
             seconds = {s: 0.0 for s in subsets}
             computed: set[tuple[str, str]] = set()
             model = None
@@ -581,7 +524,7 @@ def rank_candidates(
                                      progress=progress)
                 seconds[split] = time.perf_counter() - t0
                 for lay in [*todo, "logits", "labels"]:
-                    cache.save(key(split, lay), got[lay], seconds[split])
+                    cache.put(key(split, lay), {"values": got[lay]}, seconds=f"{seconds[split]:.3f}")
                     found[split, lay] = got[lay]
                     computed.add((split, lay))
             train_y, val_y = found["train", "labels"], found["val", "labels"]
