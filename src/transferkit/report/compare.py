@@ -1,7 +1,4 @@
-"""``transferkit compare`` output: the leaderboard (Markdown) and its bar chart (PNG).
-
-Imports nothing heavy at module level (see :mod:`transferkit.report.plots`).
-"""
+"""``transferkit compare`` output: the leaderboard (Markdown) and its bar chart (PNG)."""
 
 from __future__ import annotations
 
@@ -9,6 +6,7 @@ from pathlib import Path
 
 from transferkit.report.markdown import relative_link
 from transferkit.report.plots import new_figure, save_png
+from transferkit.rundir import atomic_write
 
 
 def percent(v: float | None, std: float | None = None) -> str:
@@ -61,8 +59,6 @@ def write_leaderboard(path: Path, result: dict, chart: str | None = None) -> Pat
     if chart:
         lines += ["", f"![accuracy and training time per strategy]({relative_link(chart, path)})"]
     lines += ["", "Each run's own report, weights and logs: `runs/<strategy>-seed<N>/`.", ""]
-    from transferkit.rundir import atomic_write  # here: rundir imports torch
-
     return atomic_write(Path(path), lambda p: p.write_text("\n".join(lines)))
 
 

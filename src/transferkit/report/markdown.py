@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import yaml
+
+from transferkit.rundir import atomic_write
+
 SHOWN = ("model", "weights", "strategy", "image_size", "epochs", "test_accuracy", "pixel_baseline_accuracy",
          "test_macro_f1",
          "val_accuracy", "train_seconds", "trainable_params", "total_params", "train_images",
@@ -22,10 +26,6 @@ def relative_link(file: str | Path, report: Path) -> str:
 
 def write_report(path: Path, config: dict, metrics: dict, plots: dict[str, str | Path]) -> Path:
     """Markdown report with the metrics table, plots (linked relative to the report) and config."""
-    import yaml
-
-    from transferkit.rundir import atomic_write  # here: rundir imports torch
-
     lines = [f"# transferkit run: {metrics.get('model')} / {metrics.get('strategy')}", "",
              "## Metrics", "", "| metric | value |", "|---|---|"]
     for key in SHOWN:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transferkit.rundir import atomic_write
+
 
 def new_figure(**kwargs):
     """A bare ``Figure`` with its own Agg canvas (no pyplot, no backend switch)."""
@@ -25,8 +27,6 @@ def new_figure(**kwargs):
 
 def save_png(fig, path: Path, dpi: int = 100) -> Path:
     """Lay out ``fig`` and write it to ``path`` as PNG, atomically."""
-    from transferkit.rundir import atomic_write  # here: rundir imports torch
-
     fig.tight_layout()
     return atomic_write(Path(path), lambda p: fig.savefig(p, format="png", dpi=dpi))
 
