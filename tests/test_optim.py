@@ -6,7 +6,7 @@ import torch
 
 from transferkit.errors import ConfigError
 from transferkit.optim import build_optimizer, param_groups, warmup_cosine, warmup_cosine_scheduler
-from transferkit.strategies import split_head
+from transferkit.surgery.heads import split_head
 
 
 def test_param_groups_scale_lr_and_skip_decay_on_norms_and_biases():

@@ -3,7 +3,8 @@ import timm
 import torch
 
 from transferkit.errors import ConfigError
-from transferkit.strategies import frozen_subtrees, make_plan, resolve_auto
+from transferkit.strategies import get_recipe, make_plan
+from transferkit.surgery.freezing import frozen_subtrees
 from transferkit.surgery.freezing import batchnorm_modules, freeze_batchnorm, reapply_frozen
 
 
@@ -55,7 +56,56 @@ def test_freeze_batchnorm_survives_train_and_keeps_statistics():
 
 
 def test_auto_rule_and_unknown_strategy():
-    assert resolve_auto(10) == "linear-probe"
-    assert resolve_auto(115) == "full"
+    assert get_recipe("auto").resolve(10)[0] == "linear-probe"
+    assert get_recipe("auto").resolve(115)[0] == "lp-ft"
     with pytest.raises(ConfigError, match="linear-probe"):
         make_plan("lora-xl", _model())
+
+
+def test_registry_drives_cli_compare_and_readme():
+    """Every registered recipe is a --strategy choice, in compare's line-up (unless it opts out)
+    and a row of the README's strategy table with its registered defaults."""
+    from pathlib import Path
+
+    from transferkit.config import FinetuneConfig
+    from transferkit.engine.compare import default_lineup
+    from transferkit.strategies import REGISTRY, STRATEGIES, markdown_table
+
+    assert set(STRATEGIES) == set(REGISTRY)
+    assert default_lineup() == [n for n, r in REGISTRY.items() if r.in_compare] + ["scratch"]
+    for name in REGISTRY:
+        FinetuneConfig(data="builtin:digits", strategy=name)
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert markdown_table() in readme, "README's strategy table is stale: paste transferkit.strategies.markdown_table()"
+
+
+def test_recipe_checks_refuse_in_one_line():
+    from transferkit.config import FinetuneConfig
+
+    lwf = FinetuneConfig(data="builtin:digits", reg="lwf")
+    with pytest.raises(ConfigError, match="--reg lwf does not apply to strategy freeze.*full"):
+        get_recipe("freeze").check(lwf)
+    wise = FinetuneConfig(data="builtin:digits", wise_alpha=0.5)
+    with pytest.raises(ConfigError, match="leaves it frozen"):
+        get_recipe("lora").check(wise)
+    get_recipe("full").check(lwf)
+    get_recipe("l2sp").check(wise)
+
+
+def test_a_new_recipe_is_one_registration():
+    """Registering a recipe is all it takes for the CLI, compare and the checks to know it."""
+    from transferkit.engine.compare import default_lineup
+    from transferkit.strategies import REGISTRY, Defaults, Recipe, register
+    from transferkit.strategies.base import head_only_plan
+
+    class Probe2(Recipe):
+        def plan(self, net, cfg, freeze_bn):
+            return head_only_plan(self.name, net, cached_features=True)
+
+    register(Probe2(name="probe-test", summary="test", defaults=Defaults(32, 1, 1e-3), trains="head",
+                    cached_features=True))
+    try:
+        assert "probe-test" in default_lineup()
+        assert [g for g, *_ in make_plan("probe-test", _model()).groups] == ["head"]
+    finally:
+        del REGISTRY["probe-test"]

@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from transferkit import FinetuneConfig, finetune, load_backbone
 from transferkit.errors import ConfigError
-from transferkit.strategies import split_head
+from transferkit.surgery.heads import split_head
 from transferkit.surgery.wise_ft import wise_ft
 
 

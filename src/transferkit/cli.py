@@ -7,139 +7,167 @@ and exit code 2 — no traceback.
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
+import signal
 import sys
 from pathlib import Path
-from typing import Optional
+from types import UnionType
+from typing import Optional, Union, get_args, get_origin
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from transferkit.errors import TransferkitError
-
-DEFAULT_STRATEGIES = ("linear-probe", "freeze", "full", "lp-ft", "gradual", "l2sp", "lora", "scratch")
+from transferkit.errors import Interrupted, IOFault, TransferkitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Transfer learning for computer vision: the best model for the least data and compute.")
 console = Console()
 
 
-@app.command()
-def finetune(
-    ctx: typer.Context,
-    data: Optional[str] = typer.Option(None, help="builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label)"),
-    model: str = typer.Option("efficientnet_lite0", help="any timm model name (see `transferkit models`)"),
-    weights: str = typer.Option("packaged", help="packaged (offline), imagenet (hub), none (scratch) or a file"),
-    strategy: str = typer.Option("auto", help="auto, linear-probe, freeze, full, gradual, l2sp, lp-ft or lora"),
-    epochs: Optional[int] = typer.Option(None, help="default: the strategy's (linear-probe 30, freeze 10, full 6)"),
-    batch_size: int = typer.Option(64),
-    lr: Optional[float] = typer.Option(None, help="head learning rate (default: full 1e-2, others 1e-3)"),
-    backbone_lr_mult: float = typer.Option(0.1, help="full: backbone LR = head LR x this"),
-    lr_decay: Optional[float] = typer.Option(None, help="layer-wise LR: group i from the top trains at LR x D^i "
-                                             "(head i=0, see `transferkit groups`); overrides --backbone-lr-mult"),
-    unfreeze_every: int = typer.Option(1, help="gradual: unfreeze one more layer group, top down, every N epochs"),
-    bn: str = typer.Option("auto", help="BatchNorm: train, freeze (eval mode, affine frozen) or auto (freeze below 16 images per device)"),
-    norm: str = typer.Option("batchnorm", help="batchnorm or groupnorm (replaces every BatchNorm2d; discards its pretrained statistics)"),
-    reg: str = typer.Option("none", help="regulariser added to the loss: none, l2sp (--strategy l2sp = full + l2sp) "
-                            "or lwf (Learning without Forgetting: distil the pretrained source-head outputs)"),
-    reg_alpha: float = typer.Option(0.1, help="l2sp: alpha/2 ||w - w_pretrained||^2 on the backbone"),
-    reg_beta: float = typer.Option(0.01, help="l2sp: beta/2 ||w||^2 on the new head"),
-    lwf_weight: float = typer.Option(1.0, help="lwf: weight of the distillation loss"),
-    lwf_temperature: float = typer.Option(2.0, help="lwf: softmax temperature"),
-    source_eval: bool = typer.Option(False, help="measure forgetting: keep the pretrained source head (e.g. ImageNet's) "
-                                     "and report its agreement with the pretrained model after fine-tuning"),
-    source_data: Optional[str] = typer.Option(None, help="images for --source-eval (default: the test split; "
-                                              "implies --source-eval)"),
-    source_labels: bool = typer.Option(False, help="the class names of --source-data are source-class indices "
-                                       "(e.g. ImageNet folders 281/, 967/): also report source accuracy"),
-    wise_alpha: Optional[float] = typer.Option(None, help="WiSE-FT: final backbone = (1-a) pretrained + a fine-tuned"),
-    wise_curve: Optional[str] = typer.Option(None, help="WiSE-FT: also evaluate these comma-separated alphas, e.g. 0,0.25,0.5,0.75,1"),
-    lora_rank: int = typer.Option(4, help="lora: rank of the low-rank weight updates (4: 3.1 percent of EfficientNet-Lite0 trains)"),
-    lora_alpha: Optional[float] = typer.Option(None, help="lora: update scale alpha/rank (default 2 x rank)"),
-    lora_targets: Optional[str] = typer.Option(None, help="lora: comma-separated module names (default: 1x1 convs for CNNs, attention qkv,proj for ViTs)"),
-    weight_decay: float = typer.Option(0.05),
-    optimizer: str = typer.Option("adamw", help="adamw or sgd"),
-    warmup_epochs: float = typer.Option(1.0, help="linear warmup, then cosine decay"),
-    label_smoothing: float = typer.Option(0.1),
-    image_size: Optional[int] = typer.Option(None, help="default: the strategy's (linear-probe 160, freeze 96, full 64)"),
-    hflip: float = typer.Option(0.0, help="horizontal flip probability in training augmentation"),
-    val_split: float = typer.Option(0.15),
-    test_split: float = typer.Option(0.2, help="ignored when the data has its own test split"),
-    per_class: Optional[int] = typer.Option(None, help="few-shot: N training images per class"),
-    test_per_class: Optional[int] = typer.Option(None, help="evaluate on at most N test images per class (faster)"),
-    seed: int = typer.Option(0),
-    skip_bad_images: bool = typer.Option(False, help="skip unreadable images instead of stopping"),
-    baseline: bool = typer.Option(True, help="also report logistic regression on raw pixels (the baseline to beat)"),
-    workers: int = typer.Option(0, help="data-loader worker processes"),
-    accelerator: str = typer.Option("auto", help="Lightning accelerator: auto, cpu, gpu, ..."),
-    devices: str = typer.Option("auto", help="Lightning devices"),
-    num_nodes: int = typer.Option(1, help="Lightning num_nodes"),
-    dist: str = typer.Option("auto", help="Lightning strategy: auto, ddp, fsdp, ..."),
-    precision: str = typer.Option("32-true", help="Lightning precision: 32-true, bf16-mixed, 16-mixed, ..."),
-    out: Optional[Path] = typer.Option(None, help="run directory (default runs/<model>-<strategy>-<time>)"),
-    config: Optional[Path] = typer.Option(None, help="YAML config file; command-line options given override it"),
-    overwrite: bool = typer.Option(False, help="replace an existing run directory"),
-    resume: bool = typer.Option(False, help="continue the interrupted run in --out (its config.yaml is used)"),
-    progress: bool = typer.Option(True, help="rich progress bars"),
-) -> None:
-    """Fine-tune a pretrained backbone on labelled images and write a run directory."""
+def _cli_type(annotation):
+    """The command-line type of a config field: lists and literals are typed as text
+    (pydantic validates them), ``X | None`` stays optional."""
+    args = [a for a in get_args(annotation) if a is not type(None)]
+    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
+        return Optional[_cli_type(args[0])]
+    return annotation if annotation in (bool, int, float, str) else str
+
+
+def _config_params(names, **overrides) -> list[inspect.Parameter]:
+    """Typer options generated from :class:`FinetuneConfig` fields: one default, one help text each
+    (``overrides``: name -> (default, help) where a command needs another)."""
     from transferkit.config import FinetuneConfig
+
+    params = []
+    for name in names:
+        f = FinetuneConfig.model_fields[name]
+        default, help_text = overrides.get(name, (f.default, f.description))
+        annotation = Optional[_cli_type(f.annotation)] if default is None else _cli_type(f.annotation)
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                                        default=typer.Option(default, help=help_text)))
+    return params
+
+
+def _with_params(*params: list[inspect.Parameter]):
+    """Give a ``**values`` command function the generated signature typer reads."""
+    def wrap(fn):
+        ctx = inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
+        fn.__signature__ = inspect.Signature([ctx, *(p for group in params for p in group)])
+        return fn
+    return wrap
+
+
+def _extra(name: str, annotation, default, help_text: str) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
+                             default=typer.Option(default, help=help_text))
+
+
+def _given(ctx: typer.Context, values: dict) -> dict:
+    """The options the user typed (not left at their default)."""
+    return {k: v for k, v in values.items()
+            if ctx.get_parameter_source(k) is not None and ctx.get_parameter_source(k).name != "DEFAULT"}
+
+
+def _strategy_help() -> str:
+    from transferkit.strategies import STRATEGIES
+
+    return f"{', '.join(STRATEGIES)} (see the README's strategy table)"
+
+
+def _finetune_fields() -> list[str]:
+    from transferkit.config import FinetuneConfig
+
+    return [n for n in FinetuneConfig.model_fields if n != "out"]
+
+
+RUN_OPTIONS = [
+    _extra("out", Optional[Path], None, "run directory (default runs/<model>-<strategy>-<time>)"),
+    _extra("config", Optional[Path], None, "YAML config file; options given on the command line override it"),
+    _extra("overwrite", bool, False, "replace an existing transferkit run directory (only the files it wrote)"),
+    _extra("resume", bool, False, "continue the interrupted run in --out with its saved settings"),
+    _extra("progress", bool, True, "rich progress bars"),
+]
+
+
+@app.command()
+@_with_params(_config_params(_finetune_fields(), data=(None, "builtin:digits, builtin:fashion-mnist, an image "
+                                                               "folder or a CSV (path,label[,split])"),
+                             strategy=("auto", _strategy_help())), RUN_OPTIONS)
+def finetune(ctx: typer.Context, **values) -> None:
+    """Fine-tune a pretrained backbone on labelled images and write a run directory."""
     from transferkit.engine.finetune import finetune as run_finetune
 
-    values = {k: v for k, v in locals().items() if k in FinetuneConfig.model_fields}
+    quiet_lightning()
+    out, config, overwrite, resume, progress = (values.pop(k) for k in ("out", "config", "overwrite", "resume",
+                                                                       "progress"))
     values["out"] = str(out) if out else None
-    values["wise_curve"] = _floats(wise_curve, "--wise-curve")
+    values["wise_curve"] = _floats(values["wise_curve"], "--wise-curve")
     if resume:
         if not out:
             raise TransferkitError("--resume needs --out RUN_DIR (the run to continue)")
-        values["data"] = values["data"] or "(from config.yaml)"
-    elif not data and not config:
-        raise TransferkitError("--data is required, e.g. --data builtin:digits or --data path/to/images")
-    cfg = _config(ctx, values, config)
+        cfg = _resume_config(Path(out), _given(ctx, values))
+    else:
+        if not values["data"] and not config:
+            raise TransferkitError("--data is required, e.g. --data builtin:digits or --data path/to/images")
+        cfg = _config(ctx, values, config)
     metrics = run_finetune(cfg, overwrite=overwrite, resume=resume, progress=progress)
     if metrics:
         fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        for key, change in metrics.get("resume_changes", {}).items():
+            console.print(f"--{key.replace('_', '-')} {change['now']} applied on resume (was {change['saved']})")
         console.print(f"[bold]{metrics['strategy']}[/] on {metrics['model']}: test accuracy "
                       f"{fmt(metrics['test_accuracy'])} (raw-pixel baseline {fmt(metrics['pixel_baseline_accuracy'])}), "
                       f"val accuracy {fmt(metrics['val_accuracy'])}, {metrics['train_seconds']:.0f} s training "
-                      f"-> {metrics['run_dir']}", highlight=False)
+                      f"-> {cfg.out}", highlight=False)
+        console.print(f"why {metrics['strategy']}: {metrics['strategy_reason']}", highlight=False)
+
+
+def _resume_config(out: Path, given: dict):
+    from transferkit.config import FinetuneConfig
+    from transferkit.errors import RunDirError
+
+    if not (out / "config.yaml").is_file():
+        raise RunDirError(f"cannot resume: {out} has no config.yaml; start a new run without --resume")
+    return FinetuneConfig.load(out / "config.yaml", **{**given, "out": str(out)})
+
+
+COMPARE_SHARED = ("data", "model", "weights", "per_class", "test_per_class", "epochs", "image_size", "source_eval",
+                  "wise_curve")
 
 
 @app.command()
-def compare(
-    ctx: typer.Context,
-    data: Optional[str] = typer.Option(None, help="builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label)"),
-    strategies: str = typer.Option(",".join(DEFAULT_STRATEGIES), help="comma-separated: finetune strategies, "
-                                   "scratch (full from random init) and X+lwf (X with --reg lwf)"),
-    seeds: int = typer.Option(3, help="seeds 0..N-1: each changes the splits, init and data order"),
-    out: Path = typer.Option(..., help="folder for compare.json, leaderboard.md, compare.png and runs/"),
-    model: str = typer.Option("efficientnet_lite0", help="any timm model name"),
-    weights: str = typer.Option("packaged", help="pretrained weights of every strategy but scratch"),
-    per_class: Optional[int] = typer.Option(None, help="few-shot: N training images per class"),
-    test_per_class: Optional[int] = typer.Option(None, help="evaluate on at most N test images per class"),
-    epochs: Optional[int] = typer.Option(None, help="one budget for all (default: each strategy's measured default)"),
-    image_size: Optional[int] = typer.Option(None, help="one input size for all (default: each strategy's)"),
-    source_eval: bool = typer.Option(False, help="also measure forgetting (source-head agreement) per strategy"),
-    wise_curve: Optional[str] = typer.Option(None, help="WiSE-FT alphas evaluated for the fine-tuning strategies, e.g. 0,0.5,1"),
-    config: Optional[Path] = typer.Option(None, help="YAML with any other finetune setting shared by all runs"),
-    overwrite: bool = typer.Option(False, help="start afresh (default: reuse finished runs, resume interrupted ones)"),
-    progress: bool = typer.Option(True, help="rich progress bar"),
-) -> None:
+@_with_params(
+    [_extra("strategies", str, "", "comma-separated: finetune strategies, scratch (full from random init) and "
+            "X+lwf (X with --reg lwf); default: every registered strategy but auto, plus scratch"),
+     _extra("seeds", int, 3, "seeds 0..N-1: each changes the splits, init and data order"),
+     _extra("out", Path, ..., "folder for compare.json, leaderboard.md, compare.png and runs/")],
+    _config_params(COMPARE_SHARED, data=(None, "builtin:digits, builtin:fashion-mnist, an image folder or a CSV"),
+                   epochs=(None, "one budget for all (default: each strategy's measured default)"),
+                   image_size=(None, "one input size for all (default: each strategy's)")),
+    [_extra("config", Optional[Path], None, "YAML with any other finetune setting shared by all runs"),
+     _extra("overwrite", bool, False, "start afresh (default: reuse finished runs, resume interrupted ones)"),
+     _extra("progress", bool, True, "rich progress bar")])
+def compare(ctx: typer.Context, **values) -> None:
     """Run strategies side by side on the same splits: leaderboard, chart and a recommendation."""
-    from transferkit.engine.compare import OUTPUTS, compare as run_compare
+    from transferkit.engine.compare import OUTPUTS, compare as run_compare, default_lineup
 
-    values = {"data": data, "model": model, "weights": weights, "per_class": per_class, "epochs": epochs,
-              "test_per_class": test_per_class, "image_size": image_size, "source_eval": source_eval}
-    if not data and not config:
+    quiet_lightning()
+    strategies, seeds, out, config, overwrite, progress = (values.pop(k) for k in (
+        "strategies", "seeds", "out", "config", "overwrite", "progress"))
+    wise_curve = _floats(values.pop("wise_curve"), "--wise-curve")
+    if not values["data"] and not config:
         raise TransferkitError("--data is required, e.g. --data builtin:fashion-mnist --per-class 10")
     if seeds < 1:
         raise TransferkitError(f"--seeds must be at least 1, got {seeds}")
     base = _config(ctx, values, config)
-    names = [s.strip() for s in strategies.split(",") if s.strip()]
-    result = run_compare(base, names, list(range(seeds)), out, wise_curve=_floats(wise_curve, "--wise-curve"),
+    names = [s.strip() for s in strategies.split(",") if s.strip()] or default_lineup()
+    result = run_compare(base, names, list(range(seeds)), out, wise_curve=wise_curve,
                          overwrite=overwrite, progress=progress, console=console)
+    if not result:  # a non-zero DDP rank
+        return
     table = Table("#", "strategy", "test acc % (mean ± std)", "train s", "trainable", "forgetting %",
                   title=f"transferkit compare: {result['data']}, {len(result['seeds'])} seed(s)")
     for i, r in enumerate(result["leaderboard"], 1):
@@ -168,9 +196,7 @@ def _config(ctx: typer.Context, values: dict, config: Optional[Path]):
 
     if not config:
         return FinetuneConfig.build(**values)
-    given = {k: v for k, v in values.items() if ctx.get_parameter_source(k) is None
-             or ctx.get_parameter_source(k).name != "DEFAULT"}
-    return FinetuneConfig.load(config, **given)
+    return FinetuneConfig.load(config, **_given(ctx, values))
 
 
 @app.command()
@@ -199,13 +225,14 @@ def predict(
     topk: int = typer.Option(3, "--topk", "-k"),
     format: str = typer.Option("table", "--format", help="table, json or csv"),
     skip_bad_images: bool = typer.Option(False),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto (cuda when available)"),
 ) -> None:
     """Print the top-k classes with probabilities for each image."""
     from transferkit.predict import predict as run_predict
 
     if format not in ("table", "json", "csv"):
         raise TransferkitError(f"unknown --format '{format}'; choose table, json or csv")
-    results = run_predict(run_dir, paths, topk=topk, skip_bad_images=skip_bad_images)
+    results = run_predict(run_dir, paths, topk=topk, skip_bad_images=skip_bad_images, device=device)
     if format == "json":
         print(json.dumps(results, indent=2))
     elif format == "csv":
@@ -248,6 +275,7 @@ def rank(
     seed: int = typer.Option(0, help="fixes splits (same as finetune --seed), random init and probes"),
     out: Optional[Path] = typer.Option(None, help="folder for rank.json and rank.md"),
     cache_dir: Optional[Path] = typer.Option(None, help="feature cache (default $TRANSFERKIT_CACHE/features or ~/.cache/transferkit/features)"),
+    device: str = typer.Option("cpu", help="where features are extracted: cpu, cuda, cuda:N or auto"),
     progress: bool = typer.Option(True, help="rich progress bars"),
 ) -> None:
     """Rank backbones (and layers) for a dataset by transferability scores and probes, before training."""
@@ -257,8 +285,15 @@ def rank(
 
     if not data:
         raise TransferkitError("--data is required, e.g. --data builtin:digits or --data path/to/images")
+    run = None
+    if out:  # refuse an unusable --out before computing anything
+        from transferkit.rundir import RunDir
+
+        run = RunDir(out, kind="rank")
+        run.check(overwrite=True, inputs=[] if data.startswith("builtin:") else [data])
     result = rank_candidates(data, models, weights=weights, layers=layers, per_class=per_class,
-                             image_size=image_size, seed=seed, cache_dir=cache_dir, progress=progress)
+                             image_size=image_size, seed=seed, cache_dir=cache_dir, progress=progress,
+                             device=device)
     headers, rows = result.table()
     table = Table(*headers, title=f"transferkit rank: {data} ({result.info['train_images']} train / "
                                   f"{result.info['val_images']} val images, {image_size} px)",
@@ -276,13 +311,15 @@ def rank(
     if rec["negative_transfer"]:
         console.print(f"[yellow]negative-transfer risk[/]: {', '.join(rec['negative_transfer'])}")
     console.print(f"next: {rec['command']}", highlight=False, soft_wrap=True)
-    if out:
-        json_path, md_path = result.write(out)
+    if run is not None:
+        with run.open(overwrite=True, inputs=[] if data.startswith("builtin:") else [data]):
+            json_path, md_path = result.write(out)
         console.print(f"-> {json_path}, {md_path}")
 
 
-def _quiet_lightning() -> None:
-    """Keep the terminal for progress bars and results: no Lightning banners or tips."""
+def quiet_lightning() -> None:
+    """Keep the terminal for progress bars and results: no Lightning banners or tips.
+    Called by the commands that train (importing Lightning takes seconds: never at start-up)."""
     import logging
     import warnings
 
@@ -294,14 +331,24 @@ def _quiet_lightning() -> None:
                                                r"|module\(s\) in eval mode).*")
 
 
+def _raise_interrupted(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
 def main() -> None:
-    """Entry point: run the app; known errors -> one line on stderr, exit 2."""
-    _quiet_lightning()
+    """Entry point: known errors -> one line on stderr, exit 2 (1 for I/O faults);
+    SIGINT / SIGTERM -> where to resume from, exit 130 / 143."""
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         app(standalone_mode=True)
+    except Interrupted as e:
+        print(f"interrupted by {signal.Signals(e.signum).name}: {e.where or 'nothing was written'}",
+              file=sys.stderr)
+        sys.exit(128 + e.signum)
     except TransferkitError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(1 if isinstance(e, IOFault) else 2)
 
 
 if __name__ == "__main__":

@@ -17,22 +17,26 @@ class FinetuneConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
-    data: str
-    model: str = "efficientnet_lite0"
-    weights: str = "packaged"
-    strategy: str = "auto"
+    data: str = Field(description="builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label[,split])")
+    model: str = Field("efficientnet_lite0", description="any timm model name (see `transferkit models`)")
+    weights: str = Field("packaged", description="packaged (offline ImageNet), imagenet (hub), none (scratch) or a file")
+    strategy: str = Field("auto", description="a registered recipe (transferkit.strategies.REGISTRY)")
     epochs: int | None = Field(None, ge=1, description="None: the strategy's default")
-    batch_size: int = Field(64, ge=1)
-    lr: float | None = Field(None, gt=0, description="head LR; None: the strategy's default")
-    backbone_lr_mult: float = Field(0.1, ge=0)
+    batch_size: int = Field(64, ge=1, description="images per step and device")
+    lr: float | None = Field(None, gt=0, le=10, allow_inf_nan=False,
+                             description="head learning rate; None: the strategy's default")
+    backbone_lr_mult: float = Field(0.1, ge=0, description="backbone LR = head LR x this (strategies that train it)")
     lr_decay: float | None = Field(None, gt=0, le=1, description="layer group i from the top trains at "
                                    "lr x lr_decay^i (head i=0); takes precedence over backbone_lr_mult")
+    freeze_groups: int | None = Field(None, ge=0, description="the bottom N layer groups (stem first, see "
+                                      "`transferkit groups`) stay as pretrained, BatchNorm included: no backward "
+                                      "through them; None: the strategy's default")
     unfreeze_every: int = Field(1, ge=1, description="gradual: unfreeze one more group every N epochs")
-    bn: Literal["auto", "train", "freeze"] = "auto"
-    norm: Literal["batchnorm", "groupnorm"] = "batchnorm"
-    reg: Literal["none", "l2sp", "lwf"] = "none"
-    reg_alpha: float = Field(0.1, ge=0)
-    reg_beta: float = Field(0.01, ge=0)
+    bn: Literal["auto", "train", "freeze"] = Field("auto", description="BatchNorm: train, freeze (eval mode, affine frozen) or auto (freeze below 16 images per device)")
+    norm: Literal["batchnorm", "groupnorm"] = Field("batchnorm", description="batchnorm, or groupnorm (replaces every BatchNorm2d; discards its pretrained statistics)")
+    reg: Literal["none", "l2sp", "lwf"] = Field("none", description="regulariser added to the loss: none, l2sp (stay near the pretrained weights) or lwf (Learning without Forgetting)")
+    reg_alpha: float = Field(0.1, ge=0, description="l2sp: alpha/2 ||w - w_pretrained||^2 on the backbone")
+    reg_beta: float = Field(0.01, ge=0, description="l2sp: beta/2 ||w||^2 on the new head")
     lwf_weight: float = Field(1.0, ge=0, description="lwf: weight of the source-output distillation loss")
     lwf_temperature: float = Field(2.0, gt=0, description="lwf: softmax temperature T")
     source_eval: bool = Field(False, description="measure forgetting: source-head agreement with the pretrained model")
@@ -46,27 +50,30 @@ class FinetuneConfig(BaseModel):
     lora_alpha: float | None = Field(None, gt=0, description="lora: scale alpha/r; None: 2 x rank")
     lora_targets: str | None = Field(None, description="lora: comma-separated module names (or suffixes); "
                                      "None: 1x1 convolutions (CNN) or attention qkv/proj (ViT)")
-    weight_decay: float = Field(0.05, ge=0)
-    optimizer: Literal["adamw", "sgd"] = "adamw"
-    momentum: float = 0.9
-    warmup_epochs: float = Field(1.0, ge=0)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.05, ge=0, description="decoupled weight decay (none on norms and biases)")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw or sgd")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd: momentum")
+    warmup_epochs: float = Field(1.0, ge=0, description="linear warmup, then cosine decay")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="cross-entropy label smoothing")
     image_size: int | None = Field(None, ge=16, description="None: the strategy's default")
-    hflip: float = Field(0.0, ge=0, le=1)
-    val_split: float = Field(0.15, ge=0, lt=1)
-    test_split: float = Field(0.2, ge=0, lt=1)
-    per_class: int | None = Field(None, ge=1)
+    hflip: float = Field(0.0, ge=0, le=1, description="horizontal flip probability in training augmentation")
+    val_split: float = Field(0.15, ge=0, lt=1, description="fraction of the training images held out for validation")
+    test_split: float = Field(0.2, ge=0, lt=1, description="fraction held out for test; ignored when the data has its own test split")
+    per_class: int | None = Field(None, ge=1, description="few-shot: N training images per class")
     test_per_class: int | None = Field(None, ge=1, description="evaluate on at most N seeded test images per class")
-    seed: int = 0
-    skip_bad_images: bool = False
+    seed: int = Field(0, ge=0, lt=2**32, description="fixes splits, init and data order")
+    skip_bad_images: bool = Field(False, description="skip unreadable images (counted) instead of stopping")
+    probe_augment: int = Field(0, ge=0, le=32, description="linear probe: also fit on K augmented views "
+                               "of each training image (cached once)")
     baseline: bool = Field(True, description="also score logistic regression on raw pixels")
-    workers: int = Field(0, ge=0)
-    accelerator: str = "auto"
-    devices: str = "auto"
-    num_nodes: int = Field(1, ge=1)
-    dist: str = "auto"
-    precision: str = "32-true"
-    out: str | None = None
+    workers: int = Field(0, ge=0, description="data-loader worker processes")
+    accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu, ...")
+    devices: str = Field("1", description="Lightning devices: a count or a list (0,2); 1 by default, so the "
+                         "plain command runs the same on a laptop and on a multi-GPU node (scale out with --devices N)")
+    num_nodes: int = Field(1, ge=1, description="Lightning num_nodes")
+    dist: str = Field("auto", description="Lightning strategy: auto, ddp, fsdp, ...")
+    precision: str = Field("32-true", description="Lightning precision: 32-true, bf16-mixed, 16-mixed, ...")
+    out: str | None = Field(None, description="run directory (default runs/<model>-<strategy>-<time>)")
 
     @field_validator("strategy")
     @classmethod
@@ -83,7 +90,10 @@ class FinetuneConfig(BaseModel):
         return v
 
     def save(self, path: Path) -> None:
-        path.write_text(yaml.safe_dump(self.model_dump(), sort_keys=False))
+        from transferkit.rundir import atomic_write
+
+        text = yaml.safe_dump(self.model_dump(), sort_keys=False)
+        atomic_write(path, lambda p: p.write_text(text))
 
     @classmethod
     def load(cls, path: Path, **overrides) -> "FinetuneConfig":

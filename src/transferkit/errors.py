@@ -39,3 +39,13 @@ class IOFault(TransferkitError):
     The message names the path and the system's reason. The CLI exits with code 1
     (the machine failed, not the command line).
     """
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived: raised from the signal handler so that every layer unwinds
+    (Lightning included: it re-raises what it does not know). ``where`` says what was kept
+    and how to continue; the CLI exits with 128 + the signal number (130, 143)."""
+
+    def __init__(self, signum: int, where: str = ""):
+        super().__init__(signum)
+        self.signum, self.where = signum, where

@@ -21,28 +21,10 @@ from transferkit.backbones import build_from_description
 from transferkit.data import ImageSet, TransformedSubset, build_transform, check_images
 from transferkit.data import display_name, iter_image_files, quoted
 from transferkit.errors import ConfigError, DataError, RunDirError, WeightsError
+from transferkit.evaluation.features import resolve_device
 from transferkit.rundir import RunDir, load_weights
 
 REQUIRED_KEYS = ("architecture", "num_classes", "classes", "data_config")
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """``None`` or ``"cpu"`` -> cpu; ``"cuda"``, ``"cuda:N"``; ``"auto"`` -> cuda if available, else cpu."""
-    device = "cpu" if device is None else str(device).strip().lower()
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return torch.device("cpu")
-    match = re.fullmatch(r"cuda(?::(\d+))?", device)
-    if not match:
-        raise ConfigError(f"unknown device '{display_name(device)}'; use cpu, cuda, cuda:N or auto")
-    index = int(match.group(1) or 0)
-    if not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' asked for but CUDA is not available here; use cpu or auto")
-    if index >= torch.cuda.device_count():
-        raise ConfigError(f"device '{device}' does not exist: {torch.cuda.device_count()} CUDA device(s) "
-                          "(cuda:0 ...); pick one of them")
-    return torch.device("cuda", index)
 
 
 def read_model_json(run: RunDir) -> dict:

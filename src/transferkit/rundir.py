@@ -165,6 +165,31 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """A folder written whole or not at all: the ``with`` block fills a hidden temporary
+    folder beside ``path``, which then replaces ``path``. Rank zero only (others get a
+    throw-away temporary folder)."""
+    import tempfile
+
+    path = Path(path)
+    if not is_global_zero():
+        with tempfile.TemporaryDirectory() as tmp:
+            yield Path(tmp)
+        return
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    try:
+        tmp.mkdir()
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise _io_fault(path, e) from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write_json(path: Path, obj) -> Path:
     return atomic_write(path, lambda p: p.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
 
@@ -269,7 +294,7 @@ class RunDir:
     KINDS: dict[str, Kind] = {
         "finetune": Kind(("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json",
                           "report.md", "learning_curve.png", "confusion_matrix.png", "wise_curve.png",
-                          "checkpoints", "logs", "adapter"), result="metrics.json", resume_needs="config.yaml"),
+                          "checkpoints", "logs", "adapter", "data.json"), result="metrics.json", resume_needs="config.yaml"),
         "compare": Kind(("compare.json", "leaderboard.md", "compare.png", "runs"), result="compare.json"),
         "rank": Kind(("rank.json", "rank.md"), result="rank.json"),
     }

@@ -7,6 +7,9 @@ import time
 from pathlib import Path
 
 import lightning as L
+import torch
+
+from transferkit.errors import TrainingError
 
 
 class AtomicCheckpoint(L.Callback):
@@ -22,7 +25,12 @@ class AtomicCheckpoint(L.Callback):
         self.path = Path(dirpath) / filename
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        bad = next((n for n, p in pl_module.named_parameters() if not torch.isfinite(p).all()), None)
+        if bad is not None:  # never checkpoint a broken state: the previous one stays the last good one
+            raise TrainingError(f"weights became non-finite ({bad}) in epoch {trainer.current_epoch}; "
+                                "training stopped — lower --lr")
+        if trainer.is_global_zero:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         trainer.save_checkpoint(tmp)
         if trainer.is_global_zero:
@@ -55,3 +63,17 @@ class TrainTimer(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.before = float(state_dict["seconds"])
+
+
+class FinalWeights(L.Callback):
+    """The trained weights as one full state dict, gathered at the end of ``fit`` on every
+    rank (a collective under FSDP, which shards them); kept on global rank zero."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, torch.Tensor] = {}
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state = trainer.strategy.lightning_module_state_dict()
+        if trainer.is_global_zero:
+            self.state = {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
+                          for k, v in state.items()}

@@ -19,7 +19,6 @@ re-running the same command continues a compare.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +26,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from transferkit.config import FinetuneConfig
-from transferkit.engine.finetune import check_options, finetune
-from transferkit.rundir import RunDir, write_json
-from transferkit.errors import ConfigError, RunDirError
+from transferkit.engine.finetune import choose_recipe, finetune
+from transferkit.errors import ConfigError, Interrupted, RunDirError
 from transferkit.report.compare import plot_compare, write_leaderboard
-from transferkit.strategies import STRATEGIES
+from transferkit.engine.checks import run_inputs
+from transferkit.rundir import RunDir, is_global_zero, write_json
+from transferkit.strategies import REGISTRY
 
 #: Kept in each ``compare.json`` record (besides ``strategy``, ``seed`` and ``run_dir``).
 RECORD_KEYS = ("test_accuracy", "val_accuracy", "train_seconds", "trainable_params", "total_params",
@@ -48,6 +48,11 @@ TIE_POINTS = 1.0
 FASTER = 1.5
 
 
+def default_lineup() -> list[str]:
+    """Every registered recipe that is part of compare's line-up, then ``scratch``."""
+    return [name for name, r in REGISTRY.items() if r.in_compare] + ["scratch"]
+
+
 def variant_config(base: FinetuneConfig, name: str, seed: int, out: Path,
                    wise_curve: list[float] | None = None) -> FinetuneConfig:
     """The ``finetune`` config of compare entry ``name`` (a strategy, ``scratch`` or ``X+lwf``)."""
@@ -55,12 +60,12 @@ def variant_config(base: FinetuneConfig, name: str, seed: int, out: Path,
     update: dict = {"seed": seed, "out": str(out), "strategy": strategy}
     if name == "scratch":
         update.update(strategy="full", weights="none", source_eval=False)
-    elif strategy not in STRATEGIES or strategy == "auto" or reg not in ("", "lwf"):
-        choices = ", ".join([*(s for s in STRATEGIES if s != "auto"), "scratch", "<strategy>+lwf"])
+    elif strategy not in REGISTRY or reg not in ("", "lwf"):
+        choices = ", ".join([*REGISTRY, "scratch", "<strategy>+lwf"])
         raise ConfigError(f"unknown strategy '{name}' for compare; choose from: {choices}")
     if reg:
         update["reg"] = reg
-    if wise_curve and strategy in ("full", "lp-ft", "gradual", "l2sp") and name != "scratch":
+    if wise_curve and REGISTRY[strategy].trains_backbone and name != "scratch":  # auto: not known before the data
         update["wise_curve"] = wise_curve
     return base.model_copy(update=update)
 
@@ -82,36 +87,52 @@ def compare(base: FinetuneConfig, strategies: list[str], seeds: list[int], out: 
     plan = [(name, seed, variant_config(base, name, seed, out / "runs" / f"{name}-seed{seed}", wise_curve))
             for seed in seeds for name in strategies]
     for _, _, cfg in plan:  # refuse before running anything: impossible combinations first
-        check_options(cfg, cfg.strategy)
-    if overwrite:  # only what compare itself writes
-        shutil.rmtree(out / "runs", ignore_errors=True)
-        for name in OUTPUTS:
-            (out / name).unlink(missing_ok=True)
-    for _, _, cfg in plan:  # ... then a folder holding runs with other settings
-        _check_reusable(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    console = console or Console()
+        choose_recipe(cfg)
+    run = RunDir(out, kind="compare")
+    resume = not overwrite and run.is_started
+    if not overwrite:  # ... then a folder holding runs with other settings
+        for _, _, cfg in plan:
+            _check_reusable(cfg)
+    with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(base)):
+        records = _run_all(plan, progress, console or Console())
+        if not is_global_zero():
+            return {}
+        board = leaderboard(records)
+        result = {"data": base.data, "model": base.model, "per_class": base.per_class, "seeds": seeds,
+                  "strategies": strategies, "records": records, "leaderboard": board,
+                  "wise_curve": wise_summary(records), "recommendation": recommend(board)}
+        plot_compare(board, out / OUTPUTS[2])
+        write_leaderboard(out / OUTPUTS[1], result, OUTPUTS[2])
+        write_json(out / OUTPUTS[0], result)
+    return result
+
+
+def _run_all(plan: list, progress: bool, console: Console) -> list[dict]:
+    """Run (or reuse) every planned run in order; on SIGINT/SIGTERM say which finished."""
     records = []
     with Progress(TextColumn("[bold]compare[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, disable=not progress) as bar:
         task = bar.add_task("", total=len(plan))
         for name, seed, cfg in plan:
             bar.update(task, description=f"{name} (seed {seed})")
-            metrics = _run_or_reuse(cfg)
-            records.append({"strategy": name, "seed": seed, "run_dir": cfg.out,
-                            **{k: metrics.get(k) for k in RECORD_KEYS}})
+            try:
+                metrics = _run_or_reuse(cfg)
+            except Interrupted as e:
+                done = ", ".join(f"{r['strategy']} seed {r['seed']}" for r in records) or "none"
+                e.where = (f"{e.where}; finished runs: {done}; the same compare command continues "
+                           "(finished runs are reused)")
+                raise
+            bar.advance(task)
+            if not metrics:  # a non-zero DDP rank: it only trained
+                continue
+            records.append({"strategy": name, "seed": seed, "run_dir": str(Path(cfg.out).relative_to(
+                Path(cfg.out).parents[1])), **{k: metrics.get(k) for k in RECORD_KEYS}})
             if progress:
                 bar.console.print(f"  {name:<14} seed {seed}: test accuracy {_fmt(metrics.get('test_accuracy'))}, "
                                   f"{metrics['train_seconds']:.0f} s", highlight=False)
-            bar.advance(task)
-    board = leaderboard(records)
-    result = {"data": base.data, "model": base.model, "per_class": base.per_class, "seeds": seeds,
-              "strategies": strategies, "records": records, "leaderboard": board,
-              "wise_curve": wise_summary(records), "recommendation": recommend(board)}
-    write_json(out / OUTPUTS[0], result)
-    plot_compare(board, out / OUTPUTS[2])
-    write_leaderboard(out / OUTPUTS[1], result, OUTPUTS[2])
-    return result
+    return records
+
+
 
 
 #: Settings that change where or how fast a run executes, not what it computes.

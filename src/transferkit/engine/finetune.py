@@ -1,306 +1,210 @@
-"""``finetune``: the main job, end to end.
+"""``finetune``: the main job, a short sequence of named stages.
 
-data source -> seeded splits -> pretrained backbone with a new head -> strategy
-plan -> Lightning training (cached features when the backbone is frozen and
-nothing is augmented) -> evaluation -> run directory (weights, metrics, report).
+    open the run -> load_data -> choose the recipe -> build_model -> train (cached-feature
+    probe, or Lightning) -> evaluate (+ WiSE-FT, forgetting, raw-pixel baseline) -> save -> report
+
+Every stage but ``open`` runs on every rank under DDP; only global rank zero creates or
+writes the run directory, and only it evaluates and saves (the others only train).
 """
 
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import asdict
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
-import lightning as L
-import numpy as np
 import torch
-from lightning.pytorch.callbacks import RichProgressBar
-from lightning.pytorch.loggers import CSVLogger
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import TensorDataset
 
-from transferkit.backbones import describe_model, load_backbone
 from transferkit.config import FinetuneConfig
-from transferkit.data import (TransformedSubset, build_transform, cap_per_class, data_config_for, load_source,
-                              make_splits)
-from transferkit.engine.callbacks import AtomicCheckpoint, TrainTimer
-from transferkit.engine.gradual import GradualUnfreezing
-from transferkit.engine.module import OptimSettings, TransferModule
-from transferkit.rundir import RunDir, save_weights, write_json
-from transferkit.errors import ConfigError, TrainingError
-from transferkit.evaluation import evaluate, extract_features
-from transferkit.evaluation.forgetting import SourceView, source_drift
-from transferkit.evaluation.baselines import pixel_baseline
-from transferkit.regularizers import L2SP, LwF
-from transferkit.report import plot_confusion, plot_learning_curve, plot_wise_curve, write_report
-from transferkit.strategies import AUTO_PROBE_BELOW, make_plan, resolve_auto, split_head
-from transferkit.strategies.lp_ft import fit_linear_probe
-from transferkit.surgery.freezing import resolve_bn_policy
-from transferkit.surgery.heads import count_parameters, head_parameters
-from transferkit.surgery.lora import apply_lora, merge_lora
-from transferkit.surgery.norm import batchnorm_to_groupnorm
-from transferkit.surgery.wise_ft import wise_ft
-
-#: Per-strategy defaults, chosen by measurement (benchmarks/RESULTS.md).
-#: A frozen backbone is run once, so it can afford a larger input; a trained one
-#: pays for every pixel on every epoch (64 px trains ~15x faster than 224 px).
-DEFAULTS = {
-    "linear-probe": {"image_size": 160, "epochs": 30, "lr": 1e-3},
-    "freeze": {"image_size": 96, "epochs": 10, "lr": 1e-3},
-    "full": {"image_size": 64, "epochs": 6, "lr": 1e-2},
-    "gradual": {"image_size": 64, "epochs": 6, "lr": 1e-2},  # as full (not tuned separately)
-    "l2sp": {"image_size": 64, "epochs": 6, "lr": 1e-2},  # as full (not tuned separately)
-    # lora: digits, 20/class, 6 epochs, rank 8: lr 1e-2 collapses to chance, 3e-3 -> 0.783, 1e-3 -> 0.678
-    # test accuracy (full at its default: 0.678); one data set, one seed
-    "lora": {"image_size": 64, "epochs": 6, "lr": 3e-3},
-    # LP-FT fine-tunes from a fitted head with a 10x smaller LR than full: at 1e-2 one epoch on
-    # digits (20/class) fell to 0.08 test accuracy, at 1e-3 it reached 0.67.
-    "lp-ft": {"image_size": 64, "epochs": 6, "lr": 1e-3},
-}
-
-#: With frozen BatchNorm nothing renormalises the activations as the weights move, and the
-#: default LR of full/gradual/l2sp (1e-2 head, 1e-3 backbone) collapses: digits, 20/class,
-#: 4 epochs, BN frozen: 1e-2 -> 0.10 test accuracy (chance), 1e-3 -> 0.38 (BN training at
-#: 1e-2: 0.47). So their default LR is scaled by this when ``--bn`` freezes BN (``auto``: batch < 16).
-FROZEN_BN_LR_SCALE = 0.1
+from transferkit.engine.forgetting import Drift
+from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
+                                       loader, save_model, train_lightning, write_run_report)
+from transferkit.errors import Interrupted
+from transferkit.rundir import RunDir, is_global_zero, write_json
+from transferkit.strategies import Recipe, get_recipe
 
 
-def default_out(cfg: FinetuneConfig) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{cfg.model}-{cfg.strategy}-{stamp}"
+@dataclass
+class Setup:
+    """The recipe stage: which recipe, why, and the settings it resolves to."""
+
+    recipe: Recipe
+    reason: str
+    image_size: int
+    epochs: int
+    freeze_bn: bool
+    optim: object  # engine.module.OptimSettings
+    freeze_groups: int = 0
 
 
-def check_options(cfg: FinetuneConfig, strategy: str, reason: str = "") -> None:
-    """Refuse option combinations that cannot work with ``strategy`` (a resolved name, not ``auto``)."""
-    why = f" ({reason})" if reason else ""
-    use_l2sp, use_lwf = strategy == "l2sp" or cfg.reg == "l2sp", cfg.reg == "lwf"
-    if use_l2sp and strategy in ("linear-probe", "freeze", "lora"):
-        raise ConfigError(f"--reg l2sp needs a backbone that trains, not {strategy}{why}; "
-                          "use --strategy full, gradual or l2sp")
-    if (cfg.wise_alpha is not None or cfg.wise_curve) and strategy in ("linear-probe", "freeze", "lora"):
-        raise ConfigError(f"--wise-alpha/--wise-curve interpolate a fine-tuned backbone; strategy {strategy}{why} "
-                          "leaves it frozen — use full, lp-ft, gradual or l2sp")
-    if use_lwf and strategy not in ("full", "lp-ft", "gradual"):
-        raise ConfigError(f"--reg lwf distils into a backbone that trains: use --strategy full, lp-ft or gradual "
-                          f"(not {strategy}{'; l2sp is a regulariser of its own' if strategy == 'l2sp' else why})")
-    if (use_lwf or cfg.source_eval or cfg.source_data) and cfg.weights == "none":
-        raise ConfigError("--reg lwf and --source-eval need pretrained weights with their source head, "
-                          "not --weights none")
-    if cfg.source_labels and not cfg.source_data:
-        raise ConfigError("--source-labels reads the class names of --source-data; give --source-data")
+def choose_recipe(cfg: FinetuneConfig, data: Data | None = None) -> Setup:
+    """Resolve ``auto`` (needs ``data``) and the recipe's defaults; check the options against it."""
+    from transferkit.engine.module import OptimSettings
+    from transferkit.surgery.freezing import resolve_bn_policy
 
-
-def _source_loader(cfg: FinetuneConfig, eval_tf, target_test, source_model) -> tuple[DataLoader, list | None]:
-    """Images for ``--source-eval`` and, with ``--source-labels``, the source-class index of each class.
-
-    Default: the target's held-out test images (agreement only). ``--source-data``:
-    any data source (its train split). With ``--source-labels`` its class names are
-    source-class indices (ImageNet folder ``281/`` = tabby cat) and source accuracy
-    is reported too.
-    """
-    if cfg.source_data is None:
-        return _loader(target_test, cfg, False), None
-    images = load_source(cfg.source_data, skip_bad_images=cfg.skip_bad_images).train
-    label_map = None
-    if cfg.source_labels:
-        bad = [c for c in images.classes if not c.isdigit() or int(c) >= source_model.num_classes]
-        if bad:
-            raise ConfigError(f"--source-labels: class '{bad[0]}' of {cfg.source_data} is not a source-class index "
-                              f"(0..{source_model.num_classes - 1})")
-        label_map = [int(c) for c in images.classes]
-    return _loader(TransformedSubset(images, range(len(images)), eval_tf), cfg, False), label_map
-
-
-def _loader(dataset, cfg: FinetuneConfig, shuffle: bool) -> DataLoader:
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=cfg.workers,
-                      persistent_workers=cfg.workers > 0)
+    recipe, reason = get_recipe(cfg.strategy), f"chosen by the user (--strategy {cfg.strategy})"
+    if recipe.name == "auto" and data is not None:  # without data (compare's up-front check) auto stays auto
+        name, reason = recipe.resolve(data.train_per_class)
+        recipe = get_recipe(name)
+    recipe.check(cfg, reason)
+    freeze_bn = resolve_bn_policy(cfg.bn, cfg.batch_size) and cfg.norm == "batchnorm"
+    optim = OptimSettings(lr=cfg.lr or recipe.default_lr(freeze_bn), weight_decay=cfg.weight_decay,
+                          optimizer=cfg.optimizer, momentum=cfg.momentum, warmup_epochs=cfg.warmup_epochs,
+                          label_smoothing=cfg.label_smoothing)
+    groups = cfg.freeze_groups if cfg.freeze_groups is not None else recipe.defaults.freeze_groups
+    return Setup(recipe, reason, cfg.image_size or recipe.defaults.image_size,
+                 cfg.epochs or recipe.defaults.epochs, freeze_bn, optim, groups)
 
 
 def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = False,
              progress: bool = True) -> dict:
-    """Run (or resume) a fine-tuning run; returns its ``metrics.json`` content."""
-    out = Path(cfg.out) if cfg.out else default_out(cfg)
-    run = RunDir.check(out, overwrite=overwrite, resume=resume)
-    cfg = FinetuneConfig.load(run.config) if resume else cfg.model_copy(update={"out": str(out)})
+    """Run (or resume) a fine-tuning run; returns its ``metrics.json`` content ({} on non-zero ranks)."""
+    from transferkit.engine.checks import check_run_options, resumed_config, run_inputs
+
+    cfg = cfg.model_copy(update={"out": str(run_path(cfg))})
+    run, changed = RunDir(cfg.out, kind="finetune"), {}
+    if resume:
+        cfg, changed = resumed_config(run, cfg)
+    import lightning as L
+
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-
-    source = load_source(cfg.data, skip_bad_images=cfg.skip_bad_images)
-    classes = source.classes
-    splits = make_splits(source.train.targets, val_split=cfg.val_split, test_split=cfg.test_split,
-                         seed=cfg.seed, has_test=source.test is not None, per_class=cfg.per_class,
-                         classes=classes)
-    test_set = source.test if source.test is not None else source.train
-    test_idx = splits.test if source.test is None else np.arange(len(test_set))
-    if cfg.test_per_class:
-        test_idx = cap_per_class(test_idx, test_set.targets, cfg.test_per_class, cfg.seed)
-    subsets = {"train": (source.train, splits.train), "val": (source.train, splits.val),
-               "test": (test_set, test_idx)}
-
-    per_class = len(splits.train) / len(classes)
-    strategy, reason = cfg.strategy, f"chosen by the user (--strategy {cfg.strategy})"
-    if strategy == "auto":
-        strategy = resolve_auto(per_class)
-        reason = (f"auto: {per_class:.0f} training images per class -> {strategy} "
-                  f"(linear-probe below {AUTO_PROBE_BELOW} per class, full fine-tuning from there)")
-    d = DEFAULTS[strategy]
-    image_size = cfg.image_size or d["image_size"]
-    epochs = cfg.epochs or d["epochs"]
-    freeze_bn = resolve_bn_policy(cfg.bn, cfg.batch_size)
-    scale_lr = freeze_bn and cfg.norm == "batchnorm" and strategy in ("full", "gradual", "l2sp")
-    default_lr = d["lr"] * (FROZEN_BN_LR_SCALE if scale_lr else 1.0)
-    optim = OptimSettings(lr=cfg.lr or default_lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
-                          momentum=cfg.momentum, warmup_epochs=cfg.warmup_epochs,
-                          label_smoothing=cfg.label_smoothing)
-
-    check_options(cfg, strategy, reason)
-    use_l2sp, use_lwf = strategy == "l2sp" or cfg.reg == "l2sp", cfg.reg == "lwf"
-    use_wise = cfg.wise_alpha is not None or bool(cfg.wise_curve)
-    source_eval = cfg.source_eval or cfg.source_data is not None
-    if source_eval and cfg.source_data is None and len(test_idx) == 0:
-        raise ConfigError("--source-eval measures forgetting on the test split, which is empty here; "
-                          "set --test-split or give --source-data")
-    # the pretrained model with its own (source) head: LwF's teacher and the forgetting reference
-    source_model = (load_backbone(cfg.model, cfg.weights, image_size=image_size).eval()
-                    if use_lwf or source_eval else None)
-    if source_model is not None and not any(True for _ in head_parameters(source_model)):
-        raise ConfigError(f"weights '{cfg.weights}' have no classifier head to measure or keep the source task "
-                          "with; drop --source-eval / --reg lwf")
-    model = load_backbone(cfg.model, cfg.weights, num_classes=len(classes), image_size=image_size)
-    if cfg.norm == "groupnorm":
-        batchnorm_to_groupnorm(model)
-    data_cfg = data_config_for(model, image_size)
-    eval_tf = build_transform(data_cfg, image_size, train=False)
-    train_tf = build_transform(data_cfg, image_size, train=True, hflip=cfg.hflip)
-
-    def images(split: str, train: bool = False) -> TransformedSubset:
-        base, idx = subsets[split]
-        return TransformedSubset(base, idx, train_tf if train else eval_tf)
-
-    source_loader = _source_loader(cfg, eval_tf, images("test"), source_model) if source_eval else None
-    if not resume:  # inputs are valid: only now touch the run directory
-        run.create(overwrite)
-        cfg.save(run.config)
-    resuming_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
-    # train_seconds counts what training needs: LP-FT's probe, cached train/val features, the fit (TrainTimer)
-    start, not_training = time.perf_counter(), 0.0
-    if strategy == "lp-ft" and resuming_from is None:  # stage one; a checkpoint already holds the head
-        fit_linear_probe(model, _loader(images("train"), cfg, False), len(classes),
-                         epochs=DEFAULTS["linear-probe"]["epochs"], progress=progress)
-    # lora: train a PEFT wrapper (LoRA matrices + head); merged back into ``model`` before saving
-    lora_net = apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets) if strategy == "lora" else None
-    plan = make_plan(strategy, model if lora_net is None else lora_net, cfg.backbone_lr_mult, cfg.lr_decay,
-                     freeze_bn)
-    regularizer = (L2SP(model, cfg.reg_alpha, cfg.reg_beta) if use_l2sp  # snapshot: pretrained
-                   else LwF(source_model, cfg.lwf_weight, cfg.lwf_temperature) if use_lwf else None)
-    pretrained = {k: v.detach().clone() for k, v in model.state_dict().items()} if use_wise else None
-
-    if plan.cached_features:
-        cached = {s: extract_features(model, _loader(images(s), cfg, False), f"features ({s})", progress)
-                  for s in ("train", "val")}
-        t = time.perf_counter()
-        cached["test"] = extract_features(model, _loader(images("test"), cfg, False), "features (test)", progress)
-        not_training = time.perf_counter() - t
-        net = model.get_classifier()
-        loaders = {s: _loader(TensorDataset(*cached[s]), cfg, s == "train") for s in cached}
-    else:
-        net = model if lora_net is None else lora_net
-        loaders = {"train": _loader(images("train", train=True), cfg, True),
-                   "val": _loader(images("val"), cfg, False), "test": _loader(images("test"), cfg, False)}
-
-    module = TransferModule(net, len(classes), plan, optim, regularizer)
-    timer = TrainTimer(prep_seconds=time.perf_counter() - start - not_training)
-    callbacks = [AtomicCheckpoint(run.checkpoints), timer] + ([RichProgressBar(leave=True)] if progress else [])
-    if strategy == "gradual":
-        callbacks.append(GradualUnfreezing(cfg.unfreeze_every))
-    trainer = L.Trainer(
-        max_epochs=epochs, accelerator=cfg.accelerator, devices=cfg.devices, num_nodes=cfg.num_nodes,
-        strategy=cfg.dist, precision=cfg.precision, callbacks=callbacks,
-        logger=CSVLogger(run.logs, name="", version=run.next_attempt()),
-        enable_progress_bar=progress, enable_model_summary=False, enable_checkpointing=False,
-        log_every_n_steps=1, num_sanity_val_steps=0, deterministic=False,
-    )
-    try:
-        trainer.fit(module, loaders["train"], loaders["val"] if len(splits.val) else None,
-                    ckpt_path=str(resuming_from) if resuming_from else None)
-    except TrainingError as e:
-        kept = (f"last good checkpoint: {run.last_checkpoint}" if run.last_checkpoint.is_file()
-                else "no epoch had finished, so there is no checkpoint")
-        raise TrainingError(f"{e} ({kept})") from None
-    train_seconds = timer.seconds
-    if not trainer.is_global_zero:
-        return {}
-
-    net.cpu()
-    has_test = len(loaders["test"].dataset) > 0
-
-    def drift() -> dict:  # forgetting of ``model`` as it is now (LoRA merged / WiSE-FT applied)
-        if source_loader is None:
+    data = load_data(cfg)
+    setup = choose_recipe(cfg, data)
+    check_run_options(cfg, setup, data, run, overwrite=overwrite, resume=resume)
+    built = build_model(cfg, len(data.classes), setup.image_size)
+    setup.recipe.check_model(built.model, cfg)
+    drift = Drift(cfg, setup.image_size, built, data) if is_global_zero() else None
+    with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, _resume_hint(run):
+        if not resume and is_global_zero():
+            cfg.save(run.config)
+            write_json(run.path / "data.json", {"classes": data.classes, "data": cfg.data})
+        trained, extra = train(cfg, setup, data, built, run, resume, progress)
+        if not trained.is_global_zero:
             return {}
-        loader, label_map = source_loader
-        return source_drift(source_model, SourceView(model, source_model.get_classifier()), loader, label_map)
-
-    wise_metrics = {}
-    if pretrained is not None:  # WiSE-FT: score the fine-tuned model, the alpha curve, the chosen alpha
-        finetuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        head = {n for n, _ in split_head(model)[1]}
-        curve = []
-        for alpha in cfg.wise_curve or []:
-            model.load_state_dict(wise_ft(pretrained, finetuned, alpha, keep=head))
-            acc = evaluate(net, loaders["test"], len(classes))["accuracy"] if has_test else None
-            curve.append({"alpha": alpha, "test_accuracy": acc, **drift()})
-        model.load_state_dict(finetuned)
-        wise_metrics = {"wise_curve": curve} if curve else {}
-        if cfg.wise_alpha is not None:
-            ft_test = evaluate(net, loaders["test"], len(classes)) if has_test else None
-            model.load_state_dict(wise_ft(pretrained, finetuned, cfg.wise_alpha, keep=head))
-            wise_metrics.update(wise_alpha=cfg.wise_alpha,
-                                test_accuracy_before_wise=ft_test["accuracy"] if ft_test else None)
-    test = evaluate(net, loaders["test"], len(classes)) if has_test else None
-    val = evaluate(net, loaders["val"], len(classes)) if len(splits.val) else None
-    lora_metrics = {}
-    if lora_net is not None:  # the adapter alone (PEFT format), then plain timm weights for predict
-        trainable = count_parameters(lora_net, trainable_only=True)
-        lora_net.save_pretrained(str(run.path / "adapter"))
-        model = merge_lora(lora_net)
-        lora_metrics = {"trainable_params": trainable,
-                        "trainable_fraction": round(trainable / count_parameters(model), 6),
-                        "adapter_bytes": sum(f.stat().st_size for f in (run.path / "adapter").rglob("*")
-                                             if f.is_file()),
-                        "lora": {"rank": cfg.lora_rank, "alpha": cfg.lora_alpha or 2 * cfg.lora_rank,
-                                 "targets": sorted(lora_net.peft_config["default"].target_modules)}}
-    forgetting = drift()
-    save_weights(run.weights, model)
-    write_json(run.model_json, {**describe_model(model), "norm": cfg.norm, "classes": classes,
-                                "data_config": data_cfg, "strategy": strategy, "transferkit_format": 1})
-    # The baseline transfer must beat: logistic regression on raw pixels, same splits.
-    baseline = (pixel_baseline(subsets["train"][0].subset(splits.train),
-                               subsets["test"][0].subset(list(subsets["test"][1])), seed=cfg.seed)
-                if test and cfg.baseline else None)
-    metrics = {
-        "model": cfg.model, "weights": cfg.weights, "strategy": strategy, "strategy_reason": reason,
-        "data": cfg.data, "run_dir": str(run.path), "image_size": image_size, "epochs": epochs,
-        "batchnorm": ("groupnorm" if cfg.norm == "groupnorm" else
-                      "frozen" if freeze_bn or strategy in ("linear-probe", "freeze") else "train"),
-        "test_accuracy": test["accuracy"] if test else None,
-        "pixel_baseline_accuracy": baseline,
-        "test_macro_f1": test["macro_f1"] if test else None,
-        "val_accuracy": val["accuracy"] if val else None,
-        "train_seconds": round(train_seconds, 2), "resumed": resuming_from is not None,
-        "trainable_params": count_parameters(model, trainable_only=True),
-        "total_params": count_parameters(model),
-        "train_images": len(splits.train), "val_images": len(splits.val),
-        "test_images": len(loaders["test"].dataset), "skipped_images": len(source.skipped),
-        "classes": classes, "seed": cfg.seed, "optim": asdict(optim),
-        "test_confusion": test["confusion"] if test else None,
-        **lora_metrics, **wise_metrics, **forgetting,
-    }
-    rows = run.merge_logs()
-    plots = {"Learning curve": plot_learning_curve(rows, run.path / "learning_curve.png").name}
-    if test:
-        plots["Confusion matrix (test)"] = plot_confusion(test["confusion"], classes,
-                                                          run.path / "confusion_matrix.png").name
-    if wise_metrics.get("wise_curve"):
-        plots["WiSE-FT alpha curve"] = plot_wise_curve(wise_metrics["wise_curve"], run.path / "wise_curve.png").name
-    write_report(run.report, cfg.model_dump(), metrics, plots)
-    write_json(run.metrics_json, metrics)  # last: its presence means the run directory is complete
+        metrics = evaluate_and_save(cfg, setup, data, built, run, trained, extra, drift)
+        if changed:
+            metrics["resume_changes"] = changed
+        write_run_report(run, cfg, metrics, data.classes)
     return metrics
+
+
+def run_path(cfg: FinetuneConfig) -> Path:
+    """``--out``, or ``runs/<model>-<strategy>-<time>``: decided once, by the first process
+    (processes that Lightning launches for DDP inherit it through the environment)."""
+    if cfg.out:
+        return Path(cfg.out)
+    if "TRANSFERKIT_RUN_DIR" not in os.environ:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        os.environ["TRANSFERKIT_RUN_DIR"] = str(Path("runs") / f"{cfg.model}-{cfg.strategy}-{stamp}")
+    return Path(os.environ["TRANSFERKIT_RUN_DIR"])
+
+
+@contextmanager
+def _resume_hint(run: RunDir):
+    """On SIGINT/SIGTERM: say what was kept and the exact command that continues."""
+    try:
+        yield
+    except Interrupted as e:
+        ckpt = run.last_checkpoint
+        kept = f"last checkpoint {ckpt}" if ckpt.is_file() else "no epoch had finished (no checkpoint yet)"
+        e.where = f"{kept}; continue with: transferkit finetune --out {run.path} --resume"
+        raise
+
+
+def train(cfg: FinetuneConfig, setup: Setup, data: Data, built: Built, run: RunDir, resume: bool,
+          progress: bool) -> tuple[Trained, dict]:
+    """The train stage: the converged probe on cached features, or the recipe under Lightning."""
+    from transferkit.engine import probe
+
+    start, model, recipe = time.perf_counter(), built.model, setup.recipe
+    if recipe.cached_features:  # no Lightning: nothing for other ranks to do
+        if not is_global_zero():
+            return Trained(model, 0.0, is_global_zero=False), {}
+        return probe.train_probe(cfg, data, built, setup.image_size, progress), {}
+    extra = {}
+    if recipe.probe_init and is_global_zero():  # DDP broadcasts rank zero's weights to the others
+        extra = probe.init_head(cfg, data, built, setup.image_size, progress)
+    extra["pretrained_state"] = ({k: v.detach().clone() for k, v in model.state_dict().items()}
+                                 if cfg.wise_alpha is not None or cfg.wise_curve else None)
+    net = recipe.prepare(model, cfg)
+    plan = recipe.plan(net, cfg.model_copy(update={"freeze_groups": setup.freeze_groups}), setup.freeze_bn)
+    module = _module(cfg, setup, net, plan, len(data.classes), built)
+    loaders = {"train": loader(data.images("train", built.train_tf), cfg, shuffle=True),
+               "val": loader(data.images("val", built.eval_tf), cfg)}
+    resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
+    trained = train_lightning(module, cfg, run, loaders, setup.epochs, callbacks=recipe.callbacks(cfg),
+                              resume_from=resume_from, prep_seconds=time.perf_counter() - start, progress=progress)
+    return trained, extra
+
+
+def _module(cfg: FinetuneConfig, setup: Setup, net, plan, num_classes: int, built: Built):
+    """The LightningModule, with the regulariser the options ask for (L2-SP snapshots the weights now)."""
+    from transferkit.engine.module import TransferModule
+    from transferkit.regularizers import L2SP, LwF
+
+    reg = None
+    if setup.recipe.name == "l2sp" or cfg.reg == "l2sp":
+        reg = L2SP(built.model, cfg.reg_alpha, cfg.reg_beta)
+    elif cfg.reg == "lwf":
+        reg = LwF(source_model(cfg, setup.image_size), cfg.lwf_weight, cfg.lwf_temperature)
+    return TransferModule(net, num_classes, plan, setup.optim, reg)
+
+
+def source_model(cfg: FinetuneConfig, image_size: int) -> torch.nn.Module:
+    """The pretrained model with its own (source) head: LwF's teacher and the forgetting reference."""
+    from transferkit.backbones import load_backbone
+
+    return load_backbone(cfg.model, cfg.weights, image_size=image_size).eval()
+
+
+def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Built, run: RunDir,
+                      trained: Trained, extra: dict, drift) -> dict:
+    """Rank zero: the trained model back into ``built.model`` (LoRA merged), auto's check against
+    the probe, WiSE-FT, forgetting, test/val scores, the raw-pixel baseline; saves the model."""
+    from transferkit.engine import probe
+    from transferkit.engine.forgetting import wise_metrics
+    from transferkit.evaluation.baselines import pixel_baseline
+    from transferkit.surgery.heads import count_parameters
+
+    device = device_of(cfg)
+    model, recipe_metrics = setup.recipe.finish(trained.net, built.model, run.path)
+    built.model = model
+    reason, strategy, trained_net = setup.reason, setup.recipe.name, trained.net
+    if cfg.strategy == "auto" and extra.get("probe_state") is not None:
+        reason, kept_probe = probe.keep_better(model, extra, data, built, cfg, device, reason)
+        if kept_probe:
+            strategy, trained_net = "linear-probe", model.get_classifier()
+    loaders = probe.eval_loaders(cfg, data, built, trained)
+    wise = wise_metrics(cfg, model, extra.get("pretrained_state"), loaders["test"], len(data.classes), device, drift)
+    scores = evaluate_splits(trained.net if setup.recipe.cached_features else model, loaders,
+                             len(data.classes), device)
+    test, val = scores.get("test"), scores.get("val")
+    forgetting = drift(model)
+    save_model(run, model, built, cfg, data.classes, strategy)
+    baseline = (pixel_baseline(data.subsets["train"][0].subset(data.subsets["train"][1]),
+                               data.subsets["test"][0].subset(list(data.subsets["test"][1])), seed=cfg.seed)
+                if test and cfg.baseline else None)
+    return {
+        "model": cfg.model, "weights": cfg.weights, "strategy": strategy, "strategy_reason": reason,
+        "data": cfg.data, "run_dir": run.path.name, "image_size": setup.image_size,
+        "epochs": None if setup.recipe.cached_features else setup.epochs, "freeze_groups": setup.freeze_groups,
+        "batchnorm": ("groupnorm" if cfg.norm == "groupnorm" else
+                      "frozen" if setup.freeze_bn or not setup.recipe.trains_backbone else "train"),
+        "test_accuracy": test["accuracy"] if test else None, "pixel_baseline_accuracy": baseline,
+        "test_macro_f1": test["macro_f1"] if test else None, "val_accuracy": val["accuracy"] if val else None,
+        "train_seconds": round(trained.train_seconds, 2), "resumed": trained.resumed,
+        "trainable_params": count_parameters(trained_net, trainable_only=True),
+        "total_params": count_parameters(model),
+        "train_images": data.size("train"), "val_images": data.size("val"), "test_images": data.size("test"),
+        "skipped_images": len(data.source.skipped), "classes": data.classes, "seed": cfg.seed,
+        "optim": asdict(setup.optim), "test_confusion": test["confusion"] if test else None,
+        **{k: v for k, v in extra.items() if k.startswith("probe_") and k != "probe_state"},
+        **trained.extra, **recipe_metrics, **wise, **forgetting,
+    }
+
+
+__all__ = ["Setup", "choose_recipe", "finetune", "run_path"]

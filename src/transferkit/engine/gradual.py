@@ -7,7 +7,7 @@ from typing import Any
 import lightning as L
 
 from transferkit.errors import ConfigError
-from transferkit.strategies import frozen_subtrees
+from transferkit.surgery.freezing import frozen_subtrees
 
 
 class GradualUnfreezing(L.Callback):

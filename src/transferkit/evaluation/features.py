@@ -51,6 +51,25 @@ def pre_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model.forward_head(model.forward_features(x), pre_logits=True)
 
 
+def resolve_device(device: str | None) -> torch.device:
+    """``None`` or ``"cpu"`` -> cpu; ``"cuda"``, ``"cuda:N"``; ``"auto"`` -> cuda if available, else cpu."""
+    device = "cpu" if device is None else str(device).strip().lower()
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return torch.device("cpu")
+    match = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if not match:
+        raise ConfigError(f"unknown device '{device}'; use cpu, cuda, cuda:N or auto")
+    index = int(match.group(1) or 0)
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' asked for but CUDA is not available here; use cpu or auto")
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"device '{device}' does not exist: {torch.cuda.device_count()} CUDA device(s) "
+                          "(cuda:0 ...); pick one of them")
+    return torch.device("cuda", index)
+
+
 def model_device(model: nn.Module) -> torch.device:
     """Device of ``model``'s first parameter (or buffer); CPU for a model with neither."""
     for t in (*model.parameters(), *model.buffers()):

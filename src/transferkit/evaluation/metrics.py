@@ -21,9 +21,9 @@ def predict_logits(net: nn.Module, loader: DataLoader, device: torch.device | st
     return got["logits"], got["labels"]
 
 
-def evaluate(net: nn.Module, loader: DataLoader, num_classes: int) -> dict:
+def evaluate(net: nn.Module, loader: DataLoader, num_classes: int, device: torch.device | str = "cpu") -> dict:
     """Accuracy, macro-F1, cross-entropy and the confusion matrix (rows = true class)."""
-    logits, labels = predict_logits(net, loader)
+    logits, labels = predict_logits(net, loader, device)
     return {
         "accuracy": MulticlassAccuracy(num_classes, average="micro")(logits, labels).item(),
         "macro_f1": MulticlassF1Score(num_classes, average="macro")(logits, labels).item(),

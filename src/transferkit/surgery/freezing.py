@@ -63,3 +63,26 @@ def resolve_bn_policy(policy: str, batch_size: int) -> bool:
     if policy not in BN_POLICIES:
         raise ConfigError(f"unknown BatchNorm policy '{policy}'; choose one of: {', '.join(BN_POLICIES)}")
     return policy == "freeze" or (policy == "auto" and batch_size < BN_AUTO_FREEZE_BELOW)
+
+
+def frozen_subtrees(model: nn.Module) -> list[nn.Module]:
+    """The largest sub-modules whose parameters are all frozen.
+
+    Putting these in eval mode freezes their BatchNorm statistics, dropout and
+    stochastic depth, while parameter-free modules next to the trainable head
+    (pooling, head dropout) keep following ``model.train()``.
+    """
+    out: list[nn.Module] = []
+
+    def visit(m: nn.Module) -> None:
+        params = list(m.parameters())
+        if not params:
+            return
+        if not any(p.requires_grad for p in params):
+            out.append(m)
+            return
+        for child in m.children():
+            visit(child)
+
+    visit(model)
+    return out

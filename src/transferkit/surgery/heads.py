@@ -51,3 +51,12 @@ def backbone_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
 def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
     """Number of scalar parameters (each shared tensor counted once); only ``requires_grad`` ones if asked."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def split_head(model: nn.Module) -> tuple[list[tuple[str, nn.Parameter]], list[tuple[str, nn.Parameter]]]:
+    """(backbone, head) named parameters of a timm model; head = ``get_classifier()``."""
+    head_ids = {id(p) for p in head_parameters(model)}
+    backbone, head = [], []
+    for name, p in model.named_parameters():
+        (head if id(p) in head_ids else backbone).append((name, p))
+    return backbone, head

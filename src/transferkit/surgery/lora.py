@@ -88,3 +88,16 @@ def lora_parameters(net: nn.Module) -> list[tuple[str, nn.Parameter]]:
 def merge_lora(peft_model: peft.PeftModel) -> nn.Module:
     """Fold the LoRA updates into the weights; returns the plain timm model (PEFT layers removed)."""
     return peft_model.merge_and_unload()
+
+
+def check_targets(model: nn.Module, targets: str | Sequence[str] | None) -> None:
+    """Every target must name a module of ``model`` (by full name or name suffix, as PEFT matches)."""
+    if not targets:
+        return
+    if isinstance(targets, str):
+        targets = [t.strip() for t in targets.split(",") if t.strip()]
+    names = [n for n, _ in model.named_modules()]
+    missing = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
+    if missing:
+        raise ModelError(f"--lora-targets {', '.join(missing)} match no module of {type(model).__name__} "
+                         "(module names or name suffixes, e.g. conv_pw or qkv,proj)")

@@ -86,7 +86,7 @@ from transferkit.backbones.load import WEIGHT_SOURCES, check_model_name
 from transferkit.data import TransformedSubset, build_transform, data_config_for, load_source, make_splits
 from transferkit.rundir import atomic_write, write_json
 from transferkit.errors import ConfigError, ModelError, WeightsError
-from transferkit.evaluation.features import (FeatureCache, default_cache_dir, feature_key, map_batches,
+from transferkit.evaluation.features import (FeatureCache, resolve_device, default_cache_dir, feature_key, map_batches,
                                              weights_identity)
 from transferkit.transferability.probes import knn_accuracy, linear_probe_accuracy
 from transferkit.transferability.scores import h_score, leep, logme, nce
@@ -434,6 +434,7 @@ def rank_candidates(
     seed: int = 0,
     cache_dir: str | Path | None = None,
     progress: bool = True,
+    device: str | None = None,
 ) -> RankResult:
     """Score every ``models`` x ``weights`` x ``layers`` candidate on ``data`` (see the module docstring).
 
@@ -478,6 +479,7 @@ def rank_candidates(
                           f"are degenerate (EfficientNet-Lite at 32 px); use {MIN_IMAGE_SIZE} or more")
     for name in models:
         _check_candidate(name, weights, layers)
+    target = resolve_device(device)
     cache = FeatureCache(cache_dir)
 
     source = load_source(data)
@@ -521,7 +523,7 @@ def rank_candidates(
                 loader = DataLoader(TransformedSubset(source.train, idx, transform), batch_size=BATCH_SIZE)
                 t0 = time.perf_counter()
                 got = extract_layers(model, loader, todo, logits=True, desc=f"{name} ({w}) {split}",
-                                     progress=progress)
+                                     progress=progress, device=target)
                 seconds[split] = time.perf_counter() - t0
                 for lay in [*todo, "logits", "labels"]:
                     cache.put(key(split, lay), {"values": got[lay]}, seconds=f"{seconds[split]:.3f}")

@@ -1,0 +1,107 @@
+"""Everything a run checks before it touches the disk, and what ``--resume`` may change.
+
+A failed start leaves nothing behind: the options, the data, Lightning's own settings,
+LoRA targets and the run directory are all checked before the directory is created.
+"""
+
+from __future__ import annotations
+
+import json
+
+from transferkit.config import FinetuneConfig
+from transferkit.errors import ConfigError, DataError, RunDirError
+from transferkit.rundir import RunDir, is_global_zero
+
+#: Options that change where or how fast a run executes (or, for ``epochs``, only how long):
+#: ``--resume`` applies them and says so; any other difference is refused.
+SAFE_ON_RESUME = ("epochs", "workers", "accelerator", "devices", "num_nodes", "dist")
+
+
+def resumed_config(run: RunDir, cfg: FinetuneConfig) -> tuple[FinetuneConfig, dict]:
+    """The saved config of ``run`` with the safe changes of ``cfg`` applied; refuses the others."""
+    if not run.config.is_file():
+        raise RunDirError(f"cannot resume: {run.path} has no config.yaml; start a new run without --resume")
+    saved = FinetuneConfig.load(run.config)
+    mine, theirs = cfg.model_dump(exclude={"out"}), saved.model_dump(exclude={"out"})
+    changed = {k: {"saved": theirs[k], "now": v} for k, v in mine.items() if theirs.get(k) != v}
+    unsafe = [k for k in changed if k not in SAFE_ON_RESUME]
+    if unsafe:
+        listed = ", ".join(f"--{k.replace('_', '-')} {changed[k]['now']} (saved: {changed[k]['saved']})"
+                           for k in unsafe)
+        raise ConfigError(f"--resume continues {run.path} with its saved settings; these differ: {listed}. "
+                          "Drop them, or start a new run with another --out")
+    if run.metrics_json.is_file() and "epochs" not in changed:
+        raise RunDirError(f"{run.path} is already complete (metrics.json); nothing to resume")
+    return saved.model_copy(update={k: c["now"] for k, c in changed.items()} | {"out": cfg.out}), changed
+
+
+def check_run_options(cfg: FinetuneConfig, setup, data, run: RunDir, *, overwrite: bool, resume: bool) -> None:
+    """Refuse, in one line and before any file is written, what cannot work."""
+    _check_source_eval(cfg, data)
+    if not setup.recipe.cached_features:
+        check_trainer(cfg)
+        if setup.recipe.name == "gradual" and _device_count(cfg) > 1:
+            raise ConfigError("gradual unfreezing runs on one device (DDP fixes the trainable parameters when it "
+                              "wraps the model); use --devices 1 or --strategy full")
+    from transferkit.engine.stages import device_of
+
+    device_of(cfg)  # an accelerator transferkit cannot place features on is refused here too
+    if is_global_zero():  # the others write nothing
+        run.check(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg))
+    if resume:
+        _check_same_classes(run, data.classes)
+
+
+def run_inputs(cfg: FinetuneConfig) -> list[str]:
+    """The data paths a run reads: its output may not be, or lie inside, one of them."""
+    return [p for p in (cfg.data, cfg.source_data) if p and not p.startswith("builtin:")]
+
+
+def check_trainer(cfg: FinetuneConfig) -> None:
+    """Lightning's accelerator, devices, strategy and precision, validated by Lightning itself
+    (building a Trainer launches nothing)."""
+    import lightning as L
+
+    from transferkit.engine.stages import _devices
+
+    try:
+        L.Trainer(accelerator=cfg.accelerator, devices=_devices(cfg.devices), num_nodes=cfg.num_nodes,
+                  strategy=cfg.dist, precision=cfg.precision, logger=False, enable_checkpointing=False,
+                  enable_progress_bar=False, enable_model_summary=False)
+    except (ValueError, TypeError, RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"invalid Lightning option (--accelerator {cfg.accelerator}, --devices {cfg.devices}, "
+                          f"--dist {cfg.dist}, --precision {cfg.precision}): {first}") from None
+
+
+def _device_count(cfg: FinetuneConfig) -> int:
+    from transferkit.engine.stages import _devices
+
+    d = _devices(cfg.devices)
+    return len(d) if isinstance(d, list) else (1 if d == "auto" else abs(d)) * cfg.num_nodes
+
+
+def _check_source_eval(cfg: FinetuneConfig, data) -> None:
+    source_eval = cfg.source_eval or cfg.source_data is not None
+    if (cfg.reg == "lwf" or source_eval) and cfg.weights == "none":
+        raise ConfigError("--reg lwf and --source-eval need pretrained weights with their source head, "
+                          "not --weights none")
+    if cfg.source_labels and not cfg.source_data:
+        raise ConfigError("--source-labels reads the class names of --source-data; give --source-data")
+    if source_eval and cfg.source_data is None and data.size("test") == 0:
+        raise ConfigError("--source-eval measures forgetting on the test split, which is empty here; "
+                          "set --test-split or give --source-data")
+
+
+def _check_same_classes(run: RunDir, classes: list[str]) -> None:
+    path = run.path / "data.json"
+    if not path.is_file():
+        return
+    try:
+        saved = json.loads(path.read_text())["classes"]
+    except (OSError, ValueError, KeyError):
+        raise RunDirError(f"{path} is unreadable; the run cannot be resumed safely — start a new run") from None
+    if saved != classes:
+        added, gone = sorted(set(classes) - set(saved)), sorted(set(saved) - set(classes))
+        raise DataError(f"the classes of {run.path}'s data changed since the run started (added: {added or '-'}, "
+                        f"removed: {gone or '-'}); --resume needs the same classes — start a new run")

@@ -1,0 +1,201 @@
+"""The shared stages every training command is made of (see docs/architecture.md).
+
+    load_data -> build_model -> (recipe) -> train -> evaluate -> save_model -> write_run_report
+
+Each stage is a function of what the previous ones returned; ``finetune`` is their
+sequence, and later commands (adapt, distill, pretrain) reuse them with other recipes.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from transferkit.config import FinetuneConfig
+from transferkit.data import TransformedSubset, build_transform, cap_per_class, data_config_for, load_source, make_splits
+from transferkit.errors import TrainingError
+from transferkit.rundir import RunDir, is_global_zero
+
+
+@dataclass
+class Data:
+    """The data stage: a source, its classes and seeded splits (``split -> (images, indices)``)."""
+
+    source: object
+    classes: list[str]
+    subsets: dict[str, tuple[object, np.ndarray]]
+
+    @property
+    def train_per_class(self) -> float:
+        return len(self.subsets["train"][1]) / len(self.classes)
+
+    def size(self, split: str) -> int:
+        return len(self.subsets[split][1])
+
+    def images(self, split: str, transform) -> TransformedSubset:
+        base, idx = self.subsets[split]
+        return TransformedSubset(base, idx, transform)
+
+    def fingerprint(self, split: str) -> str:
+        """Identifies the images of ``split`` (for the feature cache)."""
+        import hashlib
+
+        base, idx = self.subsets[split]
+        return hashlib.sha1(base.fingerprint().encode() + np.asarray(idx, np.int64).tobytes()).hexdigest()[:16]
+
+
+def load_data(cfg: FinetuneConfig) -> Data:
+    """Load ``cfg.data`` and make the seeded train/val/test splits (test: the source's own, if any)."""
+    source = load_source(cfg.data, skip_bad_images=cfg.skip_bad_images)
+    splits = make_splits(source.train.targets, val_split=cfg.val_split, test_split=cfg.test_split,
+                         seed=cfg.seed, has_test=source.test is not None, per_class=cfg.per_class,
+                         classes=source.classes)
+    test_set = source.test if source.test is not None else source.train
+    test_idx = splits.test if source.test is None else np.arange(len(test_set))
+    if cfg.test_per_class:
+        test_idx = cap_per_class(test_idx, test_set.targets, cfg.test_per_class, cfg.seed)
+    return Data(source, source.classes, {"train": (source.train, splits.train), "val": (source.train, splits.val),
+                                         "test": (test_set, np.asarray(test_idx))})
+
+
+@dataclass
+class Built:
+    """The model stage: the timm model with its new head, and its input transforms."""
+
+    model: torch.nn.Module
+    data_config: dict
+    eval_tf: object
+    train_tf: object
+
+
+def build_model(cfg: FinetuneConfig, num_classes: int, image_size: int) -> Built:
+    from transferkit.backbones import load_backbone
+    from transferkit.surgery.norm import batchnorm_to_groupnorm
+
+    model = load_backbone(cfg.model, cfg.weights, num_classes=num_classes, image_size=image_size)
+    if cfg.norm == "groupnorm":
+        batchnorm_to_groupnorm(model)
+    model = model.to(memory_format=torch.channels_last)  # measured faster on CPU (benchmarks/bench_train_step.py)
+    data_cfg = data_config_for(model, image_size)
+    return Built(model, data_cfg, build_transform(data_cfg, image_size, train=False),
+                 build_transform(data_cfg, image_size, train=True, hflip=cfg.hflip))
+
+
+def loader(dataset, cfg: FinetuneConfig, shuffle: bool = False) -> DataLoader:
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=cfg.workers,
+                      persistent_workers=cfg.workers > 0)
+
+
+def device_of(cfg: FinetuneConfig) -> torch.device:
+    """The one device that feature extraction, probes and evaluation run on (rank zero's):
+    ``--accelerator`` cpu/gpu/cuda/auto, and the first of ``--devices`` when it lists GPUs."""
+    from transferkit.evaluation.features import resolve_device
+
+    acc = {"gpu": "cuda"}.get(cfg.accelerator, cfg.accelerator)
+    if acc == "cuda" and "," in cfg.devices:
+        acc = f"cuda:{cfg.devices.strip('[] ').split(',')[0].strip()}"
+    return resolve_device(acc)
+
+
+@dataclass
+class Trained:
+    """The train stage's result: the fitted network (on rank zero) and its timings."""
+
+    net: torch.nn.Module
+    train_seconds: float
+    resumed: bool = False
+    is_global_zero: bool = True
+    extra: dict = field(default_factory=dict)
+    #: cached ``{split: (features, labels)}`` when the head was fitted on them
+    features: dict | None = None
+
+
+def train_lightning(module, cfg: FinetuneConfig, run: RunDir, loaders: dict, epochs: int, *,
+                    callbacks: list, resume_from: Path | None, prep_seconds: float, progress: bool) -> Trained:
+    """Fit ``module`` (a :class:`TransferModule`) with Lightning; every rank runs this.
+
+    The final weights are gathered inside ``fit`` on every rank (FSDP shards them) and
+    loaded, on global rank zero, into a plain copy of the network made before training.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    from transferkit.engine.callbacks import AtomicCheckpoint, FinalWeights, TrainTimer
+
+    plain = copy.deepcopy(module.net)
+    timer, final = TrainTimer(prep_seconds=prep_seconds), FinalWeights()
+    callbacks = [AtomicCheckpoint(run.checkpoints), timer, final, *callbacks]
+    trainer = L.Trainer(
+        max_epochs=epochs, accelerator=cfg.accelerator, devices=_devices(cfg.devices), num_nodes=cfg.num_nodes,
+        strategy=cfg.dist, precision=cfg.precision,
+        callbacks=callbacks + ([RichProgressBar(leave=True)] if progress else []),
+        logger=CSVLogger(run.logs, name="", version=run.next_attempt()) if is_global_zero() else False,
+        default_root_dir=run.path,
+        enable_progress_bar=progress, enable_model_summary=False, enable_checkpointing=False,
+        log_every_n_steps=1, num_sanity_val_steps=0, deterministic=False)
+    try:
+        trainer.fit(module, loaders["train"], loaders["val"] if len(loaders["val"].dataset) else None,
+                    ckpt_path=str(resume_from) if resume_from else None)
+    except TrainingError as e:
+        kept = (f"last good checkpoint: {run.last_checkpoint}" if run.last_checkpoint.is_file()
+                else "no epoch had finished, so there is no checkpoint")
+        raise TrainingError(f"{e} ({kept})") from None
+    if trainer.is_global_zero:
+        plain.load_state_dict({k[len("net."):]: v for k, v in final.state.items() if k.startswith("net.")})
+    return Trained(plain, timer.seconds, resume_from is not None, trainer.is_global_zero)
+
+
+def _devices(devices: str):
+    """Lightning's ``devices`` from the CLI's string: ``auto``, a count, or a list ``0,2``."""
+    if devices == "auto" or devices.lstrip("-").isdigit():
+        return devices if devices == "auto" else int(devices)
+    return [int(d) for d in devices.strip("[]").split(",") if d.strip()]
+
+
+def evaluate_splits(net: torch.nn.Module, loaders: dict, num_classes: int, device: torch.device,
+                    splits=("test", "val")) -> dict:
+    """``{split: evaluate(...)}`` for the non-empty ``splits``."""
+    from transferkit.evaluation import evaluate
+
+    return {s: evaluate(net, loaders[s], num_classes, device=device) for s in splits if len(loaders[s].dataset)}
+
+
+def save_model(run: RunDir, model: torch.nn.Module, built: Built, cfg: FinetuneConfig, classes: list[str],
+               strategy: str) -> None:
+    """``model.safetensors`` + ``model.json``: all ``predict`` needs."""
+    from transferkit.backbones import describe_model
+    from transferkit.rundir import save_weights, write_json
+
+    save_weights(run.weights, model)
+    write_json(run.model_json, {**describe_model(model), "norm": cfg.norm, "classes": classes,
+                                "data_config": built.data_config, "strategy": strategy, "transferkit_format": 1})
+
+
+def write_run_report(run: RunDir, cfg: FinetuneConfig, metrics: dict, classes: list[str]) -> None:
+    """Learning curve, confusion matrix, WiSE-FT curve, ``report.md``; ``metrics.json`` last
+    (its presence means the run directory is complete)."""
+    from transferkit.report import plot_confusion, plot_learning_curve, plot_wise_curve, write_report
+    from transferkit.rundir import write_json
+
+    rows = run.merge_logs()
+    plots = {}
+    if rows:
+        plots["Learning curve"] = plot_learning_curve(rows, run.path / "learning_curve.png").name
+    if metrics.get("test_confusion"):
+        plots["Confusion matrix (test)"] = plot_confusion(metrics["test_confusion"], classes,
+                                                          run.path / "confusion_matrix.png").name
+    if metrics.get("wise_curve"):
+        plots["WiSE-FT alpha curve"] = plot_wise_curve(metrics["wise_curve"], run.path / "wise_curve.png").name
+    write_report(run.report, cfg.model_dump(), metrics, plots)
+    write_json(run.metrics_json, metrics)
+
+
+def seconds_since(start: float) -> float:
+    return time.perf_counter() - start

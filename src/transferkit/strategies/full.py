@@ -1,0 +1,17 @@
+"""``full``: everything trains; backbone LR = head LR × ``--backbone-lr-mult`` (the simplest
+discriminative learning rate), or layer group i from the top at head LR × ``--lr-decay``^i.
+
+A trained backbone pays for every pixel on every epoch, hence the small default input.
+"""
+
+from transferkit.strategies.base import Defaults, Recipe, backbone_plan, register
+
+
+class Full(Recipe):
+    def plan(self, net, cfg, freeze_bn):
+        return backbone_plan(self.name, net, cfg, freeze_bn)
+
+
+RECIPE = register(Full(
+    name="full", summary="everything; backbone LR = head LR x --backbone-lr-mult",
+    defaults=Defaults(image_size=64, epochs=6, lr=1e-2), regularizers=("l2sp", "lwf"), frozen_bn_lr_scale=True))
