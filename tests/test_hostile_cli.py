@@ -107,7 +107,8 @@ def test_hostile_cli(args, code, words, world, run_cli):
     (world / "bad.yaml").write_text("data: images\nbogus_key: 1\n")
     before = _snapshot(world)
     dirs_before = sorted(p for p in world.rglob("*") if p.is_dir())
-    rc, _, err = run_cli(*args, *([] if args[0] != "finetune" or "--resume" in args else TINY[:2]))
+    small = [] if args[0] != "finetune" or "--resume" in args else TINY[:2]  # given first: a case may override it
+    rc, _, err = run_cli(args[0], *small, *args[1:])
     lines = err.strip().splitlines()
     assert rc == code, err
     assert len(lines) == 1, err

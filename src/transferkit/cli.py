@@ -100,7 +100,6 @@ def finetune(ctx: typer.Context, **values) -> None:
     """Fine-tune a pretrained backbone on labelled images and write a run directory."""
     from transferkit.engine.finetune import finetune as run_finetune
 
-    quiet_lightning()
     out, config, overwrite, resume, progress = (values.pop(k) for k in ("out", "config", "overwrite", "resume",
                                                                        "progress"))
     values["out"] = str(out) if out else None
@@ -154,7 +153,6 @@ def compare(ctx: typer.Context, **values) -> None:
     """Run strategies side by side on the same splits: leaderboard, chart and a recommendation."""
     from transferkit.engine.compare import OUTPUTS, compare as run_compare, default_lineup
 
-    quiet_lightning()
     strategies, seeds, out, config, overwrite, progress = (values.pop(k) for k in (
         "strategies", "seeds", "out", "config", "overwrite", "progress"))
     wise_curve = _floats(values.pop("wise_curve"), "--wise-curve")
@@ -315,20 +313,6 @@ def rank(
         with run.open(overwrite=True, inputs=[] if data.startswith("builtin:") else [data]):
             json_path, md_path = result.write(out)
         console.print(f"-> {json_path}, {md_path}")
-
-
-def quiet_lightning() -> None:
-    """Keep the terminal for progress bars and results: no Lightning banners or tips.
-    Called by the commands that train (importing Lightning takes seconds: never at start-up)."""
-    import logging
-    import warnings
-
-    import lightning.pytorch  # noqa: F401  (sets its loggers to INFO on import; override after)
-
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", message=r".*(LeafSpec|weights_only|num_workers|does not have many workers"
-                                               r"|module\(s\) in eval mode).*")
 
 
 def _raise_interrupted(signum, frame) -> None:

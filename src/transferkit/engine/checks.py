@@ -60,15 +60,16 @@ def run_inputs(cfg: FinetuneConfig) -> list[str]:
 def check_trainer(cfg: FinetuneConfig) -> None:
     """Lightning's accelerator, devices, strategy and precision, validated by Lightning itself
     (building a Trainer launches nothing)."""
-    import lightning as L
+    from transferkit.engine.stages import _devices, quiet_lightning
 
-    from transferkit.engine.stages import _devices
+    quiet_lightning()
+    import lightning as L
 
     try:
         L.Trainer(accelerator=cfg.accelerator, devices=_devices(cfg.devices), num_nodes=cfg.num_nodes,
                   strategy=cfg.dist, precision=cfg.precision, logger=False, enable_checkpointing=False,
                   enable_progress_bar=False, enable_model_summary=False)
-    except (ValueError, TypeError, RuntimeError, KeyError) as e:
+    except Exception as e:  # noqa: BLE001  (Lightning's MisconfigurationException, ValueError, ...)
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ConfigError(f"invalid Lightning option (--accelerator {cfg.accelerator}, --devices {cfg.devices}, "
                           f"--dist {cfg.dist}, --precision {cfg.precision}): {first}") from None

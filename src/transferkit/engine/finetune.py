@@ -22,7 +22,7 @@ from torch.utils.data import TensorDataset
 from transferkit.config import FinetuneConfig
 from transferkit.engine.forgetting import Drift
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
-                                       loader, save_model, train_lightning, write_run_report)
+                                       loader, save_model, seed_all, train_lightning, write_run_report)
 from transferkit.errors import Interrupted
 from transferkit.rundir import RunDir, is_global_zero, write_json
 from transferkit.strategies import Recipe, get_recipe
@@ -69,9 +69,7 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     run, changed = RunDir(cfg.out, kind="finetune"), {}
     if resume:
         cfg, changed = resumed_config(run, cfg)
-    import lightning as L
-
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    seed_all(cfg.seed)
     data = load_data(cfg)
     setup = choose_recipe(cfg, data)
     check_run_options(cfg, setup, data, run, overwrite=overwrite, resume=resume)

@@ -9,6 +9,7 @@ sequence, and later commands (adapt, distill, pretrain) reuse them with other re
 from __future__ import annotations
 
 import copy
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,31 @@ class Data:
 
         base, idx = self.subsets[split]
         return hashlib.sha1(base.fingerprint().encode() + np.asarray(idx, np.int64).tobytes()).hexdigest()[:16]
+
+
+def seed_all(seed: int) -> None:
+    """Seed Python, NumPy and torch (splits are seeded separately, by ``make_splits``), and tell
+    Lightning to seed its data-loader workers from it — without importing Lightning, which the
+    cached-feature recipes never need."""
+    import random
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ["PL_GLOBAL_SEED"], os.environ["PL_SEED_WORKERS"] = str(seed), "1"
+
+
+def quiet_lightning() -> None:
+    """Keep the terminal for progress bars and results: no Lightning banners or tips."""
+    import logging
+    import warnings
+
+    import lightning.pytorch  # noqa: F401  (sets its loggers to INFO on import; override after)
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r".*(LeafSpec|weights_only|num_workers|does not have many workers"
+                                               r"|module\(s\) in eval mode|Grad strides).*")
 
 
 def load_data(cfg: FinetuneConfig) -> Data:
@@ -123,6 +149,7 @@ def train_lightning(module, cfg: FinetuneConfig, run: RunDir, loaders: dict, epo
     The final weights are gathered inside ``fit`` on every rank (FSDP shards them) and
     loaded, on global rank zero, into a plain copy of the network made before training.
     """
+    quiet_lightning()
     import lightning as L
     from lightning.pytorch.callbacks import RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
