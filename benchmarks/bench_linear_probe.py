@@ -40,17 +40,17 @@ MODEL, WEIGHTS = "efficientnet_lite0", "packaged"
 _models: dict[int, nn.Module] = {}
 
 
-def features(cache: FeatureCache, images, indices, size: int, view: int | None = None):
+def features(cache: FeatureCache, images, indices, size: int, view: int | None = None, hflip: float = 0.0):
     """Cached ``(features, labels)`` of ``images[indices]`` at ``size`` px (``view``: a random-crop view)."""
     subset = images.subset(indices)
     key = feature_key(model=MODEL, weights=weights_identity(MODEL, WEIGHTS), image_size=size,
-                      data=subset.fingerprint(), view=view)
+                      data=subset.fingerprint(), view=view, **({"hflip": hflip} if hflip else {}))
 
     def compute() -> dict[str, torch.Tensor]:
         if size not in _models:
             _models[size] = load_backbone(MODEL, weights=WEIGHTS, num_classes=10, image_size=size)
         model = _models[size]
-        transform = build_transform(data_config_for(model, size), size, train=view is not None)
+        transform = build_transform(data_config_for(model, size), size, train=view is not None, hflip=hflip)
         if view is not None:
             random.seed(1000 + view)                                 # the view's random crops (timm uses random)
             torch.manual_seed(1000 + view)

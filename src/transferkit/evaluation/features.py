@@ -104,12 +104,14 @@ def map_batches(model: nn.Module, loader: Iterable, fn: Callable[[nn.Module, tor
     return {name: torch.cat(ts) for name, ts in out.items()}
 
 
-def extract_features(model: nn.Module, loader: Iterable, *, device: torch.device | str | None = None,
-                     progress: bool = True, desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+def extract_features(model: nn.Module, loader: Iterable, desc: str = "features", progress: bool = True, *,
+                     device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(features (N, D) float32 CPU, labels (N,) int64)``: ``model``'s pre-logits over ``loader``.
 
     See :func:`map_batches` for device, mode and progress. An empty loader
     (e.g. ``--val-split 0``) gives ``(N=0, D=model.num_features)`` tensors.
+    Pass ``desc`` and ``progress`` by keyword; they are positional only for the
+    callers written before ``device`` existed.
     """
     got = map_batches(model, loader, lambda m, x: {"features": pre_logits(m, x)},
                       device=device, progress=progress, desc=desc)

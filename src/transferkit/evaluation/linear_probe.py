@@ -3,21 +3,29 @@
 The head of a frozen backbone is a convex problem, so it is solved, not trained
 for a number of epochs (DESIGN: "Frozen backbone => cached features").
 
-Objective, on standardised features ``z = (x - mu) / sigma`` (``mu``, ``sigma``:
-per-feature mean and population std of the training rows; ``sigma = 1`` for a
-constant feature)::
+Objective, on standardised features ``z = (x - mu) / sigma``::
 
     L(V, c) = 1/N sum_i CE(softmax(V z_i + c), y_i) + lam/2 ||V||_F^2
     V: (C, D) weights, c: (C,) bias (not penalised),  lam = 1 / (C_reg * N)
+
+``mu`` is the training rows' per-feature mean. ``sigma`` (``standardize``) is
+``"global"`` (default): one scale for every feature, the root mean feature
+variance, or ``"feature"``: each feature's population std (1 if constant).
+``"global"`` keeps the penalty isotropic on raw features (a near-constant
+feature stays cheap to ignore) and only fixes the overall scale, so one grid of
+``C_reg`` suits any backbone; ``"feature"`` gives every feature the same
+penalty and lost on validation accuracy in every measured case (EfficientNet-Lite0
+features: digits 64 px 0.898 vs 0.931; Fashion-MNIST 10 per class, mean of 3
+seeds: 160 px 0.725 vs 0.743, 64 px 0.635 vs 0.668).
 
 With ``lam = 1/(C_reg N)`` the minimiser is scikit-learn's
 ``LogisticRegression(C=C_reg)`` on ``z`` (which minimises
 ``C_reg sum_i CE_i + 1/2 ||V||^2 = C_reg N L``). It is found by full-batch
 L-BFGS (``torch.optim.LBFGS``, strong-Wolfe line search) until
-``max |grad L| <= tol``, in float64 on the features' device. Standardising
-only conditions the problem; it is folded back so the result applies to raw
-features: ``W = V / sigma`` (per column), ``b = c - W mu``, and
-``W x + b = V z + c``.
+``max |grad L| <= tol``, in float64 on the features' device, starting from
+``V = 0`` and ``c`` = log class frequencies (the optimum as ``lam -> inf``).
+The standardisation is folded back so the result applies to raw features:
+``W = V / sigma`` (per column), ``b = c - W mu``, and ``W x + b = V z + c``.
 
 Choice of ``C_reg`` among ``cs`` (fitted in ascending order, i.e. from strong to
 weak regularisation, each fit warm-started from the previous one):
@@ -54,7 +62,7 @@ from transferkit.errors import ConfigError, DataError
 
 __all__ = ["DEFAULT_CS", "MIN_VAL_PER_CLASS", "ProbeFit", "fit_linear_probe", "load_into"]
 
-#: Inverse regularisation strengths ``C_reg`` tried by default (standardised features).
+#: Inverse regularisation strengths ``C_reg`` tried by default (standardised features), half-decade steps.
 DEFAULT_CS = tuple(float(c) for c in np.logspace(-5, 2, 15))
 #: Fewer validation rows than this in some class -> choose ``C_reg`` by cross-validation on train.
 MIN_VAL_PER_CLASS = 5
@@ -199,17 +207,19 @@ def _standardiser(x: torch.Tensor, standardize: str) -> tuple[torch.Tensor, torc
 
 
 def fit_linear_probe(train_x, train_y, val_x=None, val_y=None, *, num_classes: int, cs=DEFAULT_CS,
-                     groups=None, folds: int = 5, max_iter: int = 1000, tol: float = 1e-6, seed: int = 0,
+                     groups=None, folds: int = 5, max_iter: int = 1000, tol: float = 1e-5, seed: int = 0,
                      dtype: torch.dtype = torch.float64, threads: int | None = 1,
                      standardize: str = "global") -> ProbeFit:
     """Fit the probe of the module docstring on ``(train_x (N, D), train_y (N,))``.
 
     ``val_x``/``val_y`` select ``C_reg`` when large enough; ``groups`` (N,) keeps
     rows of one image (K augmented views, stacked) in one cross-validation fold;
-    ``seed`` shuffles the folds; ``tol`` bounds ``max |grad L|`` (``max_iter``
-    L-BFGS iterations per fit at most). Computed in ``dtype`` on the device of
-    ``train_x``; ``threads``: torch CPU threads during the fit (the products are thin:
-    on 2 busy cores, 2 threads made a closure 20x slower than 1). Raises DataError on bad inputs, ConfigError on a bad ``cs``.
+    ``folds`` caps k; ``seed`` shuffles the folds; ``tol`` bounds ``max |grad L|``
+    (at most ``max_iter`` L-BFGS iterations per fit); ``standardize``:
+    ``"global"`` or ``"feature"`` (module docstring). Computed in ``dtype`` on the
+    device of ``train_x``; ``threads``: torch CPU threads during the fit (the
+    products are thin: on 2 busy cores, 2 threads made a step 20x slower than 1).
+    Raises DataError on bad inputs, ConfigError on a bad ``cs`` or ``standardize``.
     """
     start, cs = time.perf_counter(), sorted(float(c) for c in cs)
     if not cs or min(cs) <= 0:
