@@ -38,6 +38,7 @@ def _top5(model: torch.nn.Module, image) -> set[int]:
     return set(logits.topk(5).indices[0].tolist())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(PACKAGED))
 def test_packaged_weights_are_real_imagenet_weights(name):
     if not packaged_available(name):
@@ -180,6 +181,7 @@ def test_list_backbones():
     assert all(r["params"] is None for r in list_backbones("vit_*"))  # too many to count
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, image_size", [("efficientnet_lite0", 96), ("vit_tiny_patch16_224", 112)])
 def test_description_round_trip(tmp_path, name, image_size):
     model = load_backbone(name, weights="none", num_classes=3, image_size=image_size).eval()

@@ -30,6 +30,7 @@ def test_unknown_model_suggests_close_match(run_cli, tmp_path):
     _one_line_error(code, err, "efficientnet_lite0")
 
 
+@pytest.mark.slow
 def test_corrupt_image_is_named_and_can_be_skipped(run_cli, tmp_path):
     root = write_digit_folder(tmp_path / "imgs")
     (root / "1" / "broken.png").write_bytes(b"not a png at all")
@@ -73,6 +74,7 @@ def test_predict_on_missing_run(run_cli, tmp_path):
     _one_line_error(code, err, "norun")
 
 
+@pytest.mark.slow
 def test_models_lists_offline_packaged_weights(run_cli):
     code, out, err = run_cli("models")
     assert code == 0, err
@@ -80,6 +82,7 @@ def test_models_lists_offline_packaged_weights(run_cli):
     assert "packaged" in row
 
 
+@pytest.mark.slow
 def test_finetune_then_predict_json_and_csv(run_cli, tmp_path):
     root = write_digit_folder(tmp_path / "imgs", per_class=10)
     run = tmp_path / "run"
@@ -101,6 +104,7 @@ def test_finetune_then_predict_json_and_csv(run_cli, tmp_path):
     assert rows[0] == "path,rank,class,prob" and len(rows) == 4
 
 
+@pytest.mark.slow
 def test_config_file_with_command_line_overrides(run_cli, tmp_path):
     """--config: the YAML's settings apply, options given on the command line win (finetune and compare)."""
     import yaml

@@ -25,6 +25,7 @@ def full_run(tmp_path_factory):
     return out, metrics
 
 
+@pytest.mark.slow
 def test_full_run_directory_is_complete(full_run):
     out, metrics = full_run
     for name in ("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json",
@@ -45,6 +46,7 @@ def test_full_run_directory_is_complete(full_run):
     assert "learning_curve.png" in report and "confusion_matrix.png" in report and "test_accuracy" in report
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics(full_run, tmp_path):
     out, metrics = full_run
     again = finetune(FinetuneConfig(**SMALL, strategy="full", epochs=3, out=str(tmp_path / "again")), progress=False)
@@ -52,6 +54,7 @@ def test_same_seed_same_metrics(full_run, tmp_path):
     assert again["val_accuracy"] == metrics["val_accuracy"]
 
 
+@pytest.mark.slow
 def test_linear_probe_trains_only_the_head_on_cached_features(tmp_path):
     m = finetune(FinetuneConfig(**{**SMALL, }, strategy="linear-probe", epochs=20,
                                 out=str(tmp_path / "lp")), progress=False)
@@ -65,6 +68,7 @@ def test_linear_probe_trains_only_the_head_on_cached_features(tmp_path):
     assert m["test_accuracy"] > 0.6
 
 
+@pytest.mark.slow
 def test_freeze_keeps_backbone_and_batchnorm_statistics_bit_identical(tmp_path):
     m = finetune(FinetuneConfig(**SMALL, strategy="freeze", epochs=1, out=str(tmp_path / "fz")), progress=False)
     pretrained = load_backbone("efficientnet_lite0", "packaged").state_dict()
@@ -124,6 +128,7 @@ def test_non_finite_weights_never_checkpointed(tmp_path):
     assert not (tmp_path / "last.ckpt").exists()
 
 
+@pytest.mark.slow
 def test_resume_after_kill_mid_epoch(tmp_path):
     out = tmp_path / "resumed"
     args = [sys.executable, "-m", "transferkit.cli", "finetune", "--data", "builtin:digits", "--per-class", "30",

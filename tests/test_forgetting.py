@@ -46,6 +46,7 @@ def test_source_accuracy_uses_the_label_map():
     assert drift["source_accuracy"] == drift["source_accuracy_pretrained"] == 1.0
 
 
+@pytest.mark.slow
 def test_finetune_source_eval_and_wise_curve(tmp_path):
     m = finetune(FinetuneConfig(**TINY, strategy="full", epochs=1, source_eval=True, wise_curve=[0.0, 0.5, 1.0],
                                 baseline=False, out=str(tmp_path / "run")), progress=False)
@@ -61,6 +62,7 @@ def test_finetune_source_eval_and_wise_curve(tmp_path):
     assert "wise_curve.png" in (tmp_path / "run" / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_source_data_with_index_folders_reports_source_accuracy(tmp_path):
     from PIL import Image
     from skimage import data as skdata

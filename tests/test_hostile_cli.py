@@ -118,6 +118,7 @@ def test_hostile_cli(args, code, words, world, run_cli):
     assert sorted(p for p in world.rglob("*") if p.is_dir()) == dirs_before  # no stub folder
 
 
+@pytest.mark.slow
 def test_overwrite_of_a_run_keeps_the_users_files(world, run_cli):
     """--overwrite on a real run removes only what transferkit wrote there."""
     rc, _, err = run_cli("finetune", "--data", "images", "--strategy", "linear-probe", "--out", "run", *TINY)
@@ -130,6 +131,7 @@ def test_overwrite_of_a_run_keeps_the_users_files(world, run_cli):
     assert (world / "run" / "metrics.json").is_file()
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_flags_and_applies_safe_ones(world, run_cli):
     rc, _, err = run_cli("finetune", "--data", "images", "--strategy", "freeze", "--out", "run", *TINY)
     assert rc == 0, err

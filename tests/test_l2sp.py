@@ -60,6 +60,7 @@ def test_reg_needs_a_trained_backbone(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.slow
 def test_strong_l2sp_stays_closer_to_pretrained_than_full(tmp_path):
     pretrained = load_backbone("efficientnet_lite0", "packaged")
     w0 = {n: p.detach() for n, p in pretrained.named_parameters() if not n.startswith("classifier")}

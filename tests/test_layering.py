@@ -32,6 +32,7 @@ def imported_after(module: str, watched: tuple[str, ...]) -> list[str]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", BLOCKS)
 def test_block_does_not_import_upper_layers(block):
     assert imported_after(block, UPPER_LAYERS) == [], f"importing {block} imports upper layers"

@@ -102,6 +102,7 @@ def test_merged_model_matches_the_adapter_after_training():
         assert (plain.eval()(x) - before).abs().max() < 1e-4
 
 
+@pytest.mark.slow
 def test_lora_run_saves_plain_weights_and_the_adapter(tmp_path):
     out = tmp_path / "lora"
     m = finetune(FinetuneConfig(**SMALL, strategy="lora", lora_rank=4, epochs=1, baseline=False, out=str(out)),

@@ -10,6 +10,7 @@ from transferkit.evaluation import evaluate
 from transferkit.engine.stages import loader
 
 
+@pytest.mark.slow
 def test_probe_stage_fits_the_head_and_leaves_the_backbone(tmp_path, monkeypatch):
     monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
     cfg = FinetuneConfig(data="builtin:digits", per_class=20, image_size=64, out=str(tmp_path / "unused"))
@@ -26,6 +27,7 @@ def test_probe_stage_fits_the_head_and_leaves_the_backbone(tmp_path, monkeypatch
     assert all(torch.equal(v, after[k]) for k, v in before.items())
 
 
+@pytest.mark.slow
 def test_lp_ft_run_starts_from_the_probe_and_trains_everything(tmp_path):
     """With BatchNorm frozen and a vanishing LR, fine-tuning leaves the probe's solution as it
     was: the head the probe fitted is the one that trains, and the saved model is the trained one."""

@@ -67,6 +67,7 @@ def test_lwf_needs_a_source_head():
         LwF(timm.create_model("resnet18", pretrained=False, num_classes=0))
 
 
+@pytest.mark.slow
 def test_lwf_keeps_source_predictions_in_a_real_fine_tune(tmp_path):
     """Same fine-tune with and without LwF (BatchNorm frozen, so only the weights move): LwF keeps
     far more of the pretrained model's ImageNet top-1 predictions on the held-out images (measured:

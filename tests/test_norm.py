@@ -53,6 +53,7 @@ def test_groupnorm_keeps_timm_activation_and_affine():
     assert resnet(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
 
 
+@pytest.mark.slow
 def test_bn_freeze_with_batch_of_two_keeps_statistics_bit_identical(run_cli, tmp_path):
     out = tmp_path / "bn"
     code, _, err = run_cli("finetune", *TINY, "--per-class", "3", "--batch-size", "2", "--bn", "freeze",
@@ -69,6 +70,7 @@ def test_bn_freeze_with_batch_of_two_keeps_statistics_bit_identical(run_cli, tmp
     assert json.loads((out / "metrics.json").read_text())["batchnorm"] == "frozen"
 
 
+@pytest.mark.slow
 def test_groupnorm_model_trains_and_predicts(run_cli, tmp_path):
     out = tmp_path / "gn"
     code, _, err = run_cli("finetune", *TINY, "--per-class", "10", "--norm", "groupnorm", "--epochs", "2",

@@ -38,6 +38,7 @@ def _row(result, weights, layer):
     return next(r for r in result.rows if r["weights"] == weights and r["layer"] == layer)
 
 
+@pytest.mark.slow
 def test_rows_have_every_score_finite(ranked):
     assert isinstance(ranked, RankResult)
     assert [(r["weights"], r["layer"]) for r in ranked.rows] == [

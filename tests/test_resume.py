@@ -35,6 +35,7 @@ def _interrupt_at_epoch_1(monkeypatch):
     return original
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_strategy_resumes_after_interruption(name, tmp_path, monkeypatch):
     out = tmp_path / name

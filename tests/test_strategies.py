@@ -57,7 +57,7 @@ def test_freeze_batchnorm_survives_train_and_keeps_statistics():
 
 def test_auto_rule_and_unknown_strategy():
     assert get_recipe("auto").resolve(10)[0] == "linear-probe"
-    assert get_recipe("auto").resolve(115)[0] == "lp-ft"
+    assert get_recipe("auto").resolve(115)[0] == "full"
     with pytest.raises(ConfigError, match="linear-probe"):
         make_plan("lora-xl", _model())
 

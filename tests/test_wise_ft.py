@@ -26,6 +26,7 @@ def test_interpolation_endpoints_midpoint_and_head():
         wise_ft(a, b, 1.5)
 
 
+@pytest.mark.slow
 def test_wise_run_reports_both_accuracies_and_saves_interpolated_weights(tmp_path):
     m = finetune(FinetuneConfig(data="builtin:digits", per_class=20, image_size=64, val_split=0.05,
                                 strategy="full", epochs=1, wise_alpha=0.0, baseline=False,

@@ -124,8 +124,8 @@ def train(cfg: FinetuneConfig, setup: Setup, data: Data, built: Built, run: RunD
             return Trained(model, 0.0, is_global_zero=False), {}
         return probe.train_probe(cfg, data, built, setup.image_size, progress), {}
     extra = {}
-    if recipe.probe_init and is_global_zero():  # DDP broadcasts rank zero's weights to the others
-        extra = probe.init_head(cfg, data, built, setup.image_size, progress)
+    if (recipe.probe_init or cfg.strategy == "auto") and is_global_zero():  # DDP broadcasts rank zero's weights
+        extra = probe.init_head(cfg, data, built, setup.image_size, progress, keep_head=recipe.probe_init)
     extra["pretrained_state"] = ({k: v.detach().clone() for k, v in model.state_dict().items()}
                                  if cfg.wise_alpha is not None or cfg.wise_curve else None)
     net = recipe.prepare(model, cfg)

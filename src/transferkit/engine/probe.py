@@ -65,11 +65,18 @@ def train_probe(cfg: FinetuneConfig, data: Data, built: Built, image_size: int, 
     return Trained(built.model.get_classifier(), time.perf_counter() - start, extra=out, features=feats)
 
 
-def init_head(cfg: FinetuneConfig, data: Data, built: Built, image_size: int, progress: bool) -> dict:
-    """LP-FT's first stage; the probe's state is kept for ``auto``'s check on validation."""
+def init_head(cfg: FinetuneConfig, data: Data, built: Built, image_size: int, progress: bool,
+              keep_head: bool = True) -> dict:
+    """The converged probe on the pretrained backbone: LP-FT's first stage (``keep_head``: the
+    model trains on from the probe's head) or, for ``auto``, the baseline a fine-tuned model must
+    beat (``keep_head=False``: the model's own fresh head is put back). Either way the probe's
+    whole model state is kept for ``auto``'s check on validation."""
+    fresh = copy.deepcopy(built.model.get_classifier().state_dict())
     out = fit_head(cfg, data, built, image_size, progress)
     out.pop("features")
     out["probe_state"] = copy.deepcopy(built.model.state_dict())
+    if not keep_head:
+        built.model.get_classifier().load_state_dict(fresh)
     return out
 
 

@@ -174,8 +174,9 @@ def train_lightning(module, cfg: FinetuneConfig, run: RunDir, loaders: dict, epo
         kept = (f"last good checkpoint: {run.last_checkpoint}" if run.last_checkpoint.is_file()
                 else "no epoch had finished, so there is no checkpoint")
         raise TrainingError(f"{e} ({kept})") from None
-    if trainer.is_global_zero:
-        plain.load_state_dict({k[len("net."):]: v for k, v in final.state.items() if k.startswith("net.")})
+    if trainer.is_global_zero:  # a resume past the last epoch does not train: the loaded checkpoint is final
+        state = final.state or module.state_dict()
+        plain.load_state_dict({k[len("net."):]: v for k, v in state.items() if k.startswith("net.")})
     return Trained(plain, timer.seconds, resume_from is not None, trainer.is_global_zero)
 
 

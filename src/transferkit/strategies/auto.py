@@ -2,9 +2,10 @@
 
 Below :data:`PROBE_BELOW` training images per class, ``auto`` is the converged
 ``linear-probe`` (too few labels to fine-tune a backbone: measured, benchmarks/RESULTS.md).
-From there on it fine-tunes with :data:`FINETUNE` — whose first stage *is* the converged
-probe, fitted in seconds on cached features — and keeps whichever of the two scores higher
-on the validation split. The run's ``strategy_reason`` states what was measured.
+From there on it first fits the converged probe at the fine-tuning input size (seconds, on
+cached features), then fine-tunes with :data:`FINETUNE` from a fresh head, and keeps whichever
+of the two scores higher on the validation split. The run's ``strategy_reason`` states what
+was measured.
 """
 
 from transferkit.strategies.base import Defaults, Recipe, register
@@ -12,7 +13,7 @@ from transferkit.strategies.base import Defaults, Recipe, register
 #: ``auto`` fits only the linear probe below this many training images per class.
 PROBE_BELOW = 100
 #: The fine-tuning recipe ``auto`` runs from :data:`PROBE_BELOW` images per class on.
-FINETUNE = "lp-ft"
+FINETUNE = "full"
 
 
 class Auto(Recipe):
@@ -22,7 +23,7 @@ class Auto(Recipe):
             return "linear-probe", (f"auto: {train_per_class:.0f} training images per class "
                                     f"(< {PROBE_BELOW}): linear-probe")
         return FINETUNE, (f"auto: {train_per_class:.0f} training images per class (>= {PROBE_BELOW}): "
-                          f"{FINETUNE}, kept only if it beats its own linear probe on validation")
+                          f"{FINETUNE}, kept only if it beats the linear probe on validation")
 
 
 RECIPE = register(Auto(

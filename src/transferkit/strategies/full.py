@@ -1,7 +1,8 @@
 """``full``: everything trains; backbone LR = head LR × ``--backbone-lr-mult`` (the simplest
 discriminative learning rate), or layer group i from the top at head LR × ``--lr-decay``^i.
 
-A trained backbone pays for every pixel on every epoch, hence the small default input.
+Defaults chosen on validation accuracy over 5 seeds of digits (benchmarks/RESULTS.md): 96 px,
+6 epochs, head LR 1e-2 (64 px: 0.953 val, 96 px: 0.983).
 """
 
 from transferkit.strategies.base import Defaults, Recipe, backbone_plan, register
@@ -14,4 +15,4 @@ class Full(Recipe):
 
 RECIPE = register(Full(
     name="full", summary="everything; backbone LR = head LR x --backbone-lr-mult",
-    defaults=Defaults(image_size=64, epochs=6, lr=1e-2), regularizers=("l2sp", "lwf"), frozen_bn_lr_scale=True))
+    defaults=Defaults(image_size=96, epochs=6, lr=1e-2), regularizers=("l2sp", "lwf"), frozen_bn_lr_scale=True))
