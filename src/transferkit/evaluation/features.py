@@ -230,10 +230,10 @@ class FeatureCache:
         return atomic_write(self.path(key), lambda p: save_file(state, str(p), metadata=meta))
 
     def cached(self, key: dict[str, Any], compute: Callable[[], dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-        """``get(key)``, or on a miss ``compute()``, stored with :meth:`put` and returned."""
+        """``get(key)``, or on a miss ``compute()``, stored with :meth:`put`; CPU tensors either way."""
         hit = self.get(key)
         if hit is not None:
             return hit
-        tensors = compute()
+        tensors = {name: t.detach().cpu() for name, t in compute().items()}
         self.put(key, tensors)
         return tensors

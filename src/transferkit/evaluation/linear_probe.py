@@ -23,7 +23,7 @@ With ``lam = 1/(C_reg N)`` the minimiser is scikit-learn's
 ``C_reg sum_i CE_i + 1/2 ||V||^2 = C_reg N L``). It is found by full-batch
 L-BFGS (``torch.optim.LBFGS``, strong-Wolfe line search) until
 ``max |grad L| <= tol``, in float64 on the features' device, starting from
-``V = 0`` and ``c`` = log class frequencies (the optimum as ``lam -> inf``).
+``V = 0`` and ``c`` = add-one-smoothed log class frequencies (the optimum as ``lam -> inf``).
 The standardisation is folded back so the result applies to raw features:
 ``W = V / sigma`` (per column), ``b = c - W mu``, and ``W x + b = V z + c``.
 
