@@ -86,6 +86,7 @@ def test_overwrite_removes_only_compare_outputs_and_only_after_validation(tmp_pa
     assert json.loads((out / "runs" / "scratch-seed0" / "metrics.json").read_text())["epochs"] == 2
 
 
+@pytest.mark.slow
 def test_other_settings_in_the_same_folder_are_refused(small_compare):
     out, _ = small_compare
     with pytest.raises(RunDirError, match="--overwrite"):

@@ -85,6 +85,7 @@ def test_auto_picks_probe_for_few_labels(tmp_path):
     assert m["strategy"] == "linear-probe" and "auto" in m["strategy_reason"]
 
 
+@pytest.mark.slow
 def test_existing_run_directory_is_not_overwritten(full_run):
     out, _ = full_run
     before = (out / "model.safetensors").read_bytes()

@@ -43,6 +43,7 @@ def test_unfreezes_top_down_keeping_frozen_bn_and_eval_modes():
     assert restored.unfrozen == 3
 
 
+@pytest.mark.slow
 def test_gradual_run_trains_top_groups_only_and_resume_continues_schedule(tmp_path, monkeypatch):
     """K=1, 3 epochs: epoch 0 trains the head, 1 adds the last block group, 2 the one below.
     The run is killed when epoch 2 starts and resumed from the epoch-1 checkpoint."""
