@@ -125,12 +125,10 @@ def finetune(ctx: typer.Context, **values) -> None:
 
 
 def _resume_config(out: Path, given: dict):
-    from transferkit.config import FinetuneConfig
-    from transferkit.errors import RunDirError
+    from transferkit.engine.checks import saved_config
+    from transferkit.rundir import RunDir
 
-    if not (out / "config.yaml").is_file():
-        raise RunDirError(f"cannot resume: {out} has no config.yaml; start a new run without --resume")
-    return FinetuneConfig.load(out / "config.yaml", **{**given, "out": str(out)})
+    return saved_config(RunDir(out), **{**given, "out": str(out)})
 
 
 COMPARE_SHARED = ("data", "model", "weights", "per_class", "test_per_class", "epochs", "image_size", "source_eval",

@@ -17,11 +17,16 @@ from transferkit.rundir import RunDir, is_global_zero
 SAFE_ON_RESUME = ("epochs", "workers", "accelerator", "devices", "num_nodes", "dist")
 
 
-def resumed_config(run: RunDir, cfg: FinetuneConfig) -> tuple[FinetuneConfig, dict]:
-    """The saved config of ``run`` with the safe changes of ``cfg`` applied; refuses the others."""
+def saved_config(run: RunDir, **overrides) -> FinetuneConfig:
+    """The ``config.yaml`` of the run to resume (``overrides`` applied), or one actionable line."""
     if not run.config.is_file():
         raise RunDirError(f"cannot resume: {run.path} has no config.yaml; start a new run without --resume")
-    saved = FinetuneConfig.load(run.config)
+    return FinetuneConfig.load(run.config, **overrides)
+
+
+def resumed_config(run: RunDir, cfg: FinetuneConfig) -> tuple[FinetuneConfig, dict]:
+    """The saved config of ``run`` with the safe changes of ``cfg`` applied; refuses the others."""
+    saved = saved_config(run)
     mine, theirs = cfg.model_dump(exclude={"out"}), saved.model_dump(exclude={"out"})
     changed = {k: {"saved": theirs[k], "now": v} for k, v in mine.items() if theirs.get(k) != v}
     unsafe = [k for k in changed if k not in SAFE_ON_RESUME]

@@ -44,11 +44,10 @@ class Data:
         return TransformedSubset(base, idx, transform)
 
     def fingerprint(self, split: str) -> str:
-        """Identifies the images of ``split`` (for the feature cache)."""
-        import hashlib
-
+        """Identifies the images of ``split`` for the feature cache, as ``rank`` does:
+        :meth:`ImageSet.fingerprint` of the selected images."""
         base, idx = self.subsets[split]
-        return hashlib.sha1(base.fingerprint().encode() + np.asarray(idx, np.int64).tobytes()).hexdigest()[:16]
+        return base.subset(idx).fingerprint()
 
 
 def seed_all(seed: int) -> None:
