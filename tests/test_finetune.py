@@ -86,6 +86,24 @@ def test_auto_picks_probe_for_few_labels(tmp_path):
 
 
 @pytest.mark.slow
+def test_auto_fine_tunes_above_its_frozen_bottom_groups(tmp_path):
+    """From 100 images per class ``auto`` fine-tunes ``full`` with the stem to blocks.1 kept
+    pretrained (auto.FINETUNE_FREEZE_GROUPS); the layers above them do train."""
+    from transferkit.backbones.groups import layer_groups
+
+    m = finetune(FinetuneConfig(data="builtin:digits", image_size=32, epochs=1, batch_size=64, seed=0,
+                                out=str(tmp_path / "auto")), progress=False)
+    assert m["freeze_groups"] == 3 and "full (bottom 3 layer groups kept pretrained)" in m["strategy_reason"]
+    # the fine-tuned weights (whichever model auto then kept on validation)
+    tuned = torch.load(tmp_path / "auto" / "checkpoints" / "last.ckpt", map_location="cpu")["state_dict"]
+    pretrained = load_backbone("efficientnet_lite0", "packaged", num_classes=10).state_dict()
+    groups = layer_groups(load_backbone("efficientnet_lite0", "packaged", num_classes=10))
+    names = lambda i: [n for n, p in groups[i][1] if p.ndim > 1]  # noqa: E731  (conv weights)
+    assert all(torch.equal(tuned["net." + n], pretrained[n]) for i in range(3) for n in names(i))
+    assert not torch.equal(tuned["net." + names(3)[0]], pretrained[names(3)[0]])
+
+
+@pytest.mark.slow
 def test_existing_run_directory_is_not_overwritten(full_run):
     out, _ = full_run
     before = (out / "model.safetensors").read_bytes()

@@ -58,6 +58,9 @@ def test_freeze_batchnorm_survives_train_and_keeps_statistics():
 def test_auto_rule_and_unknown_strategy():
     assert get_recipe("auto").resolve(10)[0] == "linear-probe"
     assert get_recipe("auto").resolve(115)[0] == "full"
+    auto = get_recipe("auto")  # the bottom groups it keeps pretrained: only when fine-tuning a deep enough model
+    assert [auto.freeze_groups_for("full", 9), auto.freeze_groups_for("full", 6),
+            auto.freeze_groups_for("linear-probe", 9)] == [3, 0, 0]
     with pytest.raises(ConfigError, match="linear-probe"):
         make_plan("lora-xl", _model())
 

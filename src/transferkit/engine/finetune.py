@@ -75,6 +75,7 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     check_run_options(cfg, setup, data, run, overwrite=overwrite, resume=resume)
     built = build_model(cfg, len(data.classes), setup.image_size)
     setup.recipe.check_model(built.model, cfg)
+    setup.freeze_groups = _freeze_groups(cfg, setup, built.model)
     drift = Drift(cfg, setup.image_size, built, data) if is_global_zero() else None
     with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, _resume_hint(run):
         if not resume and is_global_zero():
@@ -88,6 +89,15 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
             metrics["resume_changes"] = changed
         write_run_report(run, cfg, metrics, data.classes)
     return metrics
+
+
+def _freeze_groups(cfg: FinetuneConfig, setup: Setup, model: torch.nn.Module) -> int:
+    """``--freeze-groups``, else what ``auto`` keeps pretrained for the recipe it chose, else the recipe's."""
+    if cfg.freeze_groups is not None or cfg.strategy != "auto":
+        return setup.freeze_groups
+    from transferkit.backbones.groups import layer_groups
+
+    return get_recipe("auto").freeze_groups_for(setup.recipe.name, len(layer_groups(model)))
 
 
 def run_path(cfg: FinetuneConfig) -> Path:
