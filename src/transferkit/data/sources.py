@@ -20,6 +20,8 @@
 * a folder with one sub-folder per class (ImageFolder layout, searched
   recursively), or with ``train/`` and optionally ``test/`` sub-folders each in
   that layout (the test split is then kept).
+* with ``allow_unlabelled=True`` (``adapt``'s target), also a folder of images without
+  class sub-folders: an *unlabelled* source, ``classes == []`` and every target ``-1``.
 * a CSV file with header ``path,label`` and an optional ``split`` column
   (``train``/``test``); paths are relative to the CSV's folder. Each row has
   one field per header column (quote fields that contain commas; empty
@@ -193,8 +195,13 @@ class Source:
     spec: str
     skipped: list[str] = field(default_factory=list)
 
+    @property
+    def labelled(self) -> bool:
+        """False for a folder of images without class folders (``allow_unlabelled``)."""
+        return bool(self.classes)
 
-def load_source(spec: str, skip_bad_images: bool = False) -> Source:
+
+def load_source(spec: str, skip_bad_images: bool = False, allow_unlabelled: bool = False) -> Source:
     """Load the data source named by ``spec`` (see the module docstring).
 
     Raises DataError on a missing path, an unknown builtin, an empty folder or
@@ -223,6 +230,8 @@ def load_source(spec: str, skip_bad_images: bool = False) -> Source:
                 f"data path {quoted(path)} does not exist; give an image folder, a CSV file "
                 "or one of " + ", ".join(f"builtin:{b}" for b in BUILTINS)
             )
+        if path.is_dir() and allow_unlabelled and not subfolders(path):
+            return _load_unlabelled_folder(spec, path.resolve(), skip_bad_images)
         if path.is_dir():
             source = _load_folder(spec, path.resolve(), skip_bad_images)
         elif path.suffix.lower() == ".csv":
@@ -374,6 +383,19 @@ def _load_folder(spec: str, root: Path, skip_bad: bool) -> Source:
     test = build(test_files, "test", test_dir) if test_files else None
     return Source(train=train, test=test, classes=classes, spec=spec,
                   skipped=[display_name(p) for p in sorted(bad)])
+
+
+def _load_unlabelled_folder(spec: str, root: Path, skip_bad: bool) -> Source:
+    """A folder of images without class folders: one unlabelled set (targets -1, no classes)."""
+    files = list(iter_image_files(root))
+    bad = check_images(files, skip_bad)
+    paths = [p for p in files if p not in bad]
+    if not paths:
+        raise DataError(f"{quoted(root)} contains no readable images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    targets = [-1] * len(paths)
+    train = ImageSet(paths, targets, [], f"{display_name(root.name)}/unlabelled",
+                     key=_file_key(f"folder:{root}/unlabelled", paths, targets))
+    return Source(train=train, test=None, classes=[], spec=spec, skipped=[display_name(p) for p in sorted(bad)])
 
 
 def _scan_class_folders(folder: Path) -> dict[str, list[Path]]:
