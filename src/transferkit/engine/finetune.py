@@ -24,6 +24,7 @@ from transferkit.engine.forgetting import Drift
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
                                        loader, save_model, seed_all, train_lightning, write_run_report)
 from transferkit.errors import Interrupted
+from transferkit.optim import OptimSettings
 from transferkit.rundir import RunDir, is_global_zero, write_json
 from transferkit.strategies import Recipe, get_recipe
 
@@ -37,13 +38,12 @@ class Setup:
     image_size: int
     epochs: int
     freeze_bn: bool
-    optim: object  # engine.module.OptimSettings
+    optim: OptimSettings
     freeze_groups: int = 0
 
 
 def choose_recipe(cfg: FinetuneConfig, data: Data | None = None) -> Setup:
     """Resolve ``auto`` (needs ``data``) and the recipe's defaults; check the options against it."""
-    from transferkit.engine.module import OptimSettings
     from transferkit.surgery.freezing import resolve_bn_policy
 
     recipe, reason = get_recipe(cfg.strategy), f"chosen by the user (--strategy {cfg.strategy})"

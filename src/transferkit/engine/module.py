@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import lightning as L
 import torch
 from torch import nn
@@ -11,21 +9,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from transferkit.errors import TrainingError
 from transferkit.evaluation.features import pre_logits
-from transferkit.optim import build_optimizer, param_groups, warmup_cosine_scheduler
+from transferkit.optim import OptimSettings, build_optimizer, param_groups, warmup_cosine_scheduler
 from transferkit.strategies import Plan
 from transferkit.surgery.freezing import reapply_frozen
-
-
-@dataclass
-class OptimSettings:
-    """Optimizer and schedule settings (learning rate is the head's)."""
-
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.1
 
 
 class TransferModule(L.LightningModule):

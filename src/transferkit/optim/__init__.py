@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -23,6 +24,18 @@ from torch import nn
 from transferkit.errors import ConfigError
 
 OPTIMIZERS = ("adamw", "sgd")
+
+
+@dataclass
+class OptimSettings:
+    """Optimizer and schedule settings (learning rate is the head's)."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
 
 
 def param_groups(
