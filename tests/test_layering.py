@@ -16,7 +16,7 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 BLOCKS = ("transferkit.backbones", "transferkit.data", "transferkit.surgery", "transferkit.optim",
           "transferkit.regularizers", "transferkit.evaluation", "transferkit.transferability.scores",
-          "transferkit.rundir", "transferkit.report")
+          "transferkit.rundir", "transferkit.report", "transferkit.adaptation")
 UPPER_LAYERS = ("transferkit.engine", "transferkit.cli", "transferkit.strategies", "lightning", "pytorch_lightning")
 HEAVY = ("torch", "timm", "lightning", "pytorch_lightning", "matplotlib")
 

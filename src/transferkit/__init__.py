@@ -12,9 +12,11 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "load_backbone": "transferkit.backbones",
     "FinetuneConfig": "transferkit.config",
+    "AdaptConfig": "transferkit.config",
     "load_source": "transferkit.data",
     "make_splits": "transferkit.data",
     "finetune": "transferkit.engine.finetune",
+    "adapt": "transferkit.engine.adapt",
     "TransferkitError": "transferkit.errors",
     "predict": "transferkit.predict",
 }

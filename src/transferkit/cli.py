@@ -36,14 +36,14 @@ def _cli_type(annotation):
     return annotation if annotation in (bool, int, float, str) else str
 
 
-def _config_params(names, **overrides) -> list[inspect.Parameter]:
-    """Typer options generated from :class:`FinetuneConfig` fields: one default, one help text each
-    (``overrides``: name -> (default, help) where a command needs another)."""
+def _config_params(names, config_cls=None, **overrides) -> list[inspect.Parameter]:
+    """Typer options generated from the fields of ``config_cls`` (default :class:`FinetuneConfig`): one
+    default, one help text each (``overrides``: name -> (default, help) where a command needs another)."""
     from transferkit.config import FinetuneConfig
 
     params = []
     for name in names:
-        f = FinetuneConfig.model_fields[name]
+        f = (config_cls or FinetuneConfig).model_fields[name]
         default, help_text = overrides.get(name, (f.default, f.description))
         annotation = Optional[_cli_type(f.annotation)] if default is None else _cli_type(f.annotation)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
@@ -124,11 +124,12 @@ def finetune(ctx: typer.Context, **values) -> None:
         console.print(f"why {metrics['strategy']}: {metrics['strategy_reason']}", highlight=False)
 
 
-def _resume_config(out: Path, given: dict):
+def _resume_config(out: Path, given: dict, config_cls=None):
+    from transferkit.config import FinetuneConfig
     from transferkit.engine.checks import saved_config
     from transferkit.rundir import RunDir
 
-    return saved_config(RunDir(out), **{**given, "out": str(out)})
+    return saved_config(RunDir(out), config_cls or FinetuneConfig, **{**given, "out": str(out)})
 
 
 COMPARE_SHARED = ("data", "model", "weights", "per_class", "test_per_class", "epochs", "image_size", "source_eval",
@@ -176,6 +177,83 @@ def compare(ctx: typer.Context, **values) -> None:
     console.print("-> " + ", ".join(str(Path(out) / name) for name in OUTPUTS))
 
 
+def _adapt_fields() -> list[str]:
+    from transferkit.config import NOT_FOR_ADAPT, AdaptConfig
+
+    first = ["source", "target", "method"]
+    return first + [n for n in AdaptConfig.model_fields if n not in (*first, "data", "out", *NOT_FOR_ADAPT)]
+
+
+def _adapt_cls():
+    from transferkit.config import AdaptConfig
+
+    return AdaptConfig
+
+
+@app.command()
+@_with_params(
+    _config_params(_adapt_fields(), _adapt_cls(),
+                   source=(None, "labelled source domain: builtin:synth-digits, an image folder or a CSV"),
+                   target=(None, "target domain (its labels are never trained on): as --source, or a folder of "
+                                 "images without class folders"),
+                   method=("dann", "source-only, dann, cdan, cdan+e, dan, coral or oracle; several, comma-separated, "
+                                   "run side by side into a leaderboard"),
+                   image_size=(None, "None: 32 (adapt's measured default)"),
+                   epochs=(None, "None: 3 (adapt's measured default)"),
+                   lr=(None, "head learning rate; None: 0.01 (adapt's measured default)")),
+    [_extra("seeds", int, 1, "seeds 0..N-1 (with several methods or N > 1: a leaderboard in --out)"),
+     *RUN_OPTIONS])
+def adapt(ctx: typer.Context, **values) -> None:
+    """Domain adaptation: train on a labelled source and unlabelled target images; score the target."""
+    out, config, overwrite, resume, progress, seeds = (values.pop(k) for k in (
+        "out", "config", "overwrite", "resume", "progress", "seeds"))
+    methods = [m.strip() for m in (values["method"] or "").split(",") if m.strip()] or ["dann"]
+    values["method"], values["out"] = methods[0], str(out) if out else None
+    if resume:
+        if not out or len(methods) > 1 or seeds != 1:
+            raise TransferkitError("--resume continues one run: give --out RUN_DIR and one --method")
+        cfg = _resume_config(Path(out), _given(ctx, values), _adapt_cls())
+    elif not config and not (values["source"] and values["target"]):
+        raise TransferkitError("--source and --target are required, e.g. --source builtin:synth-digits "
+                               "--target builtin:digits")
+    else:
+        cfg = _config(ctx, values, config, _adapt_cls())
+    if len(methods) > 1 or seeds > 1:
+        return _adapt_leaderboard(cfg, methods, seeds, out, overwrite, progress)
+    from transferkit.engine.adapt import adapt as run_adapt
+
+    metrics = run_adapt(cfg, overwrite=overwrite, resume=resume, progress=progress)
+    if metrics:
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        console.print(f"[bold]{metrics['method']}[/] {cfg.source} -> {cfg.target}: target accuracy "
+                      f"{fmt(metrics['target_accuracy'])} ({metrics['target_eval']}), source accuracy "
+                      f"{fmt(metrics['source_accuracy'])}, proxy A-distance {fmt(metrics['proxy_a_distance_before'])} "
+                      f"-> {fmt(metrics['proxy_a_distance_after'])}, {metrics['train_seconds']:.0f} s training "
+                      f"-> {cfg.out}", highlight=False)
+
+
+def _adapt_leaderboard(base, methods: list[str], seeds: int, out, overwrite: bool, progress: bool) -> None:
+    from transferkit.engine.adapt_compare import OUTPUTS, adapt_compare
+
+    if not out:
+        raise TransferkitError("several methods or seeds write a leaderboard: give --out DIR")
+    if seeds < 1:
+        raise TransferkitError(f"--seeds must be at least 1, got {seeds}")
+    result = adapt_compare(base, methods, list(range(seeds)), out, overwrite=overwrite, progress=progress,
+                           console=console)
+    if not result:  # a non-zero DDP rank
+        return
+    table = Table("#", "method", "target acc % (mean ± std)", "source acc %", "proxy A after", "train s",
+                  title=f"transferkit adapt: {result['source']} -> {result['target']}, {len(result['seeds'])} seed(s)")
+    for i, r in enumerate(result["leaderboard"], 1):
+        acc, std, pad = r["target_accuracy_mean"], r["target_accuracy_std"], r["proxy_a_distance_after_mean"]
+        table.add_row(str(i), r["method"], "-" if acc is None else f"{100 * acc:.1f} ± {100 * (std or 0):.1f}",
+                      "-" if r["source_accuracy_mean"] is None else f"{100 * r['source_accuracy_mean']:.1f}",
+                      "-" if pad is None else f"{pad:.2f}", f"{r['train_seconds_mean']:.0f}")
+    console.print(table)
+    console.print("-> " + ", ".join(str(Path(out) / name) for name in OUTPUTS))
+
+
 def _floats(text: Optional[str], option: str) -> Optional[list[float]]:
     if not text:
         return None
@@ -185,14 +263,15 @@ def _floats(text: Optional[str], option: str) -> Optional[list[float]]:
         raise TransferkitError(f"{option} takes comma-separated numbers, e.g. 0,0.5,1; got '{text}'") from None
 
 
-def _config(ctx: typer.Context, values: dict, config: Optional[Path]):
-    """A FinetuneConfig from command-line values, over a YAML file's when ``config`` is given
-    (only the options given on the command line override the file)."""
+def _config(ctx: typer.Context, values: dict, config: Optional[Path], config_cls=None):
+    """A ``config_cls`` (default FinetuneConfig) from command-line values, over a YAML file's when
+    ``config`` is given (only the options given on the command line override the file)."""
     from transferkit.config import FinetuneConfig
 
+    cls = config_cls or FinetuneConfig
     if not config:
-        return FinetuneConfig.build(**values)
-    return FinetuneConfig.load(config, **_given(ctx, values))
+        return cls.build(**values)
+    return cls.load(config, **_given(ctx, values))
 
 
 @app.command()

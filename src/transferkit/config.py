@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from transferkit.errors import ConfigError
 from transferkit.strategies import STRATEGIES
@@ -89,6 +89,10 @@ class FinetuneConfig(BaseModel):
             raise ValueError(f"WiSE-FT alphas must be in [0, 1], got {v}")
         return v
 
+    def data_specs(self) -> list[str]:
+        """The data sources this run reads (builtin names included)."""
+        return [p for p in (self.data, self.source_data) if p]
+
     def save(self, path: Path) -> None:
         from transferkit.rundir import atomic_write
 
@@ -96,7 +100,7 @@ class FinetuneConfig(BaseModel):
         atomic_write(path, lambda p: p.write_text(text))
 
     @classmethod
-    def load(cls, path: Path, **overrides) -> "FinetuneConfig":
+    def load(cls, path: Path, **overrides):
         try:
             raw = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as e:
@@ -104,7 +108,7 @@ class FinetuneConfig(BaseModel):
         return cls.build(**{**raw, **overrides})
 
     @classmethod
-    def build(cls, **values) -> "FinetuneConfig":
+    def build(cls, **values):
         """Validate ``values``; an invalid option becomes one ConfigError line."""
         try:
             return cls(**values)
@@ -112,3 +116,79 @@ class FinetuneConfig(BaseModel):
             err = e.errors()[0]
             where = ".".join(str(p) for p in err["loc"]) or "config"
             raise ConfigError(f"invalid option {where}: {err['msg']}") from None
+
+
+#: ``adapt``'s methods: the alignment loss each adds (None: none) and whether it reads target labels.
+ADAPT_METHODS = {
+    "source-only": "labelled source only, the alignment loss off (the lower bound)",
+    "dann": "domain-adversarial: a discriminator on the features, through gradient reversal (DANN)",
+    "cdan": "domain-adversarial conditioned on the predictions (CDAN)",
+    "cdan+e": "CDAN with entropy conditioning: confident target predictions weigh more (CDAN+E)",
+    "dan": "multi-kernel MMD between source and target features (DAN)",
+    "coral": "match the features' covariances (Deep CORAL)",
+    "oracle": "trained on the labelled target adaptation split: the upper bound, the only method "
+              "that reads target labels",
+}
+
+#: finetune options that ``adapt`` does not offer: they must stay at their defaults.
+NOT_FOR_ADAPT = ("source_eval", "source_data", "source_labels", "wise_alpha", "wise_curve", "lora_rank",
+                 "lora_alpha", "lora_targets", "probe_augment", "baseline", "reg", "lwf_weight", "lwf_temperature")
+
+#: The recipes ``adapt`` trains with: they train the backbone in a Lightning loop (the alignment loss
+#: reaches the features); cached-feature and probe-initialised recipes do not fit.
+ADAPT_STRATEGIES = ("full", "l2sp", "gradual")
+
+
+class AdaptConfig(FinetuneConfig):
+    """Everything that defines a ``transferkit adapt`` run: finetune's model and training options,
+    a labelled source (``data`` is set to ``source``) and a target whose labels are never trained on."""
+
+    data: str | None = Field(None, description="set from source (adapt's labelled domain)")
+    source: str = Field(description="labelled source domain: builtin:..., an image folder or a CSV")
+    target: str = Field(description="target domain: as source, or a folder of images without class folders "
+                        "(unlabelled: then only proxy metrics are reported)")
+    method: str = Field("dann", description=f"{', '.join(ADAPT_METHODS)}")
+    strategy: str = Field("full", description=f"the recipe that trains the network: {', '.join(ADAPT_STRATEGIES)}")
+    trade_off: float | None = Field(None, ge=0, description="weight of the alignment loss; None: the method's "
+                                    "measured default")
+    target_test_split: float = Field(0.3, ge=0, lt=1, description="fraction of the target images held out "
+                                     "(seeded, label-free) to score the target; ignored when the target has "
+                                     "its own test split")
+    transductive: bool = Field(False, description="adapt on all target images and score the target on them "
+                               "(as papers do) instead of on a held-out part")
+    target_images: int | None = Field(None, ge=4, description="use at most N target images (seeded, before "
+                                      "the split)")
+    max_proxy_rows: int = Field(1000, ge=4, description="proxy A-distance: at most N feature rows per domain")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_is_source(cls, values):
+        if isinstance(values, dict) and values.get("source") is not None:
+            if values.get("data") not in (None, values["source"]):
+                raise ValueError("adapt reads its labelled data from source; leave data unset")
+            values = {**values, "data": values["source"]}
+        return values
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v not in ADAPT_METHODS:
+            raise ValueError(f"unknown method '{v}'; choose one of: {', '.join(ADAPT_METHODS)}")
+        return v
+
+    @field_validator("strategy")
+    @classmethod
+    def _adapt_strategy(cls, v: str) -> str:
+        if v not in ADAPT_STRATEGIES:
+            raise ValueError(f"adapt trains with {', '.join(ADAPT_STRATEGIES)}, not '{v}'")
+        return v
+
+    @model_validator(mode="after")
+    def _no_finetune_only_options(self):
+        given = [k for k in NOT_FOR_ADAPT if getattr(self, k) != type(self).model_fields[k].default]
+        if given:
+            raise ValueError(f"{', '.join(given)} do(es) not apply to adapt")
+        return self
+
+    def data_specs(self) -> list[str]:
+        return [self.source, self.target]

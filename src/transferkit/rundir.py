@@ -297,6 +297,10 @@ class RunDir:
                           "checkpoints", "logs", "adapter", "data.json"), result="metrics.json", resume_needs="config.yaml"),
         "compare": Kind(("compare.json", "leaderboard.md", "compare.png", "runs"), result="compare.json"),
         "rank": Kind(("rank.json", "rank.md"), result="rank.json"),
+        "adapt": Kind(("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json", "report.md",
+                       "learning_curve.png", "confusion_matrix.png", "embedding.png", "checkpoints", "logs",
+                       "data.json"), result="metrics.json", resume_needs="config.yaml"),
+        "adapt-compare": Kind(("adapt.json", "leaderboard.md", "adapt.png", "runs"), result="adapt.json"),
     }
 
     def __init__(self, path: Path | str, kind: str = "finetune"):

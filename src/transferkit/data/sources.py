@@ -7,9 +7,21 @@
 * ``builtin:fashion-mnist`` -- the IDX files of the Debian package
   ``dataset-fashion-mnist`` (``/usr/share/datasets/fashion-mnist``, or the
   directory in ``$TRANSFERKIT_FASHION_MNIST_DIR``); official 60k/10k splits.
+* ``builtin:synth-digits`` -- the digits 0..9 rendered from matplotlib's TrueType
+  fonts (random font, stroke, rotation, height, shift; seed 0), reduced like
+  scikit-learn's digits (32x32 bitmap -> 8x8 counts 0..16, scaled to 0..255): 180 per
+  class, classes as ``builtin:digits``, no test split. A synthetic domain for
+  ``builtin:digits`` (:mod:`transferkit.data.synthetic`).
+* ``builtin:fashion-mnist-m`` -- Fashion-MNIST's 10k official *test* images blended
+  onto random patches of scikit-image's sample photos as MNIST-M is made
+  (``|patch_c - image|`` per channel, seed 0), RGB, labels and classes as Fashion-MNIST's
+  test split, no test split (made from test images so that no garment of
+  ``builtin:fashion-mnist``'s train split reappears in it).
 * a folder with one sub-folder per class (ImageFolder layout, searched
   recursively), or with ``train/`` and optionally ``test/`` sub-folders each in
   that layout (the test split is then kept).
+* with ``allow_unlabelled=True`` (``adapt``'s target), also a folder of images without
+  class sub-folders: an *unlabelled* source, ``classes == []`` and every target ``-1``.
 * a CSV file with header ``path,label`` and an optional ``split`` column
   (``train``/``test``); paths are relative to the CSV's folder. Each row has
   one field per header column (quote fields that contain commas; empty
@@ -46,7 +58,7 @@ from transferkit.data.files import IMAGE_EXTENSIONS, display_name, iter_image_fi
 from transferkit.errors import DataError
 
 EXIF_ORIENTATION = 0x0112
-BUILTINS = ("digits", "fashion-mnist")
+BUILTINS = ("digits", "fashion-mnist", "synth-digits", "fashion-mnist-m")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = [
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -183,8 +195,13 @@ class Source:
     spec: str
     skipped: list[str] = field(default_factory=list)
 
+    @property
+    def labelled(self) -> bool:
+        """False for a folder of images without class folders (``allow_unlabelled``)."""
+        return bool(self.classes)
 
-def load_source(spec: str, skip_bad_images: bool = False) -> Source:
+
+def load_source(spec: str, skip_bad_images: bool = False, allow_unlabelled: bool = False) -> Source:
     """Load the data source named by ``spec`` (see the module docstring).
 
     Raises DataError on a missing path, an unknown builtin, an empty folder or
@@ -197,6 +214,10 @@ def load_source(spec: str, skip_bad_images: bool = False) -> Source:
             source = _load_digits(spec)
         elif name == "fashion-mnist":
             source = _load_fashion_mnist(spec)
+        elif name == "synth-digits":
+            source = _load_synth_digits(spec)
+        elif name == "fashion-mnist-m":
+            source = _load_fashion_mnist_m(spec)
         else:
             raise DataError(
                 f"unknown builtin dataset {spec!r}; available: "
@@ -209,6 +230,8 @@ def load_source(spec: str, skip_bad_images: bool = False) -> Source:
                 f"data path {quoted(path)} does not exist; give an image folder, a CSV file "
                 "or one of " + ", ".join(f"builtin:{b}" for b in BUILTINS)
             )
+        if path.is_dir() and allow_unlabelled and not subfolders(path):
+            return _load_unlabelled_folder(spec, path.resolve(), skip_bad_images)
         if path.is_dir():
             source = _load_folder(spec, path.resolve(), skip_bad_images)
         elif path.suffix.lower() == ".csv":
@@ -239,17 +262,45 @@ def _load_digits(spec: str) -> Source:
     return Source(train=train, test=None, classes=classes, spec=spec)
 
 
+def _load_synth_digits(spec: str) -> Source:
+    from transferkit.data.synthetic import content_key, synth_digits
+
+    levels, labels = synth_digits(per_class=180, seed=0)
+    images = np.round(levels * (255 / 16)).astype(np.uint8)   # the scaling of builtin:digits
+    classes = [str(c) for c in range(10)]
+    key = content_key("builtin:synth-digits/train", images, labels)
+    train = ImageSet(images, labels, classes, "synth-digits/train", key=key)
+    return Source(train=train, test=None, classes=classes, spec=spec)
+
+
+def _load_fashion_mnist_m(spec: str) -> Source:
+    from transferkit.data.synthetic import background_photos, blend_on_photos, content_key
+
+    grey, labels = _fashion_mnist_arrays("t10k")
+    images = blend_on_photos(grey, background_photos(), seed=0)
+    key = content_key("builtin:fashion-mnist-m/train", images, labels)
+    classes = list(FASHION_MNIST_CLASSES)
+    train = ImageSet(images, labels, classes, "fashion-mnist-m/train", key=key)
+    return Source(train=train, test=None, classes=classes, spec=spec)
+
+
 def _load_fashion_mnist(spec: str) -> Source:
-    root = Path(os.environ.get("TRANSFERKIT_FASHION_MNIST_DIR") or FASHION_MNIST_DIR)
     classes = list(FASHION_MNIST_CLASSES)
     sets = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
-        images = _read_idx(_find_idx(root, f"{prefix}-images", "idx3"))
-        labels = _read_idx(_find_idx(root, f"{prefix}-labels", "idx1")).astype(np.int64)
+        images, labels = _fashion_mnist_arrays(prefix)
         sets[split] = ImageSet(
             images, labels, classes, f"fashion-mnist/{split}", key=f"builtin:fashion-mnist/{split}"
         )
     return Source(train=sets["train"], test=sets["test"], classes=classes, spec=spec)
+
+
+def _fashion_mnist_arrays(prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 28, 28) uint8 and labels (N,) int64 of the split ``train`` or ``t10k``."""
+    root = Path(os.environ.get("TRANSFERKIT_FASHION_MNIST_DIR") or FASHION_MNIST_DIR)
+    images = _read_idx(_find_idx(root, f"{prefix}-images", "idx3"))
+    labels = _read_idx(_find_idx(root, f"{prefix}-labels", "idx1")).astype(np.int64)
+    return images, labels
 
 
 def _find_idx(root: Path, stem: str, kind: str) -> Path:
@@ -332,6 +383,19 @@ def _load_folder(spec: str, root: Path, skip_bad: bool) -> Source:
     test = build(test_files, "test", test_dir) if test_files else None
     return Source(train=train, test=test, classes=classes, spec=spec,
                   skipped=[display_name(p) for p in sorted(bad)])
+
+
+def _load_unlabelled_folder(spec: str, root: Path, skip_bad: bool) -> Source:
+    """A folder of images without class folders: one unlabelled set (targets -1, no classes)."""
+    files = list(iter_image_files(root))
+    bad = check_images(files, skip_bad)
+    paths = [p for p in files if p not in bad]
+    if not paths:
+        raise DataError(f"{quoted(root)} contains no readable images ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+    targets = [-1] * len(paths)
+    train = ImageSet(paths, targets, [], f"{display_name(root.name)}/unlabelled",
+                     key=_file_key(f"folder:{root}/unlabelled", paths, targets))
+    return Source(train=train, test=None, classes=[], spec=spec, skipped=[display_name(p) for p in sorted(bad)])
 
 
 def _scan_class_folders(folder: Path) -> dict[str, list[Path]]:

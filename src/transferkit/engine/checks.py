@@ -17,16 +17,16 @@ from transferkit.rundir import RunDir, is_global_zero
 SAFE_ON_RESUME = ("epochs", "workers", "accelerator", "devices", "num_nodes", "dist")
 
 
-def saved_config(run: RunDir, **overrides) -> FinetuneConfig:
-    """The ``config.yaml`` of the run to resume (``overrides`` applied), or one actionable line."""
+def saved_config(run: RunDir, cls: type[FinetuneConfig] = FinetuneConfig, **overrides) -> FinetuneConfig:
+    """The ``config.yaml`` of the run to resume as a ``cls`` (``overrides`` applied), or one actionable line."""
     if not run.config.is_file():
         raise RunDirError(f"cannot resume: {run.path} has no config.yaml; start a new run without --resume")
-    return FinetuneConfig.load(run.config, **overrides)
+    return cls.load(run.config, **overrides)
 
 
 def resumed_config(run: RunDir, cfg: FinetuneConfig) -> tuple[FinetuneConfig, dict]:
     """The saved config of ``run`` with the safe changes of ``cfg`` applied; refuses the others."""
-    saved = saved_config(run)
+    saved = saved_config(run, type(cfg))
     mine, theirs = cfg.model_dump(exclude={"out"}), saved.model_dump(exclude={"out"})
     changed = {k: {"saved": theirs[k], "now": v} for k, v in mine.items() if theirs.get(k) != v}
     unsafe = [k for k in changed if k not in SAFE_ON_RESUME]
@@ -59,7 +59,7 @@ def check_run_options(cfg: FinetuneConfig, setup, data, run: RunDir, *, overwrit
 
 def run_inputs(cfg: FinetuneConfig) -> list[str]:
     """The data paths a run reads: its output may not be, or lie inside, one of them."""
-    return [p for p in (cfg.data, cfg.source_data) if p and not p.startswith("builtin:")]
+    return [p for p in cfg.data_specs() if not p.startswith("builtin:")]
 
 
 def check_trainer(cfg: FinetuneConfig) -> None:

@@ -19,6 +19,7 @@ re-running the same command continues a compare.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -92,9 +93,9 @@ def compare(base: FinetuneConfig, strategies: list[str], seeds: list[int], out: 
     resume = not overwrite and run.is_started
     if not overwrite:  # ... then a folder holding runs with other settings
         for _, _, cfg in plan:
-            _check_reusable(cfg)
+            check_reusable(cfg)
     with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(base)):
-        records = _run_all(plan, progress, console or Console())
+        records = run_all(plan, finetune, progress, console or Console())
         if not is_global_zero():
             return {}
         board = leaderboard(records)
@@ -107,28 +108,31 @@ def compare(base: FinetuneConfig, strategies: list[str], seeds: list[int], out: 
     return result
 
 
-def _run_all(plan: list, progress: bool, console: Console) -> list[dict]:
-    """Run (or reuse) every planned run in order; on SIGINT/SIGTERM say which finished."""
+def run_all(plan: list, run: Callable[..., dict], progress: bool, console: Console, *, title: str = "compare",
+            name_key: str = "strategy", score: str = "test_accuracy", keys: tuple[str, ...] = RECORD_KEYS) -> list[dict]:
+    """Run (or reuse, or resume) every planned ``(name, seed, cfg)`` with ``run`` (``finetune``, ``adapt``)
+    in order; one record per run: ``{name_key: name, "seed", "run_dir", **metrics[keys]}``.
+    On SIGINT/SIGTERM say which finished."""
     records = []
-    with Progress(TextColumn("[bold]compare[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+    with Progress(TextColumn(f"[bold]{title}[/] {{task.description}}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console, disable=not progress) as bar:
         task = bar.add_task("", total=len(plan))
         for name, seed, cfg in plan:
             bar.update(task, description=f"{name} (seed {seed})")
             try:
-                metrics = _run_or_reuse(cfg)
+                metrics = _run_or_reuse(cfg, run)
             except Interrupted as e:
-                done = ", ".join(f"{r['strategy']} seed {r['seed']}" for r in records) or "none"
-                e.where = (f"{e.where}; finished runs: {done}; the same compare command continues "
+                done = ", ".join(f"{r[name_key]} seed {r['seed']}" for r in records) or "none"
+                e.where = (f"{e.where}; finished runs: {done}; the same {title} command continues "
                            "(finished runs are reused)")
                 raise
             bar.advance(task)
             if not metrics:  # a non-zero DDP rank: it only trained
                 continue
-            records.append({"strategy": name, "seed": seed, "run_dir": str(Path(cfg.out).relative_to(
-                Path(cfg.out).parents[1])), **{k: metrics.get(k) for k in RECORD_KEYS}})
+            records.append({name_key: name, "seed": seed, "run_dir": str(Path(cfg.out).relative_to(
+                Path(cfg.out).parents[1])), **{k: metrics.get(k) for k in keys}})
             if progress:
-                bar.console.print(f"  {name:<14} seed {seed}: test accuracy {_fmt(metrics.get('test_accuracy'))}, "
+                bar.console.print(f"  {name:<14} seed {seed}: {score.replace('_', ' ')} {_fmt(metrics.get(score))}, "
                                   f"{metrics['train_seconds']:.0f} s", highlight=False)
     return records
 
@@ -139,49 +143,60 @@ def _run_all(plan: list, progress: bool, console: Console) -> list[dict]:
 NOT_COMPARED = {"out", "workers", "accelerator", "devices", "num_nodes", "dist"}
 
 
-def _check_reusable(cfg: FinetuneConfig) -> None:
+def check_reusable(cfg: FinetuneConfig) -> None:
+    """Refuse a planned run folder that holds a run with other settings (``cfg``'s own config class)."""
     run = RunDir(cfg.out)
-    if run.config.is_file() and (FinetuneConfig.load(run.config).model_dump(exclude=NOT_COMPARED)
+    if run.config.is_file() and (type(cfg).load(run.config).model_dump(exclude=NOT_COMPARED)
                                  != cfg.model_dump(exclude=NOT_COMPARED)):
         raise RunDirError(f"{run.path} holds a run with other settings; pass --overwrite to start the compare "
                           "afresh or choose another --out")
 
 
-def _run_or_reuse(cfg: FinetuneConfig) -> dict:
+def _run_or_reuse(cfg: FinetuneConfig, run_fn: Callable[..., dict]) -> dict:
     """A finished run's metrics; else resume an interrupted one; else run it."""
     run = RunDir(cfg.out)
     if run.metrics_json.is_file():  # written last: the run, its weights and report are complete
         return json.loads(run.metrics_json.read_text())
     if run.last_checkpoint.is_file():
-        return finetune(cfg, resume=True, progress=False)
-    return finetune(cfg, overwrite=True, progress=False)
+        return run_fn(cfg, resume=True, progress=False)
+    return run_fn(cfg, overwrite=True, progress=False)
 
 
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.4f}"
 
 
-def _mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
+def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     vals = [v for v in values if v is not None]
     if not vals:
         return None, None
     return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
 
 
+def summarise(records: list[dict], *, name_key: str, score: str, means: tuple[str, ...] = (),
+              firsts: tuple[str, ...] = ()) -> list[dict]:
+    """One row per name (``name_key``): ``runs``, ``<score>_mean``/``_std`` over its seeds, ``<k>_mean``
+    for the ``means`` keys, the first record's ``firsts`` keys; best mean score first."""
+    rows = []
+    for name in dict.fromkeys(r[name_key] for r in records):
+        rs = [r for r in records if r[name_key] == name]
+        mean, std = mean_std([r.get(score) for r in rs])
+        rows.append({name_key: name, "runs": len(rs), f"{score}_mean": mean, f"{score}_std": std,
+                     **{f"{k}_mean": mean_std([r.get(k) for r in rs])[0] for k in means},
+                     **{k: rs[0].get(k) for k in firsts}})
+    return sorted(rows, key=lambda r: -(r[f"{score}_mean"] if r[f"{score}_mean"] is not None else -1))
+
+
 def leaderboard(records: list[dict]) -> list[dict]:
     """One row per strategy, best mean test accuracy first."""
-    rows = []
-    for name in dict.fromkeys(r["strategy"] for r in records):
-        rs = [r for r in records if r["strategy"] == name]
-        acc, std = _mean_std([r["test_accuracy"] for r in rs])
-        agreement, _ = _mean_std([r.get("source_agreement") for r in rs])
-        rows.append({"strategy": name, "runs": len(rs), "test_accuracy_mean": acc, "test_accuracy_std": std,
-                     "train_seconds_mean": _mean_std([r["train_seconds"] for r in rs])[0],
-                     "trainable_params": rs[0]["trainable_params"], "total_params": rs[0]["total_params"],
-                     "image_size": rs[0]["image_size"], "epochs": rs[0]["epochs"],
-                     "forgetting": None if agreement is None else 1.0 - agreement,
-                     "pixel_baseline_accuracy": _mean_std([r.get("pixel_baseline_accuracy") for r in rs])[0]})
-    return sorted(rows, key=lambda r: -(r["test_accuracy_mean"] if r["test_accuracy_mean"] is not None else -1))
+    rows = summarise(records, name_key="strategy", score="test_accuracy",
+                     means=("train_seconds", "source_agreement", "pixel_baseline_accuracy"),
+                     firsts=("trainable_params", "total_params", "image_size", "epochs"))
+    for r in rows:
+        agreement = r.pop("source_agreement_mean")
+        r["forgetting"] = None if agreement is None else 1.0 - agreement
+        r["pixel_baseline_accuracy"] = r.pop("pixel_baseline_accuracy_mean")
+    return rows
 
 
 def wise_summary(records: list[dict]) -> dict[str, list[dict]]:
@@ -193,7 +208,7 @@ def wise_summary(records: list[dict]) -> dict[str, list[dict]]:
         for i, point in enumerate(curves[0]):
             row = {"alpha": point["alpha"]}
             for key in ("test_accuracy", "source_agreement"):
-                mean, std = _mean_std([c[i].get(key) for c in curves])
+                mean, std = mean_std([c[i].get(key) for c in curves])
                 if mean is not None:
                     row[key], row[f"{key}_std"] = mean, std
             rows.append(row)

@@ -77,7 +77,7 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     setup.recipe.check_model(built.model, cfg)
     setup.freeze_groups = _freeze_groups(cfg, setup, built.model)
     drift = Drift(cfg, setup.image_size, built, data) if is_global_zero() else None
-    with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, _resume_hint(run):
+    with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run):
         if not resume and is_global_zero():
             cfg.save(run.config)
             write_json(run.path / "data.json", {"classes": data.classes, "data": cfg.data})
@@ -100,26 +100,26 @@ def _freeze_groups(cfg: FinetuneConfig, setup: Setup, model: torch.nn.Module) ->
     return get_recipe("auto").freeze_groups_for(setup.recipe.name, len(layer_groups(model)))
 
 
-def run_path(cfg: FinetuneConfig) -> Path:
-    """``--out``, or ``runs/<model>-<strategy>-<time>``: decided once, by the first process
+def run_path(cfg: FinetuneConfig, label: str | None = None) -> Path:
+    """``--out``, or ``runs/<model>-<label, default the strategy>-<time>``: decided once, by the first process
     (processes that Lightning launches for DDP inherit it through the environment)."""
     if cfg.out:
         return Path(cfg.out)
     if "TRANSFERKIT_RUN_DIR" not in os.environ:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        os.environ["TRANSFERKIT_RUN_DIR"] = str(Path("runs") / f"{cfg.model}-{cfg.strategy}-{stamp}")
+        os.environ["TRANSFERKIT_RUN_DIR"] = str(Path("runs") / f"{cfg.model}-{label or cfg.strategy}-{stamp}")
     return Path(os.environ["TRANSFERKIT_RUN_DIR"])
 
 
 @contextmanager
-def _resume_hint(run: RunDir):
+def resume_hint(run: RunDir, command: str = "finetune"):
     """On SIGINT/SIGTERM: say what was kept and the exact command that continues."""
     try:
         yield
     except Interrupted as e:
         ckpt = run.last_checkpoint
         kept = f"last checkpoint {ckpt}" if ckpt.is_file() else "no epoch had finished (no checkpoint yet)"
-        e.where = f"{kept}; continue with: transferkit finetune --out {run.path} --resume"
+        e.where = f"{kept}; continue with: transferkit {command} --out {run.path} --resume"
         raise
 
 
@@ -215,4 +215,4 @@ def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Buil
     }
 
 
-__all__ = ["Setup", "choose_recipe", "finetune", "run_path"]
+__all__ = ["Setup", "choose_recipe", "finetune", "resume_hint", "run_path"]

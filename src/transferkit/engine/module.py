@@ -102,9 +102,15 @@ class TransferModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"], on_step=False, on_epoch=True)
 
+    def extra_groups(self) -> list:
+        """Optimizer groups beyond the plan's layer groups, ``(name, named params, LR scale)``: none here
+        (``adapt``'s domain discriminator is one). Kept out of ``plan.groups``, which gradual unfreezing walks."""
+        return []
+
     def configure_optimizers(self):
         o = self.optim
-        groups = param_groups(self.plan.groups, o.lr, o.weight_decay, self.plan.no_weight_decay)
+        groups = param_groups(self.plan.groups + self.extra_groups(), o.lr, o.weight_decay,
+                              self.plan.no_weight_decay)
         optimizer = build_optimizer(groups, o.optimizer, o.lr, o.momentum)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         per_epoch = total / max(1, self.trainer.max_epochs)

@@ -112,9 +112,9 @@ def build_model(cfg: FinetuneConfig, num_classes: int, image_size: int) -> Built
                  build_transform(data_cfg, image_size, train=True, hflip=cfg.hflip))
 
 
-def loader(dataset, cfg: FinetuneConfig, shuffle: bool = False) -> DataLoader:
+def loader(dataset, cfg: FinetuneConfig, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=cfg.workers,
-                      persistent_workers=cfg.workers > 0)
+                      persistent_workers=cfg.workers > 0, drop_last=drop_last)
 
 
 def device_of(cfg: FinetuneConfig) -> torch.device:

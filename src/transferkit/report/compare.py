@@ -64,21 +64,28 @@ def write_leaderboard(path: Path, result: dict, chart: str | None = None) -> Pat
 
 def plot_compare(board: list[dict], path: Path) -> Path:
     """Bars: mean test accuracy ± std per strategy (pixel baseline dashed), and training time."""
-    rows = [r for r in board if r["test_accuracy_mean"] is not None][::-1]  # best on top
-    names = [r["strategy"] for r in rows]
+    base = next((r["pixel_baseline_accuracy"] for r in board if r.get("pixel_baseline_accuracy") is not None), None)
+    return plot_scores(board, path, baseline=(base, "raw-pixel logistic regression") if base is not None else None)
+
+
+def plot_scores(board: list[dict], path: Path, *, name_key: str = "strategy", score: str = "test_accuracy",
+                label: str = "test accuracy (%)", title: str = "transferkit compare",
+                baseline: tuple[float, str] | None = None) -> Path:
+    """Bars: mean ``score`` ± std per row of a leaderboard (``baseline``: a dashed line), and training time."""
+    rows = [r for r in board if r[f"{score}_mean"] is not None][::-1]  # best on top
+    names = [r[name_key] for r in rows]
     fig = new_figure(figsize=(11, 0.45 * len(rows) + 1.8))
     ax_acc, ax_time = fig.subplots(1, 2, sharey=True)
-    ax_acc.barh(names, [100 * r["test_accuracy_mean"] for r in rows],
-                xerr=[100 * (r["test_accuracy_std"] or 0) for r in rows], color="tab:blue", capsize=3)
-    base = next((r["pixel_baseline_accuracy"] for r in rows if r.get("pixel_baseline_accuracy") is not None), None)
-    if base is not None:
-        ax_acc.axvline(100 * base, color="tab:red", linestyle="--", label="raw-pixel logistic regression")
+    ax_acc.barh(names, [100 * r[f"{score}_mean"] for r in rows],
+                xerr=[100 * (r[f"{score}_std"] or 0) for r in rows], color="tab:blue", capsize=3)
+    if baseline is not None:
+        ax_acc.axvline(100 * baseline[0], color="tab:red", linestyle="--", label=baseline[1])
         ax_acc.legend(loc="lower right", fontsize=8)
-    ax_acc.set_xlabel("test accuracy (%)")
+    ax_acc.set_xlabel(label)
     ax_acc.set_xlim(0, 100)
     ax_time.barh(names, [r["train_seconds_mean"] for r in rows], color="tab:gray")
     ax_time.set_xlabel("training time (s, mean)")
     for ax in (ax_acc, ax_time):
         ax.grid(axis="x", alpha=0.3)
-    fig.suptitle("transferkit compare")
+    fig.suptitle(title)
     return save_png(fig, path)

@@ -24,11 +24,13 @@ def relative_link(file: str | Path, report: Path) -> str:
     return file.as_posix()
 
 
-def write_report(path: Path, config: dict, metrics: dict, plots: dict[str, str | Path]) -> Path:
-    """Markdown report with the metrics table, plots (linked relative to the report) and config."""
-    lines = [f"# transferkit run: {metrics.get('model')} / {metrics.get('strategy')}", "",
-             "## Metrics", "", "| metric | value |", "|---|---|"]
-    for key in SHOWN:
+def write_report(path: Path, config: dict, metrics: dict, plots: dict[str, str | Path], *,
+                 shown: tuple[str, ...] = SHOWN, title: str | None = None, sections: list[str] = ()) -> Path:
+    """Markdown report with the metrics table (``shown`` keys), ``sections`` (Markdown lines), plots
+    (linked relative to the report) and config."""
+    title = title or f"transferkit run: {metrics.get('model')} / {metrics.get('strategy')}"
+    lines = [f"# {title}", "", "## Metrics", "", "| metric | value |", "|---|---|"]
+    for key in shown:
         if key in metrics:
             v = metrics[key]
             lines.append(f"| {key} | {v:.4f} |" if isinstance(v, float) else f"| {key} | {v} |")
@@ -38,7 +40,8 @@ def write_report(path: Path, config: dict, metrics: dict, plots: dict[str, str |
                       + (" — transfer did not earn its keep here." if gain <= 0 else ".")]
     if metrics.get("strategy_reason"):
         lines += ["", f"Strategy: {metrics['strategy_reason']}"]
-    for title, file in plots.items():
-        lines += ["", f"## {title}", "", f"![{title}]({relative_link(file, path)})"]
+    lines += list(sections)
+    for heading, file in plots.items():
+        lines += ["", f"## {heading}", "", f"![{heading}]({relative_link(file, path)})"]
     lines += ["", "## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
     return atomic_write(Path(path), lambda p: p.write_text("\n".join(lines)))

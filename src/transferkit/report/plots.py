@@ -25,9 +25,9 @@ def new_figure(**kwargs):
     return fig
 
 
-def save_png(fig, path: Path, dpi: int = 100) -> Path:
-    """Lay out ``fig`` and write it to ``path`` as PNG, atomically."""
-    fig.tight_layout()
+def save_png(fig, path: Path, dpi: int = 100, rect: tuple = (0, 0, 1, 1)) -> Path:
+    """Lay out ``fig`` (its axes inside ``rect``, figure fractions) and write it to ``path`` as PNG, atomically."""
+    fig.tight_layout(rect=rect)
     return atomic_write(Path(path), lambda p: fig.savefig(p, format="png", dpi=dpi))
 
 

@@ -1,0 +1,266 @@
+"""``adapt``: unsupervised domain adaptation (issue 10), a short sequence of named stages.
+
+    open the run -> load_domains -> choose the recipe -> build_model -> features before
+    -> train (labelled source + unlabelled target batches) -> evaluate (source test, target test,
+    proxy A-distance before/after) -> save -> report
+
+The source is split as ``finetune`` splits its data (train/val/test). The target images are
+split by a seeded permutation that never looks at labels into an adaptation part and a held-out
+test part (``--target-test-split``; ``--transductive``: adapt on all, score on all). The
+target's labels only score the target test part — except for ``oracle``, the upper bound, which
+trains on the labelled adaptation part and says so (``uses_target_labels``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from transferkit.config import AdaptConfig
+from transferkit.data import TransformedSubset, load_source
+from transferkit.engine.finetune import Setup, choose_recipe, resume_hint, run_path
+from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
+                                       loader, save_model, seed_all, train_lightning)
+from transferkit.errors import ConfigError, DataError
+from transferkit.rundir import RunDir, is_global_zero, write_json
+
+#: Provisional defaults, not yet swept (benchmarks/RESULTS.md, "adapt"): 32 px and 3 epochs for cost on a
+#: CPU (about 1 min per run on 2 cores), LR 0.01 = ``full``'s measured LR. Measured on synth-digits ->
+#: digits, seed 0, source-only: source val accuracy 0.69 at epoch 3 and still rising, so more epochs
+#: will likely pay; a sweep must choose on the source val split and the proxy A-distance, never on target test.
+DEFAULTS = {"image_size": 32, "epochs": 3, "lr": 1e-2}
+#: Alignment-loss weights (``--trade-off``) per method: the papers' 1.0, not yet swept.
+TRADE_OFFS = {"dann": 1.0, "cdan": 1.0, "cdan+e": 1.0, "dan": 1.0, "coral": 1.0, "source-only": 0.0, "oracle": 0.0}
+
+
+@dataclass
+class Domains:
+    """The data stage: the labelled source (as finetune's), and the target's subsets ``adapt`` and
+    ``test`` (``target.classes == []`` when the target has no labels)."""
+
+    source: Data
+    target: Data
+    target_eval: str  # "held-out" or "transductive"
+
+    @property
+    def target_labelled(self) -> bool:
+        return bool(self.target.classes)
+
+
+def adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
+    """Run (or resume) a domain-adaptation run; returns its ``metrics.json`` content ({} on non-zero ranks)."""
+    from transferkit.engine.checks import check_run_options, resumed_config, run_inputs
+
+    cfg = cfg.model_copy(update={"out": str(run_path(cfg, cfg.method))})
+    run, changed = RunDir(cfg.out, kind="adapt"), {}
+    if resume:
+        cfg, changed = resumed_config(run, cfg)
+    seed_all(cfg.seed)
+    domains = load_domains(cfg)
+    setup = choose_recipe(with_defaults(cfg), domains.source)
+    check_run_options(cfg, setup, domains.source, run, overwrite=overwrite, resume=resume)
+    built = build_model(cfg, len(domains.source.classes), setup.image_size)
+    with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run, "adapt"):
+        if not resume and is_global_zero():
+            cfg.save(run.config)
+            write_json(run.path / "data.json", {"classes": domains.source.classes, "source": cfg.source,
+                                                "target": cfg.target})
+        before = domain_features(cfg, domains, built, built.model) if is_global_zero() else None
+        trained = train(cfg, setup, domains, built, run, resume, progress)
+        if not trained.is_global_zero:
+            return {}
+        metrics, after = evaluate_and_save(cfg, setup, domains, built, run, trained, before)
+        if changed:
+            metrics["resume_changes"] = changed
+        write_adapt_report(run, cfg, metrics, domains.source.classes, before, after)
+    return metrics
+
+
+def with_defaults(cfg: AdaptConfig) -> AdaptConfig:
+    """``cfg`` with adapt's measured image size, epochs and LR where it leaves them unset."""
+    return cfg.model_copy(update={k: v for k, v in DEFAULTS.items() if getattr(cfg, k) is None})
+
+
+def trade_off(cfg: AdaptConfig) -> float:
+    return TRADE_OFFS[cfg.method] if cfg.trade_off is None else cfg.trade_off
+
+
+# ----------------------------------------------------------------------------- data
+def load_domains(cfg: AdaptConfig) -> Domains:
+    """The source's splits (as finetune), the target loaded and split; refuses a target whose classes
+    differ from the source's, an oracle without target labels, too few target images."""
+    source = load_data(cfg)
+    target = load_source(cfg.target, skip_bad_images=cfg.skip_bad_images, allow_unlabelled=True)
+    if target.labelled and target.classes != source.classes:
+        missing, extra = sorted(set(source.classes) - set(target.classes)), sorted(set(target.classes) - set(source.classes))
+        raise DataError(f"source and target must have the same classes; the target lacks {missing or '-'} and "
+                        f"adds {extra or '-'}")
+    if cfg.method == "oracle" and not target.labelled:
+        raise ConfigError(f"--method oracle trains on the target's labels; {cfg.target} has none (a folder "
+                          "without class folders)")
+    subsets, target_eval = target_split(target, cfg)
+    if len(subsets["adapt"][1]) < 2:
+        raise DataError(f"the target {cfg.target} leaves {len(subsets['adapt'][1])} image(s) for adaptation; "
+                        "it needs at least 2 (add images or lower --target-test-split)")
+    return Domains(source, Data(target, target.classes, subsets), target_eval)
+
+
+def target_split(target, cfg: AdaptConfig) -> tuple[dict, str]:
+    """``{"adapt": (images, idx), "test": (images, idx)}`` from a seeded permutation (labels unread):
+    the target's own test split when it has one; ``transductive``: test = adapt = all."""
+    rng = np.random.default_rng(cfg.seed)
+    pool = rng.permutation(len(target.train))[: cfg.target_images]
+    if cfg.transductive:
+        return {"adapt": (target.train, np.sort(pool)), "test": (target.train, np.sort(pool))}, "transductive"
+    if target.test is not None:
+        test = rng.permutation(len(target.test))[: cfg.target_images]
+        return {"adapt": (target.train, np.sort(pool)), "test": (target.test, np.sort(test))}, "held-out"
+    k = int(round(cfg.target_test_split * len(pool)))
+    return {"adapt": (target.train, np.sort(pool[k:])), "test": (target.train, np.sort(pool[:k]))}, "held-out"
+
+
+class ImagesOnly(torch.utils.data.Dataset):
+    """A labelled dataset's images without their labels: how target images reach training."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.dataset[i][0]
+
+
+def train_loader(cfg: AdaptConfig, domains: Domains, built: Built):
+    """``{"labelled": (x, y), "unlabelled": x}`` batches (Lightning's CombinedLoader, ``max_size_cycle``:
+    one epoch is one pass over the larger domain), both through the training transform."""
+    from lightning.pytorch.utilities import CombinedLoader
+
+    def shuffled(ds):
+        return loader(ds, cfg, shuffle=True, drop_last=len(ds) > cfg.batch_size)  # no 1-row last batch
+
+    if cfg.method == "oracle":  # the one place target labels reach training
+        return CombinedLoader({"labelled": shuffled(domains.target.images("adapt", built.train_tf))}, "max_size_cycle")
+    return CombinedLoader({"labelled": shuffled(domains.source.images("train", built.train_tf)),
+                           "unlabelled": shuffled(ImagesOnly(domains.target.images("adapt", built.train_tf)))},
+                          "max_size_cycle")
+
+
+# ----------------------------------------------------------------------------- train
+def train(cfg: AdaptConfig, setup: Setup, domains: Domains, built: Built, run: RunDir, resume: bool,
+          progress: bool) -> Trained:
+    """The recipe's plan (``full``: everything trains) under Lightning, with the alignment loss."""
+    from transferkit.engine.adapt_module import AdaptModule, alignment_loss
+    from transferkit.regularizers import L2SP
+
+    start, recipe = time.perf_counter(), setup.recipe
+    reg = L2SP(built.model, cfg.reg_alpha, cfg.reg_beta) if recipe.name == "l2sp" else None
+    net = recipe.prepare(built.model, cfg)
+    plan = recipe.plan(net, cfg.model_copy(update={"freeze_groups": setup.freeze_groups}), setup.freeze_bn)
+    features_dim = getattr(net, "head_hidden_size", None) or net.num_features
+    module = AdaptModule(net, len(domains.source.classes), plan, setup.optim, method=cfg.method,
+                         trade_off=trade_off(cfg), regularizer=reg,
+                         alignment=alignment_loss(cfg.method, features_dim, len(domains.source.classes), cfg.seed))
+    loaders = {"train": train_loader(cfg, domains, built),
+               "val": loader(domains.source.images("val", built.eval_tf), cfg)}
+    resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
+    return train_lightning(module, cfg, run, loaders, setup.epochs, callbacks=recipe.callbacks(cfg),
+                           resume_from=resume_from, prep_seconds=time.perf_counter() - start, progress=progress)
+
+
+# ----------------------------------------------------------------------------- evaluate
+def domain_features(cfg: AdaptConfig, domains: Domains, built: Built, model: torch.nn.Module) -> dict:
+    """``{"source": (features, labels), "target": (...)}``: pre-logits features of as many seeded
+    held-out images per domain (source test, else train; target test, else adapt), at most
+    ``max_proxy_rows``: balanced, so the domain probe of the proxy A-distance is not skewed to the
+    larger one. The global RNG is left as it was, so training is the same with or without this."""
+    from transferkit.evaluation import extract_features
+
+    picks = {"source": (domains.source, "test" if domains.source.size("test") else "train"),
+             "target": (domains.target, "test" if domains.target.size("test") else "adapt")}
+    rows = min(cfg.max_proxy_rows, *(data.size(split) for data, split in picks.values()))
+    out = {}
+    with torch.random.fork_rng(devices=[]):
+        for name, (data, split) in picks.items():
+            base, idx = data.subsets[split]
+            if len(idx) > rows:
+                idx = np.sort(np.random.default_rng(cfg.seed).choice(idx, rows, replace=False))
+            out[name] = extract_features(model, loader(TransformedSubset(base, idx, built.eval_tf), cfg),
+                                         progress=False, device=device_of(cfg))
+    return out
+
+
+def proxy_a(features: dict, seed: int) -> float | None:
+    """The proxy A-distance between the two domains' features (None below 4 rows per domain)."""
+    from transferkit.adaptation import proxy_a_distance
+
+    (f_s, _), (f_t, _) = features["source"], features["target"]
+    return round(proxy_a_distance(f_s, f_t, seed=seed), 4) if min(len(f_s), len(f_t)) >= 4 else None
+
+
+def per_class_accuracy(confusion: list[list[int]] | None, classes: list[str]) -> dict | None:
+    """``{class: accuracy}`` from a confusion matrix's rows (None for a class without test images)."""
+    if confusion is None:
+        return None
+    return {c: (row[i] / sum(row) if sum(row) else None) for i, (c, row) in enumerate(zip(classes, confusion))}
+
+
+def evaluate_and_save(cfg: AdaptConfig, setup: Setup, domains: Domains, built: Built, run: RunDir,
+                      trained: Trained, before: dict) -> tuple[dict, dict]:
+    """Rank zero: source test/val and target test scores, proxy A-distance after; saves the model.
+    Returns the metrics and the features after adaptation."""
+    model, _ = setup.recipe.finish(trained.net, built.model, run.path)
+    built.model, classes, device = model, domains.source.classes, device_of(cfg)
+    loaders = {"test": loader(domains.source.images("test", built.eval_tf), cfg),
+               "val": loader(domains.source.images("val", built.eval_tf), cfg),
+               "target": loader(domains.target.images("test", built.eval_tf), cfg)}
+    splits = ("test", "val", "target") if domains.target_labelled else ("test", "val")
+    scores = evaluate_splits(model, loaders, len(classes), device, splits=splits)
+    after = domain_features(cfg, domains, built, model)
+    save_model(run, model, built, cfg, classes, cfg.method)
+    acc = lambda split: scores[split]["accuracy"] if split in scores else None  # noqa: E731
+    target = scores.get("target")
+    return {
+        "method": cfg.method, "uses_target_labels": cfg.method == "oracle", "strategy": setup.recipe.name,
+        "model": cfg.model, "weights": cfg.weights, "source": cfg.source, "target": cfg.target,
+        "run_dir": run.path.name, "image_size": setup.image_size, "epochs": setup.epochs, "trade_off": trade_off(cfg),
+        "source_accuracy": acc("test"), "source_val_accuracy": acc("val"), "target_accuracy": acc("target"),
+        "target_macro_f1": target["macro_f1"] if target else None, "target_eval": domains.target_eval,
+        "per_class_target_accuracy": per_class_accuracy(target["confusion"] if target else None, classes),
+        "proxy_a_distance_before": proxy_a(before, cfg.seed), "proxy_a_distance_after": proxy_a(after, cfg.seed),
+        "train_seconds": round(trained.train_seconds, 2), "resumed": trained.resumed, "seed": cfg.seed,
+        "target_labelled": domains.target_labelled, "classes": classes,
+        "source_train_images": domains.source.size("train"), "source_val_images": domains.source.size("val"),
+        "source_test_images": domains.source.size("test"), "target_adapt_images": domains.target.size("adapt"),
+        "target_test_images": domains.target.size("test"), "optim": asdict(setup.optim),
+        "target_confusion": target["confusion"] if target else None,
+    }, after
+
+
+def write_adapt_report(run: RunDir, cfg: AdaptConfig, metrics: dict, classes: list[str], before: dict,
+                       after: dict) -> None:
+    """Learning curve, the feature embedding before/after, the target confusion matrix, ``report.md``
+    with the per-class target accuracy; ``metrics.json`` last (the run is complete)."""
+    from transferkit.report import plot_confusion, plot_learning_curve
+    from transferkit.report.adapt import ADAPT_SHOWN, adapt_sections, plot_embedding
+    from transferkit.report.markdown import write_report
+
+    plots = {}
+    if rows := run.merge_logs():
+        plots["Learning curve"] = plot_learning_curve(rows, run.path / "learning_curve.png").name
+    plots["Features before and after adaptation (PCA)"] = plot_embedding(
+        before, after, classes, run.path / "embedding.png").name
+    if metrics["target_confusion"]:
+        plots["Confusion matrix (target test)"] = plot_confusion(metrics["target_confusion"], classes,
+                                                                 run.path / "confusion_matrix.png", "target test").name
+    write_report(run.report, cfg.model_dump(), metrics, plots, shown=ADAPT_SHOWN,
+                 title=f"transferkit adapt: {cfg.source} -> {cfg.target} / {cfg.method}",
+                 sections=adapt_sections(metrics))
+    write_json(run.metrics_json, metrics)
+
+
+__all__ = ["DEFAULTS", "TRADE_OFFS", "Domains", "adapt", "load_domains", "target_split"]

@@ -1,0 +1,73 @@
+"""``adapt --method a,b,c --seeds N``: methods side by side, as ``compare`` puts strategies.
+
+Each method and seed is one ordinary ``adapt`` run under ``<out>/runs/<method>-seed<N>/``; a seed
+fixes the source splits and the target's adaptation/test split, so every method of a seed sees
+the same images. The records go to ``adapt.json``, the leaderboard (target accuracy mean ± std,
+source accuracy, proxy A-distance before/after, train time) to ``leaderboard.md`` with a bar
+chart. Reuses compare's machinery: finished runs are reused and interrupted ones resumed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+
+from transferkit.config import AdaptConfig
+from transferkit.engine.adapt import adapt, load_domains
+from transferkit.engine.checks import run_inputs
+from transferkit.engine.compare import check_reusable, run_all, summarise
+from transferkit.errors import ConfigError
+from transferkit.report.adapt import write_adapt_leaderboard
+from transferkit.report.compare import plot_scores
+from transferkit.rundir import RunDir, is_global_zero, write_json
+
+#: Kept in each ``adapt.json`` record (besides ``method``, ``seed`` and ``run_dir``).
+RECORD_KEYS = ("target_accuracy", "source_accuracy", "source_val_accuracy", "proxy_a_distance_before",
+               "proxy_a_distance_after", "train_seconds", "image_size", "epochs", "trade_off", "target_eval",
+               "uses_target_labels")
+OUTPUTS = ("adapt.json", "leaderboard.md", "adapt.png")
+
+
+def plan_runs(base: AdaptConfig, methods: list[str], seeds: list[int], out: Path) -> list[tuple]:
+    """``(method, seed, config)`` per run, seed-major; every option checked now (unknown methods too)."""
+    if not methods or not seeds:
+        raise ConfigError("adapt needs at least one method and one seed")
+    if len(set(methods)) != len(methods):
+        raise ConfigError(f"a method is listed twice in {','.join(methods)}")
+    values = base.model_dump()
+    return [(m, seed, AdaptConfig.build(**{**values, "method": m, "seed": seed,
+                                           "out": str(out / "runs" / f"{m}-seed{seed}")}))
+            for seed in seeds for m in methods]
+
+
+def adapt_compare(base: AdaptConfig, methods: list[str], seeds: list[int], out: Path | str, *,
+                  overwrite: bool = False, progress: bool = True, console: Console | None = None) -> dict:
+    """Run every ``methods`` x ``seeds`` and write ``adapt.json``, ``leaderboard.md``, ``adapt.png`` into ``out``."""
+    out = Path(out)
+    plan = plan_runs(base, methods, seeds, out)
+    load_domains(next(cfg for m, _, cfg in plan if m == "oracle") if "oracle" in methods else plan[0][2])
+    run = RunDir(out, kind="adapt-compare")
+    resume = not overwrite and run.is_started
+    if not overwrite:
+        for _, _, cfg in plan:
+            check_reusable(cfg)
+    with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(base)):
+        records = run_all(plan, adapt, progress, console or Console(), title="adapt", name_key="method",
+                          score="target_accuracy", keys=RECORD_KEYS)
+        if not is_global_zero():
+            return {}
+        board = summarise(records, name_key="method", score="target_accuracy",
+                          means=("source_accuracy", "proxy_a_distance_before", "proxy_a_distance_after",
+                                 "train_seconds"),
+                          firsts=("image_size", "epochs", "trade_off", "target_eval", "uses_target_labels"))
+        result = {"source": base.source, "target": base.target, "model": base.model, "per_class": base.per_class,
+                  "seeds": seeds, "methods": methods, "records": records, "leaderboard": board}
+        plot_scores(board, out / OUTPUTS[2], name_key="method", score="target_accuracy",
+                    label="target accuracy (%)", title=f"transferkit adapt: {base.source} -> {base.target}")
+        write_adapt_leaderboard(out / OUTPUTS[1], result, OUTPUTS[2])
+        write_json(out / OUTPUTS[0], result)
+    return result
+
+
+__all__ = ["OUTPUTS", "RECORD_KEYS", "adapt_compare", "plan_runs"]
