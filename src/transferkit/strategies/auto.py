@@ -40,5 +40,5 @@ class Auto(Recipe):
 
 
 RECIPE = register(Auto(
-    name="auto", summary=f"linear-probe below {PROBE_BELOW} images per class, else {FINETUNE} checked against "
-    "the probe on validation", defaults=Defaults(image_size=64, epochs=6, lr=1e-3), in_compare=False, trains="chosen"))
+    name="auto", summary=f"linear-probe below {PROBE_BELOW} images per class, else {FINETUNE} (bottom "
+    f"{FINETUNE_FREEZE_GROUPS} layer groups kept pretrained) checked against the probe on validation", defaults=Defaults(image_size=64, epochs=6, lr=1e-3), in_compare=False, trains="chosen"))
