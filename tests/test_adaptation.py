@@ -147,6 +147,7 @@ def train_two_blobs(adapt: bool, steps: int = 600, seed: int = 0):
     return proxy_a_distance(fs, ft, cs=(1.0,)), target_accuracy
 
 
+@pytest.mark.slow
 def test_dann_training_makes_the_domains_harder_to_tell_apart():
     a_plain, _ = train_two_blobs(adapt=False)
     a_dann, target_accuracy = train_two_blobs(adapt=True)

@@ -86,6 +86,7 @@ def test_groups_command(run_cli):
     assert code == 2 and "resnet18" in err
 
 
+@pytest.mark.slow
 def test_finetune_cli_lr_decay_reaches_the_optimizer(run_cli, tmp_path):
     out = tmp_path / "decay"
     code, _, err = run_cli("finetune", "--data", "builtin:digits", "--per-class", "5", "--image-size", "64",
