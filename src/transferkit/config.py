@@ -12,6 +12,13 @@ from transferkit.errors import ConfigError
 from transferkit.strategies import STRATEGIES
 
 
+def one_of(value: str, allowed, what: str) -> str:
+    """``value`` if it is in ``allowed``, else a one-line error naming the choices."""
+    if value not in allowed:
+        raise ValueError(f"unknown {what} '{value}'; choose one of: {', '.join(allowed)}")
+    return value
+
+
 class FinetuneConfig(BaseModel):
     """Everything that defines a ``transferkit finetune`` run."""
 
@@ -78,9 +85,7 @@ class FinetuneConfig(BaseModel):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, v: str) -> str:
-        if v not in STRATEGIES:
-            raise ValueError(f"unknown strategy '{v}'; choose one of: {', '.join(STRATEGIES)}")
-        return v
+        return one_of(v, STRATEGIES, "strategy")
 
     @field_validator("wise_curve")
     @classmethod
@@ -172,16 +177,12 @@ class AdaptConfig(FinetuneConfig):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        if v not in ADAPT_METHODS:
-            raise ValueError(f"unknown method '{v}'; choose one of: {', '.join(ADAPT_METHODS)}")
-        return v
+        return one_of(v, ADAPT_METHODS, "method")
 
     @field_validator("strategy")
     @classmethod
     def _adapt_strategy(cls, v: str) -> str:
-        if v not in ADAPT_STRATEGIES:
-            raise ValueError(f"adapt trains with {', '.join(ADAPT_STRATEGIES)}, not '{v}'")
-        return v
+        return one_of(v, ADAPT_STRATEGIES, "strategy for adapt")
 
     @model_validator(mode="after")
     def _no_finetune_only_options(self):
