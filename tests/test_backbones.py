@@ -171,6 +171,7 @@ def test_local_file_errors(tmp_path):
 # listing and descriptions --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_list_backbones():
     rows = {r["name"]: r for r in list_backbones()}
     assert set(PACKAGED) | {"resnet50", "vit_small_patch16_224"} <= set(rows)

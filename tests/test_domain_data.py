@@ -22,6 +22,7 @@ def real():
     return load_source("builtin:digits")
 
 
+@pytest.mark.slow
 def test_synth_digits_is_deterministic(synth):
     again = load_source("builtin:synth-digits")          # rendered anew (nothing is cached)
     assert np.array_equal(again.train._images, synth.train._images)

@@ -103,6 +103,7 @@ def test_importing_and_plotting_leave_matplotlib_state_alone():
     assert r["after_plot"]["pyplot"] is False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["svg", "pdf"])
 def test_a_users_backend_survives_plotting(backend):
     r = run_fresh(PLOT_EVERYTHING, env_backend=backend)
