@@ -199,7 +199,7 @@ def _adapt_cls():
                    method=("dann", "source-only, dann, cdan, cdan+e, dan, coral or oracle; several, comma-separated, "
                                    "run side by side into a leaderboard"),
                    image_size=(None, "None: 32 (adapt's measured default)"),
-                   epochs=(None, "None: 3 (adapt's measured default)"),
+                   epochs=(None, "None: 10 (adapt's measured default)"),
                    lr=(None, "head learning rate; None: 0.01 (adapt's measured default)")),
     [_extra("seeds", int, 1, "seeds 0..N-1 (with several methods or N > 1: a leaderboard in --out)"),
      *RUN_OPTIONS])
@@ -390,6 +390,77 @@ def rank(
         with run.open(overwrite=True, inputs=[] if data.startswith("builtin:") else [data]):
             json_path, md_path = result.write(out)
         console.print(f"-> {json_path}, {md_path}")
+
+
+@app.command()
+def tta(
+    run_dir: Path = typer.Argument(..., help="a finished finetune or adapt run directory"),
+    data: str = typer.Option(..., help="the test stream: builtin:fashion-mnist (its test split), an image folder "
+                             "or a CSV; labels only score"),
+    method: str = typer.Option("none,bn,tent,eata", help="none, bn, tent, eata; comma-separated for a grid"),
+    corruptions: Optional[str] = typer.Option(None, help="corrupt the stream: all (the 15 of CIFAR-10-C), extra, "
+                                              "or comma-separated names"),
+    severity: int = typer.Option(5, help="corruption severity 1..5"),
+    continual: bool = typer.Option(False, help="all corruptions in one stream, never reset"),
+    batch_size: int = typer.Option(64, help="test images per adaptation step"),
+    episodic: bool = typer.Option(False, help="reset the model after every batch"),
+    steps: int = typer.Option(1, help="gradient steps per batch (tent, eata)"),
+    lr: float = typer.Option(1e-3, help="learning rate (tent, eata)"),
+    optimizer: str = typer.Option("adam", help="adam or sgd"),
+    bn_prior: Optional[float] = typer.Option(None, help="BatchNorm prior N: (N source + n batch)/(N + n) "
+                                             "statistics; default: each method's measured one"),
+    images: Optional[int] = typer.Option(None, help="at most N stream images (seeded)"),
+    fisher_images: int = typer.Option(500, help="eata: clean training images of the run for the Fisher penalty "
+                                      "(0: none)"),
+    seed: int = typer.Option(0, help="stream order, image sample, corruptions"),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
+    save: bool = typer.Option(False, help="write the adapted model (one method) so predict can use --out"),
+    out: Optional[Path] = typer.Option(None, help="output folder (required)"),
+    overwrite: bool = typer.Option(False, help="replace an existing tta folder"),
+    progress: bool = typer.Option(True, help="rich progress bars"),
+) -> None:
+    """Test-time adaptation: adapt a finished run to a drifted test stream, batch by batch, without labels."""
+    from transferkit.config import TTAConfig
+
+    if out is None:
+        raise TransferkitError("give --out DIR for the tta results")
+    names = []
+    if corruptions:
+        from transferkit.data.corruptions import corruption_names
+
+        names = corruption_names(corruptions)
+    cfg = TTAConfig.build(run=str(run_dir), data=data, methods=[m.strip() for m in method.split(",") if m.strip()],
+                          corruptions=names, severity=severity, continual=continual, batch_size=batch_size,
+                          episodic=episodic, steps=steps, lr=lr, optimizer=optimizer, bn_prior=bn_prior,
+                          images=images, fisher_images=fisher_images, seed=seed, device=device, out=str(out))
+    from transferkit.engine.tta import tta as run_tta
+
+    metrics = run_tta(cfg, overwrite=overwrite, save=save, progress=progress)
+    table = Table("method", "mean accuracy %", "Δ none (points)",
+                  title=f"transferkit tta: {data}, batch {batch_size}, {len(metrics['corruptions'])} stream(s)")
+    before = metrics["accuracy_before"]
+    for m, acc in metrics["mean_accuracy"].items():
+        table.add_row(m, "-" if acc is None else f"{100 * acc:.1f}",
+                      "-" if acc is None or before is None else f"{100 * (acc - before):+.1f}")
+    console.print(table)
+    console.print(f"-> {out / 'report.md'}", highlight=False)
+
+
+@app.command()
+def corrupt(
+    data: str = typer.Argument(..., help="builtin:fashion-mnist (its test split), an image folder or a CSV"),
+    corruption: str = typer.Option(..., help="a name (see --help of tta), several comma-separated, or all"),
+    severity: int = typer.Option(3, help="1..5"),
+    seed: int = typer.Option(0, help="fixes the random parts of the corruptions"),
+    out: Path = typer.Option(..., help="folder to write: <corruption>-<severity>/<class>/<n>.png"),
+    overwrite: bool = typer.Option(False, help="write into an existing folder"),
+) -> None:
+    """Write corrupted copies of a dataset's test images (ImageNet-C / CIFAR-10-C corruptions) as image folders."""
+    from transferkit.data.corruptions import corruption_names, write_corrupted
+
+    names = corruption_names(corruption)
+    folders = write_corrupted(data, names, severity, out, seed=seed, overwrite=overwrite)
+    console.print(f"-> {', '.join(str(f) for f in folders)}", highlight=False)
 
 
 def _raise_interrupted(signum, frame) -> None:

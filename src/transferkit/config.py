@@ -193,3 +193,44 @@ class AdaptConfig(FinetuneConfig):
 
     def data_specs(self) -> list[str]:
         return [self.source, self.target]
+
+
+#: ``tta``'s methods (kept in step with ``transferkit.tta.METHODS``, which imports torch).
+TTA_METHODS = ("none", "bn", "tent", "eata")
+
+
+class TTAConfig(BaseModel):
+    """Everything that defines a ``transferkit tta`` run (saved as its ``config.yaml``)."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+    run: str = Field(description="a finished finetune/adapt run directory (model.json + model.safetensors)")
+    data: str = Field(description="the test stream: builtin:..., an image folder (class folders or flat) or a CSV; "
+                      "its test split when it has one; labels only score")
+    methods: list[str] = Field(["none", "bn", "tent", "eata"], description="none, bn, tent, eata")
+    corruptions: list[str] = Field([], description="corruptions applied to the stream (none: the data as it is)")
+    severity: int = Field(5, ge=1, le=5, description="corruption severity 1..5")
+    continual: bool = Field(False, description="one stream of all corruptions in turn, never reset")
+    batch_size: int = Field(64, ge=1, description="test images per adaptation step")
+    images: int | None = Field(None, ge=1, description="use at most N stream images (seeded)")
+    episodic: bool = Field(False, description="reset the model after every batch")
+    steps: int = Field(1, ge=1, description="gradient steps per batch (tent, eata)")
+    lr: float = Field(1e-3, gt=0, description="learning rate (tent, eata)")
+    optimizer: Literal["adam", "sgd"] = Field("adam", description="adam (TENT's CIFAR setting) or sgd (momentum 0.9)")
+    bn_prior: float | None = Field(None, ge=0, description="BatchNorm prior strength N: statistics = (N source + n "
+                                   "batch)/(N + n); None: each method's measured default")
+    fisher_images: int = Field(500, ge=0, description="eata: clean training images of the run for its Fisher "
+                               "penalty (0: no penalty, ETA)")
+    seed: int = Field(0, ge=0, lt=2**32, description="fixes the stream order, image sample and corruptions")
+    device: str = Field("cpu", description="cpu, cuda, cuda:N or auto")
+    out: str | None = Field(None, description="output folder")
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("give at least one method")
+        return [one_of(m, TTA_METHODS, "method") for m in v]
+
+    build = classmethod(FinetuneConfig.build.__func__)
+    save = FinetuneConfig.save

@@ -301,6 +301,8 @@ class RunDir:
                        "learning_curve.png", "confusion_matrix.png", "embedding.png", "checkpoints", "logs",
                        "data.json"), result="metrics.json", resume_needs="config.yaml"),
         "adapt-compare": Kind(("adapt.json", "leaderboard.md", "adapt.png", "runs"), result="adapt.json"),
+        "tta": Kind(("config.yaml", "metrics.json", "report.md", "tta.png", "model.safetensors", "model.json"),
+                    result="metrics.json"),
     }
 
     def __init__(self, path: Path | str, kind: str = "finetune"):

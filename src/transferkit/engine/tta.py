@@ -1,0 +1,205 @@
+"""``tta``: test-time adaptation of a finished run on a (corrupted) test stream (issue 11).
+
+    load the run's model -> load the stream (DATA's test split, seeded order) -> corrupt it
+    -> for each method: adapt online, batch by batch, scoring each batch's predictions
+    -> metrics.json (+ a leaderboard and heat map for a grid; + the adapted model with --save)
+
+Online accuracy: each batch is predicted by the forward pass its own update is computed from, i.e.
+before that update (as in TENT's and EATA's code). ``none`` -- the unadapted model on the very same
+stream -- always runs first: it is ``accuracy_before``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+from rich.progress import Progress
+from torch.utils.data import DataLoader
+
+from transferkit.config import TTAConfig
+from transferkit.data import ImageSet, TransformedSubset, build_transform, load_source
+from transferkit.errors import ConfigError, DataError
+from transferkit.rundir import RunDir, write_json
+
+#: BatchNorm prior strength N per method when --bn-prior is not given. 0 = pure test-batch
+#: statistics, the papers' setting for BN adaptation at batch 64+, TENT and EATA (see RESULTS.md, "tta").
+BN_PRIOR = {"none": 0.0, "bn": 0.0, "tent": 0.0, "eata": 0.0}
+ONLINE = "each batch is predicted by the forward pass its own update is computed from (before that update)"
+
+
+@dataclass
+class Stream:
+    """The test stream: segments ``(name, ImageSet)`` in order; labels in the model's class indices."""
+
+    segments: list[tuple[str, ImageSet]]
+    classes: list[str]
+    labelled: bool
+
+
+def tta(cfg: TTAConfig, *, overwrite: bool = False, save: bool = False, progress: bool = True) -> dict:
+    """Run every method of ``cfg`` on the stream; returns ``metrics.json``'s content."""
+    from transferkit.predict import load_run_model
+
+    if save and len(cfg.methods) != 1:
+        raise ConfigError("--save writes one adapted model: give one --method")
+    from transferkit.tta import check_method
+
+    model, meta = load_run_model(cfg.run, cfg.device)
+    for method in cfg.methods:
+        check_method(method, model)
+    RunDir(cfg.out, kind="tta").check(overwrite=overwrite)
+    stream = load_stream(cfg, meta)
+    fisher = fisher_batches(cfg, meta) if "eata" in cfg.methods and cfg.fisher_images else None
+    run = RunDir(cfg.out, kind="tta")
+    with run.open(overwrite=overwrite, inputs=[cfg.run] + ([] if cfg.data.startswith("builtin:") else [cfg.data])):
+        cfg.save(run.config)
+        cells, adapted = [], None
+        for method in ["none"] + [m for m in cfg.methods if m != "none"]:
+            got, adapted = run_method(method, model, stream, cfg, meta, fisher, progress)
+            cells += got
+        metrics = summarise(cfg, cells, stream, fisher is not None)
+        if save:
+            save_adapted(run, adapted, meta, metrics)
+        write_outputs(run, cfg, metrics)
+    return metrics
+
+
+# ----------------------------------------------------------------------------- the stream
+def load_stream(cfg: TTAConfig, meta: dict) -> Stream:
+    """DATA's test split (else all of it), seeded order, at most ``cfg.images``; one segment per
+    corruption (each corrupts the same images), or one ``clean`` segment."""
+    source = load_source(cfg.data, allow_unlabelled=True)
+    images = source.test if source.test is not None else source.train
+    classes = meta["classes"]
+    targets = remap_labels(images, classes, cfg.data) if source.labelled else np.full(len(images), -1)
+    order = np.random.default_rng(cfg.seed).permutation(len(images))[: cfg.images or len(images)]
+    if not cfg.corruptions:
+        clean = ImageSet(images.subset(order).paths or _as_array(images.subset(order), None), targets[order],
+                         classes, "clean")
+        return Stream([("clean", clean)], classes, source.labelled)
+    from transferkit.data.corruptions import corrupt_images
+
+    size = int(meta["data_config"]["input_size"][-1])
+    pixels = _as_array(images.subset(order), max(size, 32))
+    segments = [(name, ImageSet(np.stack(corrupt_images(pixels, name, cfg.severity, cfg.seed)), targets[order],
+                                classes, f"{name}-{cfg.severity}")) for name in cfg.corruptions]
+    return Stream(segments, classes, source.labelled)
+
+
+def remap_labels(images: ImageSet, model_classes: list[str], spec: str) -> np.ndarray:
+    """The stream's labels as the model's class indices; DataError naming classes the model lacks."""
+    unknown = [c for c in images.classes if c not in model_classes]
+    if unknown:
+        raise DataError(f"{spec} has classes the model does not know: {', '.join(unknown[:5])}"
+                        f"{' ...' if len(unknown) > 5 else ''}; the run was trained on {', '.join(model_classes[:5])}"
+                        f"{' ...' if len(model_classes) > 5 else ''}")
+    index = np.array([model_classes.index(c) for c in images.classes], dtype=np.int64)
+    return index[images.targets]
+
+
+def _as_array(images: ImageSet, size: int | None) -> np.ndarray:
+    """(N, S, S, 3) uint8 RGB; ``size`` None keeps the (common) native size."""
+    def pixels(im: Image.Image) -> np.ndarray:
+        return np.asarray(im if size is None else im.resize((size, size), Image.BICUBIC))
+    return np.stack([pixels(im) for im, _ in images])
+
+
+def fisher_batches(cfg: TTAConfig, meta: dict) -> list[torch.Tensor] | None:
+    """Up to ``cfg.fisher_images`` clean training images of the run (from its ``config.yaml``), as
+    model-ready batches; None when the run's data cannot be read here (EATA then runs as ETA)."""
+    import yaml
+
+    try:
+        run_cfg = yaml.safe_load((RunDir(cfg.run).config).read_text()) or {}
+        train = load_source(run_cfg["data"]).train
+    except Exception:  # noqa: BLE001 -- any failure: no Fisher penalty, said in metrics.json
+        return None
+    pick = np.random.default_rng(cfg.seed).permutation(len(train))[: cfg.fisher_images]
+    data = TransformedSubset(train, pick, build_transform(meta["data_config"], meta["data_config"]["input_size"][-1],
+                                                          train=False))
+    return [x for x, _ in DataLoader(data, batch_size=cfg.batch_size if cfg.batch_size > 1 else 64)]
+
+
+# ----------------------------------------------------------------------------- adapting
+def run_method(method: str, model: torch.nn.Module, stream: Stream, cfg: TTAConfig, meta: dict, fisher,
+               progress: bool) -> tuple[list[dict], torch.nn.Module]:
+    """One method over the stream: a fresh adapter per segment, or one for all with ``continual``."""
+    from transferkit.tta import build_adapter
+
+    device = next(model.parameters()).device
+    prior = BN_PRIOR[method] if cfg.bn_prior is None else cfg.bn_prior
+    make = lambda: build_adapter(method, copy.deepcopy(model), len(stream.classes), bn_prior=prior, lr=cfg.lr,  # noqa: E731
+                                 steps=cfg.steps, episodic=cfg.episodic, optimizer=cfg.optimizer,
+                                 fisher_batches=[b.to(device) for b in fisher] if fisher else None)
+    transform = build_transform(meta["data_config"], meta["data_config"]["input_size"][-1], train=False)
+    cells, adapter = [], None
+    for name, images in stream.segments:
+        adapter = adapter if cfg.continual and adapter is not None else make()
+        loader = DataLoader(TransformedSubset(images, range(len(images)), transform), batch_size=cfg.batch_size)
+        cells.append({"method": method, "corruption": name, "bn_prior": prior,
+                      **score_online(adapter, loader, device, f"{method} {name}", progress)})
+    return cells, adapter
+
+
+def score_online(adapter: torch.nn.Module, loader: DataLoader, device: torch.device, desc: str,
+                 progress: bool) -> dict:
+    """Online accuracy of ``adapter`` over ``loader`` (labels < 0: unlabelled, accuracy None)."""
+    correct = labelled = seen = 0
+    start, kept0, seen0 = time.perf_counter(), getattr(adapter, "kept", 0), getattr(adapter, "seen", 0)
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(desc, total=len(loader))
+        for x, y in loader:
+            pred = adapter(x.to(device)).argmax(1).cpu()
+            mask = y >= 0
+            correct += int((pred[mask] == y[mask]).sum())
+            labelled, seen = labelled + int(mask.sum()), seen + len(y)
+            bar.advance(task)
+    out = {"accuracy": correct / labelled if labelled else None, "images": seen,
+           "seconds": round(time.perf_counter() - start, 2)}
+    if hasattr(adapter, "kept"):
+        out["kept_fraction"] = round((adapter.kept - kept0) / max(adapter.seen - seen0, 1), 4)
+    return out
+
+
+# ----------------------------------------------------------------------------- results
+def summarise(cfg: TTAConfig, cells: list[dict], stream: Stream, with_fisher: bool) -> dict:
+    """``metrics.json``: every (method, corruption) cell, each method's mean accuracy over the
+    corruptions, ``accuracy_before`` (none's); ``method``/``accuracy_after`` for a single method."""
+    means = {}
+    for method in dict.fromkeys(c["method"] for c in cells):
+        accs = [c["accuracy"] for c in cells if c["method"] == method]
+        means[method] = None if None in accs else float(np.mean(accs))
+    metrics = {"methods": cfg.methods, "accuracy_before": means["none"], "mean_accuracy": means,
+               "batch_size": cfg.batch_size, "seed": cfg.seed, "episodic": cfg.episodic, "steps": cfg.steps,
+               "lr": cfg.lr, "optimizer": cfg.optimizer, "corruptions": cfg.corruptions or ["clean"],
+               "severity": cfg.severity if cfg.corruptions else None,
+               "stream": "continual (one stream, never reset)" if cfg.continual else "reset for each corruption",
+               "images_per_corruption": len(stream.segments[0][1]), "online": ONLINE,
+               "eata_fisher": with_fisher, "labelled": stream.labelled, "cells": cells}
+    if len(cfg.methods) == 1:
+        metrics = {"method": cfg.methods[0], "accuracy_after": means[cfg.methods[0]], **metrics}
+    return metrics
+
+
+def save_adapted(run: RunDir, adapter: torch.nn.Module, meta: dict, metrics: dict) -> None:
+    """The adapted model as a run ``predict`` reads: BatchNorm running statistics become the
+    statistics it normalised the stream with."""
+    from transferkit.rundir import save_weights
+    from transferkit.tta import unwrap_bn
+
+    model = unwrap_bn(adapter.model)
+    save_weights(run.weights, model)
+    write_json(run.model_json, {**meta, "tta": {"method": metrics["method"], "from_run": "see config.yaml"}})
+
+
+def write_outputs(run: RunDir, cfg: TTAConfig, metrics: dict) -> None:
+    """Leaderboard (table + heat map of error per corruption x method), then ``metrics.json``."""
+    from transferkit.report.tta import write_tta_report
+
+    write_tta_report(run.path, cfg.model_dump(), metrics)
+    write_json(run.metrics_json, metrics)
