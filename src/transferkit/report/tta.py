@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from transferkit.report.compare import percent
-from transferkit.report.markdown import relative_link
 from transferkit.report.plots import new_figure, save_png
 from transferkit.rundir import atomic_write
 
@@ -65,7 +64,7 @@ def write_tta_report(folder: Path, config: dict, metrics: dict) -> Path:
     if metrics["labelled"]:
         lines += error_table(metrics)
         chart = plot_error_heatmap(metrics, folder / "tta.png")
-        lines += ["", f"![error per corruption and method]({relative_link(chart, folder / 'report.md')})"]
+        lines += ["", f"![error per corruption and method]({chart.name})"]
     else:
         lines += ["The stream has no labels: no accuracy to report."]
     kept = [c for c in metrics["cells"] if "kept_fraction" in c]
