@@ -19,13 +19,13 @@ import sys
 from pathlib import Path
 
 METHODS = "none,bn,tent,eata"
-BATCH_CORRUPTIONS = "gaussian_noise,defocus_blur,glass_blur,fog,contrast,jpeg_compression"
+BATCH_CORRUPTIONS = "gaussian_noise,defocus_blur,fog,jpeg_compression"  # noise, blur, weather, digital
 
 
 def tta(run: str, out: Path, *args: str) -> dict:
     """One ``transferkit tta`` (reused when its metrics.json exists)."""
     if not (out / "metrics.json").is_file():
-        cmd = [str(Path(sys.executable).parent / "transferkit"), "tta", run, "--data", "builtin:fashion-mnist",
+        cmd = [sys.executable, "-m", "transferkit.cli", "tta", run, "--data", "builtin:fashion-mnist",
                "--out", str(out), "--overwrite", "--no-progress", *args]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode:
@@ -54,7 +54,8 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--run", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--images", default="1000")
+    p.add_argument("--images", default="1000", help="stream images per corruption: severity 5, continual")
+    p.add_argument("--images-small", default="500", help="the same for the prior, severity 3 and batch parts")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--parts", default="prior,sev5,sev3,batch,continual")
     p.add_argument("--batch-sizes", default="1,4,16,64,200")
@@ -62,11 +63,13 @@ def main() -> None:
     a = p.parse_args()
     seeds, parts, out = a.seeds.split(","), a.parts.split(","), Path(a.out)
     common = ["--images", a.images, "--method", METHODS]
-    if "prior" in parts:  # chosen on the held-out corruptions only
+    small = ["--images", a.images_small, "--method", METHODS]
+    if "prior" in parts:  # chosen on the held-out corruptions only, with BN adaptation (no gradient)
         rows = {}
         for bs in a.batch_sizes.split(","):
             for prior in a.priors.split(","):
-                res = [tta(a.run, out / "prior" / f"bs{bs}-n{prior}-seed{s}", *common, "--corruptions", "extra",
+                res = [tta(a.run, out / "prior" / f"bs{bs}-n{prior}-seed{s}", "--images", a.images_small,
+                           "--method", "none,bn", "--corruptions", "extra",
                            "--batch-size", bs, "--bn-prior", prior, "--seed", s) for s in seeds]
                 for m, errs in errors(res).items():
                     rows.setdefault(f"{m}, N={prior}", []).append(mean_std(errs))
@@ -75,7 +78,8 @@ def main() -> None:
     for sev in ("5", "3"):
         if f"sev{sev}" not in parts:
             continue
-        res = [tta(a.run, out / f"sev{sev}" / f"seed{s}", *common, "--corruptions", "all", "--severity", sev,
+        res = [tta(a.run, out / f"sev{sev}" / f"seed{s}", *(common if sev == "5" else small), "--corruptions", "all",
+                   "--severity", sev,
                    "--seed", s) for s in seeds]
         names = res[0]["corruptions"]
         rows = {m: [mean_std([1 - next(c["accuracy"] for c in r["cells"] if (c["method"], c["corruption"]) == (m, k))
@@ -86,7 +90,7 @@ def main() -> None:
     if "batch" in parts:
         rows = {}
         for bs in a.batch_sizes.split(","):
-            res = [tta(a.run, out / "batch" / f"bs{bs}-seed{s}", *common, "--corruptions", BATCH_CORRUPTIONS,
+            res = [tta(a.run, out / "batch" / f"bs{bs}-seed{s}", *small, "--corruptions", BATCH_CORRUPTIONS,
                        "--batch-size", bs, "--seed", s) for s in seeds]
             for m, errs in errors(res).items():
                 rows.setdefault(m, []).append(mean_std(errs))

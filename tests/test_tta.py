@@ -12,7 +12,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from transferkit.errors import ConfigError
-from transferkit.tta import EATA, BNAdapt, PriorBatchNorm, Tent, build_adapter, entropy, norm_affine_params, unwrap_bn
+from transferkit.tta import (EATA, BNAdapt, PriorBatchNorm, Tent, build_adapter, entropy, fisher_diagonal,
+                             norm_affine_params, unwrap_bn)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -117,8 +118,8 @@ def test_eata_does_not_update_on_unreliable_samples(digits_cnn):
 def test_eata_fisher_penalty_holds_parameters_near_the_source(digits_cnn):
     model, x, y = digits_cnn
     clean = [x[i:i + 64] for i in range(0, 256, 64)]
-    plain, held = EATA(_copy(model), 10, lr=5e-2), EATA(_copy(model), 10, lr=5e-2, fisher_batches=clean,
-                                                         fisher_beta=1e6)
+    fisher = fisher_diagonal(_copy(model), clean)
+    plain, held = EATA(_copy(model), 10, lr=5e-2), EATA(_copy(model), 10, lr=5e-2, fisher=fisher, fisher_beta=1e6)
     for i in range(0, 320, 64):
         plain(shifted(x[i:i + 64])), held(shifted(x[i:i + 64]))
     drift = lambda e: sum(float((p.detach() - a).pow(2).sum()) for p, a in zip(e.params, e.anchor))  # noqa: E731

@@ -54,7 +54,7 @@ def tta(cfg: TTAConfig, *, overwrite: bool = False, save: bool = False, progress
         check_method(method, model)
     RunDir(cfg.out, kind="tta").check(overwrite=overwrite)
     stream = load_stream(cfg, meta)
-    fisher = fisher_batches(cfg, meta) if "eata" in cfg.methods and cfg.fisher_images else None
+    fisher = eata_fisher(cfg, meta, model) if "eata" in cfg.methods and cfg.fisher_images else None
     run = RunDir(cfg.out, kind="tta")
     with run.open(overwrite=overwrite, inputs=[cfg.run] + ([] if cfg.data.startswith("builtin:") else [cfg.data])):
         cfg.save(run.config)
@@ -109,9 +109,11 @@ def _as_array(images: ImageSet, size: int | None) -> np.ndarray:
     return np.stack([pixels(im) for im, _ in images])
 
 
-def fisher_batches(cfg: TTAConfig, meta: dict) -> list[torch.Tensor] | None:
-    """Up to ``cfg.fisher_images`` clean training images of the run (from its ``config.yaml``), as
-    model-ready batches; None when the run's data cannot be read here (EATA then runs as ETA)."""
+def eata_fisher(cfg: TTAConfig, meta: dict, model: torch.nn.Module) -> list[torch.Tensor] | None:
+    """EATA's Fisher diagonal on up to ``cfg.fisher_images`` clean training images of the run (from its
+    ``config.yaml``); None when the run's data cannot be read here (EATA then runs as ETA)."""
+    from transferkit.tta import fisher_diagonal
+
     import yaml
 
     try:
@@ -122,7 +124,9 @@ def fisher_batches(cfg: TTAConfig, meta: dict) -> list[torch.Tensor] | None:
     pick = np.random.default_rng(cfg.seed).permutation(len(train))[: cfg.fisher_images]
     data = TransformedSubset(train, pick, build_transform(meta["data_config"], meta["data_config"]["input_size"][-1],
                                                           train=False))
-    return [x for x, _ in DataLoader(data, batch_size=cfg.batch_size if cfg.batch_size > 1 else 64)]
+    device = next(model.parameters()).device
+    batches = (x.to(device) for x, _ in DataLoader(data, batch_size=64))
+    return fisher_diagonal(copy.deepcopy(model), batches)
 
 
 # ----------------------------------------------------------------------------- adapting
@@ -135,7 +139,7 @@ def run_method(method: str, model: torch.nn.Module, stream: Stream, cfg: TTAConf
     prior = BN_PRIOR[method] if cfg.bn_prior is None else cfg.bn_prior
     make = lambda: build_adapter(method, copy.deepcopy(model), len(stream.classes), bn_prior=prior, lr=cfg.lr,  # noqa: E731
                                  steps=cfg.steps, episodic=cfg.episodic, optimizer=cfg.optimizer,
-                                 fisher_batches=[b.to(device) for b in fisher] if fisher else None)
+                                 fisher=fisher)
     transform = build_transform(meta["data_config"], meta["data_config"]["input_size"][-1], train=False)
     cells, adapter = [], None
     for name, images in stream.segments:

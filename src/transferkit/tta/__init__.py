@@ -57,7 +57,7 @@ def check_method(method: str, model: nn.Module) -> None:
 
 
 def build_adapter(method: str, model: nn.Module, num_classes: int, *, bn_prior: float = 0.0, lr: float = 1e-3,
-                  steps: int = 1, episodic: bool = False, optimizer: str = "adam", fisher_batches=None) -> nn.Module:
+                  steps: int = 1, episodic: bool = False, optimizer: str = "adam", fisher=None) -> nn.Module:
     """Wrap ``model`` (changed in place: pass a copy to keep it) for test-time adaptation by ``method``."""
     if method == "none":
         return NoAdapt(model)
@@ -67,7 +67,7 @@ def build_adapter(method: str, model: nn.Module, num_classes: int, *, bn_prior: 
     if method == "tent":
         return Tent(model, **options)
     if method == "eata":
-        return EATA(model, num_classes, fisher_batches=fisher_batches, **options)
+        return EATA(model, num_classes, fisher=fisher, **options)
     raise ConfigError(f"unknown TTA method '{method}'; choose one of: {', '.join(METHODS)}")
 
 

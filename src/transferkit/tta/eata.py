@@ -27,11 +27,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from transferkit.tta.tent import Tent, entropy, norm_affine_params
+from transferkit.tta.tent import Tent, entropy
 
 
-def fisher_diagonal(model: nn.Module, params: list[nn.Parameter], batches: Iterable[torch.Tensor]) -> list[torch.Tensor]:
-    """Mean over ``batches`` of the squared gradient of CE(f(x), argmax f(x)) for each of ``params``."""
+def fisher_diagonal(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    """For each normalisation affine parameter of ``model`` (eval mode: on clean images the source
+    statistics apply), the mean over ``batches`` of the squared gradient of CE(f(x), argmax f(x))."""
+    from transferkit.tta.tent import norm_affine_params
+
+    params = [p.requires_grad_(True) for p in norm_affine_params(model.eval())]
     sums, count = [torch.zeros_like(p) for p in params], 0
     with torch.enable_grad():
         for x in batches:
@@ -47,20 +51,20 @@ def fisher_diagonal(model: nn.Module, params: list[nn.Parameter], batches: Itera
 
 class EATA(Tent):
     """Wrap a trained classifier for EATA; ``forward(x) -> logits`` predicts and adapts (see
-    :class:`Tent` for when a batch is predicted). ``fisher_batches``: clean images (tensors already
-    through the model's transform) to estimate the Fisher penalty from; None: ETA, no penalty.
-    ``kept`` and ``seen`` count the samples that passed both filters and all samples."""
+    :class:`Tent` for when a batch is predicted). ``fisher``: the diagonal Fisher of the model's
+    normalisation affine parameters (:func:`fisher_diagonal` on clean images, in the order of
+    :func:`~transferkit.tta.tent.norm_affine_params`); None: ETA, no penalty. ``kept`` and ``seen``
+    count the samples that passed both filters and all samples."""
 
     def __init__(self, model: nn.Module, num_classes: int, *, lr: float = 1e-3, steps: int = 1,
                  episodic: bool = False, optimizer: str = "adam", bn_prior: float = 0.0,
                  margin: float = 0.4, d_margin: float = 0.4, fisher_beta: float = 2000.0,
-                 fisher_batches: Iterable[torch.Tensor] | None = None):
-        fisher = None
-        if fisher_batches is not None and fisher_beta > 0:  # on clean images: the source statistics apply
-            params = norm_affine_params(model.eval().requires_grad_(True))
-            fisher = [fisher_beta * f for f in fisher_diagonal(model, params, fisher_batches)]
+                 fisher: list[torch.Tensor] | None = None):
         super().__init__(model, lr=lr, steps=steps, episodic=episodic, optimizer=optimizer, bn_prior=bn_prior)
-        self.fisher, self.anchor = fisher, [p.detach().clone() for p in self.params]
+        if fisher is not None and len(fisher) != len(self.params):
+            raise ValueError(f"fisher has {len(fisher)} tensors for {len(self.params)} parameters")
+        self.fisher = None if fisher is None or fisher_beta == 0 else [fisher_beta * f for f in fisher]
+        self.anchor = [p.detach().clone() for p in self.params]
         self.e0, self.d_margin = margin * math.log(num_classes), d_margin
         self.mean_probs: torch.Tensor | None = None
         self.kept, self.seen = 0, 0
