@@ -225,6 +225,8 @@ def test_cli_tta_refuses_bad_input_in_one_line(run_cli, tiny_run, animal_folder,
         code, _, err = run_cli("tta", *args, "--out", tmp_path / "out", "--no-progress")
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "out").exists()
+    code, _, err = run_cli("tta", tiny_run, "--data", animal_folder, "--out", tiny_run / "tta", "--no-progress")
+    assert code == 2 and "lies inside it" in err and not (tiny_run / "tta").exists()
 
 
 def test_cli_corrupt_writes_a_dataset_tta_reads(run_cli, tiny_run, animal_folder, tmp_path):

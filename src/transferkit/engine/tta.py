@@ -52,11 +52,12 @@ def tta(cfg: TTAConfig, *, overwrite: bool = False, save: bool = False, progress
     model, meta = load_run_model(cfg.run, cfg.device)
     for method in cfg.methods:
         check_method(method, model)
-    RunDir(cfg.out, kind="tta").check(overwrite=overwrite)
+    inputs = [cfg.run] + ([] if cfg.data.startswith("builtin:") else [cfg.data])
+    RunDir(cfg.out, kind="tta").check(overwrite=overwrite, inputs=inputs)
     stream = load_stream(cfg, meta)
     fisher = eata_fisher(cfg, meta, model) if "eata" in cfg.methods and cfg.fisher_images else None
     run = RunDir(cfg.out, kind="tta")
-    with run.open(overwrite=overwrite, inputs=[cfg.run] + ([] if cfg.data.startswith("builtin:") else [cfg.data])):
+    with run.open(overwrite=overwrite, inputs=inputs):
         cfg.save(run.config)
         cells, adapted = [], None
         for method in ["none"] + [m for m in cfg.methods if m != "none"]:
