@@ -301,13 +301,15 @@ def predict(
     format: str = typer.Option("table", "--format", help="table, json or csv"),
     skip_bad_images: bool = typer.Option(False),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto (cuda when available)"),
+    backend: str = typer.Option("torch", help="torch, or onnxruntime (the run's model.onnx: transferkit export)"),
 ) -> None:
     """Print the top-k classes with probabilities for each image."""
     from transferkit.predict import predict as run_predict
 
     if format not in ("table", "json", "csv"):
         raise TransferkitError(f"unknown --format '{format}'; choose table, json or csv")
-    results = run_predict(run_dir, paths, topk=topk, skip_bad_images=skip_bad_images, device=device)
+    results = run_predict(run_dir, paths, topk=topk, skip_bad_images=skip_bad_images, device=device,
+                          backend=backend)
     if format == "json":
         print(json.dumps(results, indent=2))
     elif format == "csv":
@@ -461,6 +463,24 @@ def corrupt(
     names = corruption_names(corruption)
     folders = write_corrupted(data, names, severity, out, seed=seed, overwrite=overwrite)
     console.print(f"-> {', '.join(str(f) for f in folders)}", highlight=False)
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="a finished run directory (finetune, adapt, tta --save)"),
+    format: str = typer.Option("onnx", "--format", help="onnx"),
+    opset: int = typer.Option(18, help="ONNX opset"),
+    dynamic_batch: bool = typer.Option(True, help="any batch size (else batch 1 only)"),
+) -> None:
+    """Export a run's model for deployment (ONNX), checked and verified against PyTorch with onnxruntime."""
+    from transferkit.engine.export import export_run
+
+    info = export_run(run_dir, fmt=format, opset=opset, dynamic_batch=dynamic_batch)
+    verdict = "within" if info["within_tolerance"] else "[red]OVER[/]"
+    console.print(f"{run_dir / info['file']}: {info['bytes'] / 1e6:.1f} MB, opset {info['opset']}, batch "
+                  f"{'dynamic' if info['dynamic_batch'] else 1}; onnxruntime vs PyTorch max |diff| "
+                  f"{info['max_abs_diff']:.2e} on {info['images']} {info['parity_images']} ({verdict} "
+                  f"{info['tolerance']:g})", highlight=False)
 
 
 def _raise_interrupted(signum, frame) -> None:

@@ -76,6 +76,21 @@ def load_run_model(run_dir: Path | str, device: str | None = None) -> tuple[torc
     return model.eval().to(target), meta
 
 
+def load_backend(run_dir: Path | str, device: str | None, backend: str):
+    """``(callable model, model.json)``: the PyTorch model, or the run's ``model.onnx`` in onnxruntime."""
+    if backend == "torch":
+        return load_run_model(run_dir, device)
+    if backend != "onnxruntime":
+        raise ConfigError(f"unknown --backend '{backend}'; choose torch or onnxruntime")
+    run = RunDir(run_dir)
+    onnx_file = run.path / "model.onnx"
+    if not onnx_file.is_file():
+        raise RunDirError(f"{quoted(onnx_file)} not found; write it with: transferkit export {quoted(run.path)}")
+    from transferkit.export import OnnxModel
+
+    return OnnxModel(onnx_file), read_model_json(run)
+
+
 def collect_images(paths: list[Path | str]) -> list[Path]:
     """Image files among ``paths``: files as given, folders searched recursively
     with the training filter (:func:`transferkit.data.iter_image_files`)."""
@@ -98,21 +113,23 @@ def collect_images(paths: list[Path | str]) -> list[Path]:
 @torch.inference_mode()
 def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 5,
             batch_size: int = 32, skip_bad_images: bool = False,
-            device: str | None = None) -> list[dict]:
+            device: str | None = None, backend: str = "torch") -> list[dict]:
     """Top-k classes with probabilities for each image: ``[{path, top: [{class, prob}]}]``.
 
     ``topk`` larger than the number of classes is clamped to it (every class is
     listed); below 1 is a ConfigError. ``device``: see :func:`resolve_device`.
     ``path`` is the file's :func:`~transferkit.data.display_name` (its text for
     ordinary names; undecodable bytes as ``\\xNN``), so results always print and
-    JSON-encode.
+    JSON-encode. ``backend``: ``torch``, or ``onnxruntime`` to serve from the run's
+    ``model.onnx`` (written by ``transferkit export``).
     """
     if topk < 1:
         raise ConfigError(f"--topk must be >= 1, got {topk}")
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
-    model, meta = load_run_model(run_dir, device)
-    target = next(model.parameters()).device
+    model, meta = load_backend(run_dir, device, backend)
+    target = next(model.parameters()).device if backend == "torch" else torch.device("cpu")
+    batch_size = getattr(model, "fixed_batch", None) or batch_size  # an ONNX file exported for batch 1
     files = collect_images(paths)
     bad = check_images(files, skip_bad_images)
     files = [f for f in files if f not in bad]

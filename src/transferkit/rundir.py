@@ -263,6 +263,10 @@ def _make_folder(path: Path) -> list[Path]:
 
 
 # ----------------------------------------------------------------------------- the run directory
+#: what ``transferkit export`` adds to a run that has a model
+EXPORTED = ("model.onnx", "export.json")
+
+
 @dataclass(frozen=True)
 class Kind:
     """What one kind of run directory owns.
@@ -294,14 +298,15 @@ class RunDir:
     KINDS: dict[str, Kind] = {
         "finetune": Kind(("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json",
                           "report.md", "learning_curve.png", "confusion_matrix.png", "wise_curve.png",
-                          "checkpoints", "logs", "adapter", "data.json"), result="metrics.json", resume_needs="config.yaml"),
+                          "checkpoints", "logs", "adapter", "data.json", *EXPORTED), result="metrics.json",
+                         resume_needs="config.yaml"),
         "compare": Kind(("compare.json", "leaderboard.md", "compare.png", "runs"), result="compare.json"),
         "rank": Kind(("rank.json", "rank.md"), result="rank.json"),
         "adapt": Kind(("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json", "report.md",
                        "learning_curve.png", "confusion_matrix.png", "embedding.png", "checkpoints", "logs",
-                       "data.json"), result="metrics.json", resume_needs="config.yaml"),
+                       "data.json", *EXPORTED), result="metrics.json", resume_needs="config.yaml"),
         "adapt-compare": Kind(("adapt.json", "leaderboard.md", "adapt.png", "runs"), result="adapt.json"),
-        "tta": Kind(("config.yaml", "metrics.json", "report.md", "tta.png", "model.safetensors", "model.json"),
+        "tta": Kind(("config.yaml", "metrics.json", "report.md", "tta.png", "model.safetensors", "model.json", *EXPORTED),
                     result="metrics.json"),
     }
 
@@ -462,6 +467,16 @@ class RunDir:
         return {"kind": self.kind, "transferkit": __version__, "command": command,
                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "owned": list(self.KINDS[self.kind].owned)}
+
+    @contextmanager
+    def locked(self, command: list[str] | None = None) -> Iterator[RunDir]:
+        """Hold the run's lock for the ``with`` block, to add files to a finished run (``export``):
+        refused at once, naming the holder, while another process has it."""
+        self._acquire(command if command is not None else sys.argv)
+        try:
+            yield self
+        finally:
+            self._release()
 
     def _acquire(self, command: list[str]) -> None:
         """Take ``.lock`` without waiting, and write who holds it into it (in place: the locked file stays)."""

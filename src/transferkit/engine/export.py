@@ -1,0 +1,57 @@
+"""``export``: a finished run's model as ``model.onnx``, checked, and verified against PyTorch on
+the run's own test images (issue 12). Written into the run directory under its lock."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from transferkit.errors import ConfigError
+from transferkit.rundir import RunDir, write_json
+
+PARITY_IMAGES = 32
+TOLERANCE = 1e-4
+
+
+def export_run(run_dir: Path | str, *, fmt: str = "onnx", opset: int = 18, dynamic_batch: bool = True) -> dict:
+    """Write ``model.onnx`` + ``export.json`` into ``run_dir``; returns ``export.json``'s content."""
+    from transferkit.export import export_onnx, onnx_parity
+    from transferkit.predict import load_run_model
+
+    if fmt != "onnx":
+        raise ConfigError(f"unknown export format '{fmt}'; onnx is the one supported")
+    model, meta = load_run_model(run_dir, "cpu")
+    run = RunDir(run_dir)
+    size = int(meta["data_config"]["input_size"][-1])
+    images, where = parity_images(run, meta)
+    with run.locked():
+        start = time.perf_counter()
+        path = export_onnx(model, run.path / "model.onnx", size, opset=opset, dynamic_batch=dynamic_batch)
+        parity = onnx_parity(path, model, images)
+        info = {"format": "onnx", "file": path.name, "opset": opset, "dynamic_batch": dynamic_batch,
+                "input": [None if dynamic_batch else 1, 3, size, size], "bytes": path.stat().st_size,
+                "export_seconds": round(time.perf_counter() - start, 2), "parity_images": where, **parity,
+                "within_tolerance": parity["max_abs_diff"] <= TOLERANCE, "tolerance": TOLERANCE}
+        write_json(run.path / "export.json", info)
+    return info
+
+
+def parity_images(run: RunDir, meta: dict) -> tuple[torch.Tensor, str]:
+    """Up to 32 of the run's own test images (its data's test split, else its images), through its
+    eval transform; seeded Gaussian noise when the run's data cannot be read here (said in the note)."""
+    from transferkit.data import TransformedSubset, build_transform, load_source
+
+    size = int(meta["data_config"]["input_size"][-1])
+    try:
+        spec = (yaml.safe_load(run.config.read_text()) or {})["data"]
+        source = load_source(spec)
+    except Exception:  # noqa: BLE001 -- the run's data moved or is not recorded: noise still checks parity
+        return torch.randn(PARITY_IMAGES, 3, size, size, generator=torch.Generator().manual_seed(0)), "noise"
+    images = source.test if source.test is not None else source.train
+    pick = np.random.default_rng(0).permutation(len(images))[:PARITY_IMAGES]
+    data = TransformedSubset(images, pick, build_transform(meta["data_config"], size, train=False))
+    return torch.stack([data[i][0] for i in range(len(data))]), "test images of the run's data"

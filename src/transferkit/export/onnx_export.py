@@ -1,0 +1,84 @@
+"""ONNX export of a classifier and its verification with onnxruntime.
+
+torch 2.x's ``torch.onnx.export`` uses the ``torch.export`` (dynamo) exporter: it fixes every input
+dimension unless declared dynamic, and may put the weights in a side ``.onnx.data`` file. Here the
+batch axis is declared dynamic (``dynamic_batch``) and the weights are kept inside ``model.onnx``.
+Parity: the largest absolute difference between onnxruntime's and PyTorch's logits on the same
+inputs, at batch 1 and at batch 8 (float32: expect <= 1e-4).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from transferkit.errors import ConfigError
+
+INPUT, OUTPUT = "images", "logits"
+DEFAULT_OPSET = 18
+
+
+def export_onnx(model: nn.Module, path: Path | str, image_size: int, *, opset: int = DEFAULT_OPSET,
+                dynamic_batch: bool = True) -> Path:
+    """Write ``model`` (eval mode, on CPU) as ONNX to ``path``, atomically: input ``images``
+    (B, 3, S, S) float32 -> output ``logits`` (B, C). B is dynamic with ``dynamic_batch``, else 1."""
+    if not 7 <= opset <= 23:
+        raise ConfigError(f"--opset must be between 7 and 23, got {opset}")
+    import onnx
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    model = model.eval().cpu()
+    example = torch.zeros(2 if dynamic_batch else 1, 3, image_size, image_size)
+    dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT],
+                                    output_names=[OUTPUT], dynamic_shapes=dynamic, verbose=False)
+    program.save(str(tmp), external_data=False)
+    onnx.checker.check_model(str(tmp), full_check=True)
+    os.replace(tmp, path)
+    return path
+
+
+class OnnxModel:
+    """An exported ``model.onnx`` run by onnxruntime on the CPU, called like the PyTorch model:
+    ``OnnxModel(path)(images (B, 3, S, S) tensor) -> logits tensor``."""
+
+    def __init__(self, path: Path | str):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0]
+
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the file was exported for, or None when it is dynamic."""
+        b = self.input.shape[0]
+        return b if isinstance(b, int) else None
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.detach().cpu().float().numpy()
+        return torch.from_numpy(self.session.run(None, {self.input.name: x})[0])
+
+
+def onnx_parity(path: Path | str, model: nn.Module, images: torch.Tensor) -> dict:
+    """Max |onnxruntime - PyTorch| over the logits of ``images`` (N, 3, S, S), fed at batch 1 (the
+    first image) and in batches of 8 when the file's batch is dynamic (else one by one)."""
+    onnx_model, model = OnnxModel(path), model.eval().cpu()
+    batch = 8 if onnx_model.fixed_batch is None else onnx_model.fixed_batch
+    diffs, sizes = [], set()
+    with torch.no_grad():
+        for chunk in [images[:1], *images.split(batch)]:
+            if onnx_model.fixed_batch not in (None, len(chunk)):
+                continue
+            diffs.append(float((onnx_model(chunk) - model(chunk)).abs().max()))
+            sizes.add(len(chunk))
+    return {"max_abs_diff": float(np.max(diffs)), "batch_sizes": sorted(sizes), "images": len(images)}
