@@ -410,7 +410,7 @@ def tta(
     lr: float = typer.Option(1e-3, help="learning rate (tent, eata)"),
     optimizer: str = typer.Option("adam", help="adam or sgd"),
     bn_prior: Optional[float] = typer.Option(None, help="BatchNorm prior N: (N source + n batch)/(N + n) "
-                                             "statistics; default: each method's measured one"),
+                                             "statistics; default 16, measured (0: pure test-batch statistics)"),
     images: Optional[int] = typer.Option(None, help="at most N stream images (seeded)"),
     fisher_images: int = typer.Option(500, help="eata: clean training images of the run for the Fisher penalty "
                                       "(0: none)"),

@@ -218,7 +218,7 @@ class TTAConfig(BaseModel):
     lr: float = Field(1e-3, gt=0, description="learning rate (tent, eata)")
     optimizer: Literal["adam", "sgd"] = Field("adam", description="adam (TENT's CIFAR setting) or sgd (momentum 0.9)")
     bn_prior: float | None = Field(None, ge=0, description="BatchNorm prior strength N: statistics = (N source + n "
-                                   "batch)/(N + n); None: each method's measured default")
+                                   "batch)/(N + n); None: 16, measured (0: pure test-batch statistics)")
     fisher_images: int = Field(500, ge=0, description="eata: clean training images of the run for its Fisher "
                                "penalty (0: no penalty, ETA)")
     seed: int = Field(0, ge=0, lt=2**32, description="fixes the stream order, image sample and corruptions")
