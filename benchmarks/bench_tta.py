@@ -54,8 +54,9 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--run", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--images", default="1000", help="stream images per corruption: severity 5, continual")
-    p.add_argument("--images-small", default="500", help="the same for the prior, severity 3 and batch parts")
+    p.add_argument("--images", default="1000", help="stream images per corruption: severity 5")
+    p.add_argument("--images-small", default="500", help="the same for the prior, severity 3, batch and "
+                   "continual parts")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--parts", default="prior,sev5,sev3,batch,continual")
     p.add_argument("--batch-sizes", default="1,4,16,64,200")
@@ -96,10 +97,11 @@ def main() -> None:
                 rows.setdefault(m, []).append(mean_std(errs))
         table(f"Batch size, severity 5, mean error % over {BATCH_CORRUPTIONS}", a.batch_sizes.split(","), rows)
     if "continual" in parts:
-        res = [tta(a.run, out / "continual" / f"seed{s}", *common, "--corruptions", "all", "--continual",
+        res = [tta(a.run, out / "continual" / f"seed{s}", *small, "--corruptions", "all", "--continual",
                    "--seed", s) for s in seeds]
         rows = {m: [mean_std(errs)] for m, errs in errors(res).items()}
-        table("Continual stream (15 corruptions in turn, severity 5, batch 64, never reset), mean error %",
+        table(f"Continual stream (15 corruptions in turn, {a.images_small} images each, severity 5, batch 64, never "
+              "reset), mean error %",
               ["mean error %"], rows)
 
 
