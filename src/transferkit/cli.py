@@ -480,7 +480,8 @@ def export(
     console.print(f"{run_dir / info['file']}: {info['bytes'] / 1e6:.1f} MB, opset {info['opset']}, batch "
                   f"{'dynamic' if info['dynamic_batch'] else 1}; onnxruntime vs PyTorch max |diff| "
                   f"{info['max_abs_diff']:.2e} on {info['images']} {info['parity_images']} ({verdict} "
-                  f"{info['tolerance']:g})", highlight=False)
+                  f"{info['tolerance']:g}); batch 1: {info['latency']['torch_ms_batch1']:.1f} ms PyTorch, "
+                  f"{info['latency']['onnxruntime_ms_batch1']:.1f} ms onnxruntime", highlight=False)
 
 
 def _raise_interrupted(signum, frame) -> None:

@@ -19,7 +19,7 @@ TOLERANCE = 1e-4
 
 def export_run(run_dir: Path | str, *, fmt: str = "onnx", opset: int = 18, dynamic_batch: bool = True) -> dict:
     """Write ``model.onnx`` + ``export.json`` into ``run_dir``; returns ``export.json``'s content."""
-    from transferkit.export import export_onnx, onnx_parity
+    from transferkit.export import OnnxModel, export_onnx, latency_ms, onnx_parity
     from transferkit.predict import load_run_model
 
     if fmt != "onnx":
@@ -32,10 +32,15 @@ def export_run(run_dir: Path | str, *, fmt: str = "onnx", opset: int = 18, dynam
         start = time.perf_counter()
         path = export_onnx(model, run.path / "model.onnx", size, opset=opset, dynamic_batch=dynamic_batch)
         parity = onnx_parity(path, model, images)
+        served = OnnxModel(path, threads=torch.get_num_threads())  # the same threads as PyTorch
+        batches = [1, 8] if dynamic_batch else [1]
+        speed = {f"{name}_ms_batch{b}": latency_ms(fn, images[:b]) for b in batches
+                 for name, fn in (("torch", model), ("onnxruntime", served))}
         info = {"format": "onnx", "file": path.name, "opset": opset, "dynamic_batch": dynamic_batch,
                 "input": [None if dynamic_batch else 1, 3, size, size], "bytes": path.stat().st_size,
                 "export_seconds": round(time.perf_counter() - start, 2), "parity_images": where, **parity,
-                "within_tolerance": parity["max_abs_diff"] <= TOLERANCE, "tolerance": TOLERANCE}
+                "within_tolerance": parity["max_abs_diff"] <= TOLERANCE, "tolerance": TOLERANCE,
+                "latency": {**speed, "threads": torch.get_num_threads(), "note": "CPU, median of 20 calls, both on `threads` threads"}}
         write_json(run.path / "export.json", info)
     return info
 

@@ -50,11 +50,14 @@ class OnnxModel:
     """An exported ``model.onnx`` run by onnxruntime on the CPU, called like the PyTorch model:
     ``OnnxModel(path)(images (B, 3, S, S) tensor) -> logits tensor``."""
 
-    def __init__(self, path: Path | str):
+    def __init__(self, path: Path | str, threads: int | None = None):
+        """``threads``: onnxruntime's intra-op threads (None: its default, one per core)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
+        if threads:
+            options.intra_op_num_threads = threads
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0]
 
@@ -82,3 +85,18 @@ def onnx_parity(path: Path | str, model: nn.Module, images: torch.Tensor) -> dic
             diffs.append(float((onnx_model(chunk) - model(chunk)).abs().max()))
             sizes.add(len(chunk))
     return {"max_abs_diff": float(np.max(diffs)), "batch_sizes": sorted(sizes), "images": len(images)}
+
+
+def latency_ms(fn, images: torch.Tensor, repeats: int = 20) -> float:
+    """Median milliseconds of ``fn(images)`` over ``repeats`` calls, after two warm-up calls."""
+    import time
+
+    with torch.no_grad():
+        for _ in range(2):
+            fn(images)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            fn(images)
+            times.append(time.perf_counter() - start)
+    return round(1000 * float(np.median(times)), 3)
