@@ -16,7 +16,8 @@ def test_export_matches_pytorch_and_predict_serves_it(run_cli, tiny_run, tmp_pat
     assert info["within_tolerance"] and info["max_abs_diff"] <= 1e-4
     assert info["batch_sizes"] == [1, 8] and info["input"] == [None, 3, 32, 32]  # 32 noise images: no data
     assert info["parity_images"] == "noise" and all(info["latency"][f"{k}_ms_batch{b}"] > 0
-                                                    for k in ("torch", "onnxruntime") for b in (1, 8))
+                                                    for k in ("torch", "onnxruntime") for b in (1, 32))
+    assert "| 32 |" in (tiny_run / "export.md").read_text()
     images = write_digit_folder(tmp_path / "imgs", per_class=3)
     answers = {}
     for backend in ("torch", "onnxruntime"):

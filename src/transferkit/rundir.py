@@ -264,7 +264,7 @@ def _make_folder(path: Path) -> list[Path]:
 
 # ----------------------------------------------------------------------------- the run directory
 #: what ``transferkit export`` adds to a run that has a model
-EXPORTED = ("model.onnx", "export.json")
+EXPORTED = ("model.onnx", "export.json", "export.md")
 
 
 @dataclass(frozen=True)

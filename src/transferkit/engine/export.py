@@ -33,7 +33,7 @@ def export_run(run_dir: Path | str, *, fmt: str = "onnx", opset: int = 18, dynam
         path = export_onnx(model, run.path / "model.onnx", size, opset=opset, dynamic_batch=dynamic_batch)
         parity = onnx_parity(path, model, images)
         served = OnnxModel(path, threads=torch.get_num_threads())  # the same threads as PyTorch
-        batches = [1, 8] if dynamic_batch else [1]
+        batches = [1, len(images)] if dynamic_batch else [1]
         speed = {f"{name}_ms_batch{b}": latency_ms(fn, images[:b]) for b in batches
                  for name, fn in (("torch", model), ("onnxruntime", served))}
         info = {"format": "onnx", "file": path.name, "opset": opset, "dynamic_batch": dynamic_batch,
@@ -41,8 +41,26 @@ def export_run(run_dir: Path | str, *, fmt: str = "onnx", opset: int = 18, dynam
                 "export_seconds": round(time.perf_counter() - start, 2), "parity_images": where, **parity,
                 "within_tolerance": parity["max_abs_diff"] <= TOLERANCE, "tolerance": TOLERANCE,
                 "latency": {**speed, "threads": torch.get_num_threads(), "note": "CPU, median of 20 calls, both on `threads` threads"}}
+        write_latency_table(run.path / "export.md", info, batches)
         write_json(run.path / "export.json", info)
     return info
+
+
+def write_latency_table(path: Path, info: dict, batches: list[int]) -> Path:
+    """``export.md``: parity, and PyTorch vs onnxruntime per batch size in ms/image and images/s."""
+    from transferkit.rundir import atomic_write
+
+    lat = info["latency"]
+    lines = [f"# Export: {info['file']} (opset {info['opset']}, {info['bytes'] / 1e6:.1f} MB)", "",
+             f"onnxruntime vs PyTorch logits: max |diff| {info['max_abs_diff']:.2e} on {info['images']} "
+             f"{info['parity_images']} at batch {', '.join(map(str, info['batch_sizes']))} (tolerance "
+             f"{info['tolerance']:g}).", "", f"Latency on this CPU, {lat['threads']} thread(s), median of 20 calls:", "",
+             "| batch | PyTorch ms/image | onnxruntime ms/image | PyTorch images/s | onnxruntime images/s |",
+             "|---|---|---|---|---|"]
+    for b in batches:
+        t, o = lat[f"torch_ms_batch{b}"] / b, lat[f"onnxruntime_ms_batch{b}"] / b
+        lines.append(f"| {b} | {t:.2f} | {o:.2f} | {1000 / t:.0f} | {1000 / o:.0f} |")
+    return atomic_write(path, lambda p: p.write_text("\n".join(lines) + "\n"))
 
 
 def parity_images(run: RunDir, meta: dict) -> tuple[torch.Tensor, str]:
