@@ -270,6 +270,7 @@ def test_coral_zero_for_equal_covariances_and_grows_with_a_covariance_shift():
 # -------------------------------------------------------------- proxy A-distance
 
 
+@pytest.mark.slow
 def test_proxy_a_distance_two_for_separated_zero_for_identical_domains():
     a = gaussian(200, 8, 0)
     assert proxy_a_distance(a, gaussian(200, 8, 1, shift=5.0)) == pytest.approx(2.0)

@@ -79,6 +79,7 @@ def test_freeze_keeps_backbone_and_batchnorm_statistics_bit_identical(tmp_path):
     assert m["trainable_params"] == 1280 * 10 + 10
 
 
+@pytest.mark.slow
 def test_auto_picks_probe_for_few_labels(tmp_path):
     m = finetune(FinetuneConfig(**{**SMALL, "per_class": 5}, epochs=2,
                                 out=str(tmp_path / "auto")), progress=False)

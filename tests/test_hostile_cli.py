@@ -145,6 +145,7 @@ def test_resume_refuses_changed_flags_and_applies_safe_ones(world, run_cli):
     assert "--epochs 2 applied on resume (was 1)" in out
 
 
+@pytest.mark.slow
 def test_resume_refuses_changed_classes(world, run_cli):
     rc, _, err = run_cli("finetune", "--data", "images", "--strategy", "freeze", "--out", "run", *TINY)
     assert rc == 0, err

@@ -73,6 +73,7 @@ def test_vit_targets_attention_qkv_and_proj():
     assert net(torch.randn(1, 3, 224, 224)).shape == (1, 10)
 
 
+@pytest.mark.slow
 def test_merged_model_matches_the_adapter_after_training():
     torch.manual_seed(0)
     model = load_backbone("efficientnet_lite0", "packaged", num_classes=10, image_size=64)

@@ -36,6 +36,7 @@ def plot_all(out: Path) -> dict[str, Path]:
             "compare": plot_compare(BOARD, out / "compare.png")}
 
 
+@pytest.mark.slow
 def test_each_plot_is_a_png_of_the_figure_size(tmp_path):
     paths = plot_all(tmp_path)
     # figsize (inches) x 100 dpi; the confusion matrix is at least 4 inches square
@@ -97,6 +98,7 @@ PLOT_EVERYTHING = """
 """
 
 
+@pytest.mark.slow
 def test_importing_and_plotting_leave_matplotlib_state_alone():
     r = run_fresh(PLOT_EVERYTHING)
     assert r["before"] == r["after_import"] == r["after_plot"]

@@ -10,6 +10,7 @@ from transferkit.surgery.heads import split_head
 from transferkit.surgery.wise_ft import wise_ft
 
 
+@pytest.mark.slow
 def test_interpolation_endpoints_midpoint_and_head():
     pre = load_backbone("efficientnet_lite0", "packaged", num_classes=4)
     ft = load_backbone("efficientnet_lite0", "none", num_classes=4)
