@@ -451,13 +451,16 @@ def tta(
 @app.command()
 def corrupt(
     data: str = typer.Argument(..., help="builtin:fashion-mnist (its test split), an image folder or a CSV"),
-    corruption: str = typer.Option(..., help="a name (see --help of tta), several comma-separated, or all"),
+    corruption: str = typer.Option(..., help="gaussian_noise, shot_noise, impulse_noise, defocus_blur, glass_blur, "
+                                   "motion_blur, zoom_blur, snow, frost, fog, brightness, contrast, elastic_transform, "
+                                   "pixelate, jpeg_compression (all), speckle_noise, gaussian_blur, spatter, saturate "
+                                   "(extra); several comma-separated"),
     severity: int = typer.Option(3, help="1..5"),
     seed: int = typer.Option(0, help="fixes the random parts of the corruptions"),
-    out: Path = typer.Option(..., help="folder to write: <corruption>-<severity>/<class>/<n>.png"),
+    out: Path = typer.Option(..., help="folder to write: <corruption>-<severity>/images/<n>.png + labels.csv"),
     overwrite: bool = typer.Option(False, help="write into an existing folder"),
 ) -> None:
-    """Write corrupted copies of a dataset's test images (ImageNet-C / CIFAR-10-C corruptions) as image folders."""
+    """Write corrupted copies of a dataset's test images (ImageNet-C / CIFAR-10-C corruptions): images + labels.csv."""
     from transferkit.data.corruptions import corruption_names, write_corrupted
 
     names = corruption_names(corruption)
