@@ -72,12 +72,14 @@ def test_pretrained_beats_random_init_on_digits(ranked):
     assert "--strategy linear-probe" in rec["command"] and "--per-class 10" in rec["command"]
 
 
+@pytest.mark.slow
 def test_layer_minus_two_is_an_earlier_stage(ranked):
     last, mid = _row(ranked, "packaged", "last"), _row(ranked, "packaged", "-2")
     assert last["feature_dim"] == 1280 and mid["feature_dim"] == 112  # EfficientNet-Lite0: stage -2 has 112 channels
     assert mid["leep"] == last["leep"] and mid["nce"] == last["nce"]  # the same source head
 
 
+@pytest.mark.slow
 def test_second_call_reads_the_cache(ranked, cache, monkeypatch):
     assert len(list(cache.glob("*.safetensors"))) == 2 * 2 * 4     # (weights) x (train, val) x (2 layers, logits, labels)
 
@@ -115,6 +117,7 @@ def test_freeze_or_finetune_rule():
     assert full["advice"] == "full" and "negative-transfer" in full["reason"]
 
 
+@pytest.mark.slow
 def test_cli_rank_writes_json_and_markdown(run_cli, ranked, cache, tmp_path):
     out = tmp_path / "rank"
     code, stdout, err = run_cli("rank", "--data", "builtin:digits", "--models", "efficientnet_lite0",
