@@ -76,6 +76,30 @@ def load_run_model(run_dir: Path | str, device: str | None = None) -> tuple[torc
     return model.eval().to(target), meta
 
 
+def eval_transform(meta: dict):
+    """The run's evaluation transform (its ``model.json`` data config, at its input size)."""
+    cfg = meta["data_config"]
+    return build_transform(cfg, cfg["input_size"][-1], train=False)
+
+
+def run_data_sample(run_dir: Path | str, meta: dict, count: int, seed: int, split: str) -> TransformedSubset | None:
+    """Up to ``count`` seeded images of the data the run was trained on (its ``config.yaml``), through
+    its eval transform: ``split`` ``train``, or ``test`` (the data's test split, else its images).
+    None when the run records no data or it cannot be read here (moved, another machine)."""
+    import yaml
+
+    from transferkit.data import load_source
+
+    try:
+        spec = (yaml.safe_load(RunDir(run_dir).config.read_text()) or {})["data"]
+        source = load_source(spec)
+    except Exception:  # noqa: BLE001 -- any failure means: no data of the run here; callers say so
+        return None
+    images = source.test if split == "test" and source.test is not None else source.train
+    pick = np.random.default_rng(seed).permutation(len(images))[:count]
+    return TransformedSubset(images, pick, eval_transform(meta))
+
+
 def load_backend(run_dir: Path | str, device: str | None, backend: str):
     """``(callable model, model.json)``: the PyTorch model, or the run's ``model.onnx`` in onnxruntime."""
     if backend == "torch":
@@ -134,9 +158,8 @@ def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 5,
     bad = check_images(files, skip_bad_images)
     files = [f for f in files if f not in bad]
     classes = meta["classes"]
-    cfg = meta["data_config"]
     images = ImageSet(files, np.zeros(len(files), dtype=np.int64), classes)
-    dataset = TransformedSubset(images, range(len(files)), build_transform(cfg, cfg["input_size"][-1], train=False))
+    dataset = TransformedSubset(images, range(len(files)), eval_transform(meta))
     k = min(topk, len(classes))
     results = []
     for i, (x, _) in enumerate(DataLoader(dataset, batch_size=batch_size)):

@@ -6,9 +6,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
-import yaml
 
 from transferkit.errors import ConfigError
 from transferkit.rundir import RunDir, write_json
@@ -66,15 +64,10 @@ def write_latency_table(path: Path, info: dict, batches: list[int]) -> Path:
 def parity_images(run: RunDir, meta: dict) -> tuple[torch.Tensor, str]:
     """Up to 32 of the run's own test images (its data's test split, else its images), through its
     eval transform; seeded Gaussian noise when the run's data cannot be read here (said in the note)."""
-    from transferkit.data import TransformedSubset, build_transform, load_source
+    from transferkit.predict import run_data_sample
 
-    size = int(meta["data_config"]["input_size"][-1])
-    try:
-        spec = (yaml.safe_load(run.config.read_text()) or {})["data"]
-        source = load_source(spec)
-    except Exception:  # noqa: BLE001 -- the run's data moved or is not recorded: noise still checks parity
+    data = run_data_sample(run.path, meta, PARITY_IMAGES, 0, "test")
+    if data is None:  # the run's data moved or is not recorded: noise still checks parity
+        size = int(meta["data_config"]["input_size"][-1])
         return torch.randn(PARITY_IMAGES, 3, size, size, generator=torch.Generator().manual_seed(0)), "noise"
-    images = source.test if source.test is not None else source.train
-    pick = np.random.default_rng(0).permutation(len(images))[:PARITY_IMAGES]
-    data = TransformedSubset(images, pick, build_transform(meta["data_config"], size, train=False))
     return torch.stack([data[i][0] for i in range(len(data))]), "test images of the run's data"

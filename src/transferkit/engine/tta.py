@@ -22,7 +22,7 @@ from rich.progress import Progress
 from torch.utils.data import DataLoader
 
 from transferkit.config import TTAConfig
-from transferkit.data import ImageSet, TransformedSubset, build_transform, load_source
+from transferkit.data import ImageSet, TransformedSubset, load_source
 from transferkit.errors import ConfigError, DataError
 from transferkit.rundir import RunDir, write_json
 
@@ -47,19 +47,18 @@ class Stream:
 def tta(cfg: TTAConfig, *, overwrite: bool = False, save: bool = False, progress: bool = True) -> dict:
     """Run every method of ``cfg`` on the stream; returns ``metrics.json``'s content."""
     from transferkit.predict import load_run_model
+    from transferkit.tta import check_method
 
     if save and len(cfg.methods) != 1:
         raise ConfigError("--save writes one adapted model: give one --method")
-    from transferkit.tta import check_method
 
     model, meta = load_run_model(cfg.run, cfg.device)
     for method in cfg.methods:
         check_method(method, model)
     inputs = [cfg.run] + ([] if cfg.data.startswith("builtin:") else [cfg.data])
-    RunDir(cfg.out, kind="tta").check(overwrite=overwrite, inputs=inputs)
+    run = RunDir(cfg.out, kind="tta").check(overwrite=overwrite, inputs=inputs)
     stream = load_stream(cfg, meta)
     fisher = eata_fisher(cfg, meta, model) if "eata" in cfg.methods and cfg.fisher_images else None
-    run = RunDir(cfg.out, kind="tta")
     with run.open(overwrite=overwrite, inputs=inputs):
         cfg.save(run.config)
         cells, adapted = [], None
@@ -116,18 +115,12 @@ def _as_array(images: ImageSet, size: int | None) -> np.ndarray:
 def eata_fisher(cfg: TTAConfig, meta: dict, model: torch.nn.Module) -> list[torch.Tensor] | None:
     """EATA's Fisher diagonal on up to ``cfg.fisher_images`` clean training images of the run (from its
     ``config.yaml``); None when the run's data cannot be read here (EATA then runs as ETA)."""
+    from transferkit.predict import run_data_sample
     from transferkit.tta import fisher_diagonal
 
-    import yaml
-
-    try:
-        run_cfg = yaml.safe_load((RunDir(cfg.run).config).read_text()) or {}
-        train = load_source(run_cfg["data"]).train
-    except Exception:  # noqa: BLE001 -- any failure: no Fisher penalty, said in metrics.json
+    data = run_data_sample(cfg.run, meta, cfg.fisher_images, cfg.seed, "train")
+    if data is None:
         return None
-    pick = np.random.default_rng(cfg.seed).permutation(len(train))[: cfg.fisher_images]
-    data = TransformedSubset(train, pick, build_transform(meta["data_config"], meta["data_config"]["input_size"][-1],
-                                                          train=False))
     device = next(model.parameters()).device
     batches = (x.to(device) for x, _ in DataLoader(data, batch_size=64))
     return fisher_diagonal(copy.deepcopy(model), batches)
@@ -137,6 +130,7 @@ def eata_fisher(cfg: TTAConfig, meta: dict, model: torch.nn.Module) -> list[torc
 def run_method(method: str, model: torch.nn.Module, stream: Stream, cfg: TTAConfig, meta: dict, fisher,
                progress: bool) -> tuple[list[dict], torch.nn.Module]:
     """One method over the stream: a fresh adapter per segment, or one for all with ``continual``."""
+    from transferkit.predict import eval_transform
     from transferkit.tta import build_adapter
 
     device = next(model.parameters()).device
@@ -144,7 +138,7 @@ def run_method(method: str, model: torch.nn.Module, stream: Stream, cfg: TTAConf
     make = lambda: build_adapter(method, copy.deepcopy(model), len(stream.classes), bn_prior=prior, lr=cfg.lr,  # noqa: E731
                                  steps=cfg.steps, episodic=cfg.episodic, optimizer=cfg.optimizer,
                                  fisher=fisher)
-    transform = build_transform(meta["data_config"], meta["data_config"]["input_size"][-1], train=False)
+    transform = eval_transform(meta)
     cells, adapter = [], None
     for name, images in stream.segments:
         adapter = adapter if cfg.continual and adapter is not None else make()
