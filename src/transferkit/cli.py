@@ -44,10 +44,12 @@ def _config_params(names, config_cls=None, **overrides) -> list[inspect.Paramete
     params = []
     for name in names:
         f = (config_cls or FinetuneConfig).model_fields[name]
-        default, help_text = overrides.get(name, (f.default, f.description))
+        default, help_text, *flag = overrides.get(name, (f.default, f.description))
+        if isinstance(default, dict):  # model_args: typed as "name=value,..." text
+            default = None
         annotation = Optional[_cli_type(f.annotation)] if default is None else _cli_type(f.annotation)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                                        default=typer.Option(default, help=help_text)))
+                                        default=typer.Option(default, *flag, help=help_text)))
     return params
 
 
@@ -250,6 +252,84 @@ def _adapt_leaderboard(base, methods: list[str], seeds: int, out, overwrite: boo
         table.add_row(str(i), r["method"], "-" if acc is None else f"{100 * acc:.1f} ± {100 * (std or 0):.1f}",
                       "-" if r["source_accuracy_mean"] is None else f"{100 * r['source_accuracy_mean']:.1f}",
                       "-" if pad is None else f"{pad:.2f}", f"{r['train_seconds_mean']:.0f}")
+    console.print(table)
+    console.print("-> " + ", ".join(str(Path(out) / name) for name in OUTPUTS))
+
+
+def _distill_fields() -> list[str]:
+    from transferkit.config import NOT_FOR_DISTILL, DistillConfig
+
+    first = ["teacher", "model", "weights", "model_args", "data", "loss"]
+    return first + [n for n in DistillConfig.model_fields if n not in (*first, "out", *NOT_FOR_DISTILL)]
+
+
+def _distill_cls():
+    from transferkit.config import DistillConfig
+
+    return DistillConfig
+
+
+@app.command()
+@_with_params(
+    _config_params(_distill_fields(), _distill_cls(),
+                   teacher=(None, "a finished run directory (finetune, adapt, distill): its model teaches"),
+                   model=("efficientnet_lite0", "the student: any timm model, e.g. deit_tiny_distilled_patch16_224 "
+                                                "(a ViT with a distillation token)", "--student"),
+                   weights=("none", "the student's weights: none (from scratch), packaged, imagenet or a file",
+                            "--student-weights"),
+                   model_args=(None, "architecture arguments for timm.create_model, e.g. "
+                                     "patch_size=4,embed_dim=192,depth=6,num_heads=3", "--student-args"),
+                   loss=("soft", "soft, hard, token, feature or none (the student alone); several, comma-separated, "
+                                 "run side by side into a leaderboard"),
+                   image_size=(None, "the student's input size; None: the teacher's"),
+                   epochs=(None, "None: 6 (full's default)")),
+    [_extra("seeds", int, 1, "seeds 0..N-1 (with several losses or N > 1: a leaderboard in --out)"), *RUN_OPTIONS])
+def distill(ctx: typer.Context, **values) -> None:
+    """Knowledge distillation: train a student (any timm model, a ViT from scratch too) from a finished run."""
+    out, config, overwrite, resume, progress, seeds = (values.pop(k) for k in (
+        "out", "config", "overwrite", "resume", "progress", "seeds"))
+    losses = [m.strip() for m in (values["loss"] or "").split(",") if m.strip()] or ["soft"]
+    values["loss"], values["out"] = losses[0], str(out) if out else None
+    if resume:
+        if not out or len(losses) > 1 or seeds != 1:
+            raise TransferkitError("--resume continues one run: give --out RUN_DIR and one --loss")
+        cfg = _resume_config(Path(out), _given(ctx, values), _distill_cls())
+    elif not config and not values["teacher"]:
+        raise TransferkitError("--teacher RUN_DIR is required (a finished finetune run), e.g. --teacher runs/lite0")
+    else:
+        cfg = _config(ctx, values, config, _distill_cls())
+    if len(losses) > 1 or seeds > 1:
+        return _distill_leaderboard(cfg, losses, seeds, out, overwrite, progress)
+    from transferkit.engine.distill import distill as run_distill
+
+    m = run_distill(cfg, overwrite=overwrite, resume=resume, progress=progress)
+    if m:
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        console.print(f"[bold]{m['loss']}[/] {m['teacher_model']} -> {m['model']}: student accuracy "
+                      f"{fmt(m['student_accuracy'])} (teacher {fmt(m['teacher_accuracy'])}, student alone "
+                      f"{fmt(m['student_alone_accuracy'])}); {m['student_params']:,} vs {m['teacher_params']:,} "
+                      f"parameters, {m['student_images_per_second']:.0f} vs {m['teacher_images_per_second']:.0f} "
+                      f"images/s; {m['train_seconds']:.0f} s training -> {cfg.out}", highlight=False)
+
+
+def _distill_leaderboard(base, losses: list[str], seeds: int, out, overwrite: bool, progress: bool) -> None:
+    from transferkit.engine.distill_compare import OUTPUTS, distill_compare
+
+    if not out:
+        raise TransferkitError("several losses or seeds write a leaderboard: give --out DIR")
+    if seeds < 1:
+        raise TransferkitError(f"--seeds must be at least 1, got {seeds}")
+    result = distill_compare(base, losses, list(range(seeds)), out, overwrite=overwrite, progress=progress,
+                             console=console)
+    if not result:  # a non-zero DDP rank
+        return
+    table = Table("#", "loss", "student acc % (mean ± std)", "Δ alone (points)", "train s",
+                  title=f"transferkit distill: {result['teacher_model']} -> {result['model']}, "
+                        f"{len(result['seeds'])} seed(s); teacher {100 * result['teacher_accuracy']:.1f}%")
+    for i, r in enumerate(result["leaderboard"], 1):
+        acc, std, delta = r["student_accuracy_mean"], r["student_accuracy_std"], r["delta_alone"]
+        table.add_row(str(i), r["loss"], "-" if acc is None else f"{100 * acc:.1f} ± {100 * (std or 0):.1f}",
+                      "-" if delta is None else f"{100 * delta:+.1f}", f"{r['train_seconds_mean']:.0f}")
     console.print(table)
     console.print("-> " + ", ".join(str(Path(out) / name) for name in OUTPUTS))
 

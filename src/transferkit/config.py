@@ -19,6 +19,19 @@ def one_of(value: str, allowed, what: str) -> str:
     return value
 
 
+def parse_model_args(text: str) -> dict:
+    """``"patch_size=4,embed_dim=192,qkv_bias=false"`` -> ``{"patch_size": 4, "embed_dim": 192, "qkv_bias": False}``
+    (each value read as YAML: numbers, booleans, else text)."""
+    args = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip().isidentifier():
+            raise ValueError(f"model arguments are name=value pairs separated by commas, got '{item}'")
+        parsed = yaml.safe_load(value.strip()) if value.strip() else ""
+        args[key.strip()] = parsed if isinstance(parsed, (int, float, bool, str)) else value.strip()
+    return args
+
+
 class FinetuneConfig(BaseModel):
     """Everything that defines a ``transferkit finetune`` run."""
 
@@ -27,6 +40,8 @@ class FinetuneConfig(BaseModel):
     data: str = Field(description="builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label[,split])")
     model: str = Field("efficientnet_lite0", description="any timm model name (see `transferkit models`)")
     weights: str = Field("packaged", description="packaged (offline ImageNet), imagenet (hub), none (scratch) or a file")
+    model_args: dict[str, int | float | bool | str] = Field(
+        {}, description="architecture arguments for timm.create_model, e.g. patch_size=4,embed_dim=192,depth=6")
     strategy: str = Field("auto", description="a registered recipe (transferkit.strategies.REGISTRY)")
     epochs: int | None = Field(None, ge=1, description="None: the strategy's default")
     batch_size: int = Field(64, ge=1, description="images per step and device")
@@ -86,6 +101,11 @@ class FinetuneConfig(BaseModel):
     @classmethod
     def _known_strategy(cls, v: str) -> str:
         return one_of(v, STRATEGIES, "strategy")
+
+    @field_validator("model_args", mode="before")
+    @classmethod
+    def _parse_model_args(cls, v):
+        return {} if v is None else parse_model_args(v) if isinstance(v, str) else v
 
     @field_validator("wise_curve")
     @classmethod
@@ -193,6 +213,70 @@ class AdaptConfig(FinetuneConfig):
 
     def data_specs(self) -> list[str]:
         return [self.source, self.target]
+
+
+#: ``distill``'s losses (``none``: the student alone, the baseline): what the distillation term is.
+DISTILL_LOSSES = {
+    "none": "the student alone: cross-entropy on the labels (the baseline)",
+    "soft": "soft targets: (1-a) CE + a T^2 KL(teacher/T || student/T) (Hinton et al. 2015)",
+    "hard": "hard labels: (1-a) CE + a CE(student, teacher argmax) (DeiT)",
+    "token": "distillation token: the class head learns the labels, the distillation head the teacher's "
+             "argmax; heads averaged at inference (DeiT; a distilled ViT student)",
+    "feature": "FitNets hint: (1-a) CE + a MSE(projected student features, teacher features)",
+}
+
+#: finetune options that ``distill`` does not offer: they must stay at their defaults.
+NOT_FOR_DISTILL = ("source_eval", "source_data", "source_labels", "wise_alpha", "wise_curve", "lora_rank",
+                   "lora_alpha", "lora_targets", "probe_augment", "reg", "lwf_weight", "lwf_temperature")
+
+#: The recipes that train a student: every parameter in a Lightning loop.
+DISTILL_STRATEGIES = ("full", "gradual")
+
+
+class DistillConfig(FinetuneConfig):
+    """Everything that defines a ``transferkit distill`` run: a finished run as the teacher, and a
+    student (``model``, ``weights``, ``model_args``) trained with finetune's options on ``data``."""
+
+    data: str | None = Field(None, description="labelled images; None: the teacher run's data")
+    teacher: str = Field(description="a finished run directory (finetune, adapt, distill): its model teaches")
+    model: str = Field("efficientnet_lite0", description="the student: any timm model name")
+    weights: str = Field("none", description="the student's weights: none (scratch), packaged, imagenet or a file")
+    loss: str = Field("soft", description=", ".join(DISTILL_LOSSES))
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term; 1 - alpha weights the "
+                         "labels' cross-entropy")
+    temperature: float = Field(4.0, gt=0, description="soft: softmax temperature T")
+    strategy: str = Field("full", description=f"how the student trains: {', '.join(DISTILL_STRATEGIES)}")
+    backbone_lr_mult: float | None = Field(None, ge=0, description="backbone LR = head LR x this; None: 1 for a "
+                                           "student from scratch, 0.1 for a pretrained one")
+    unlabelled: int = Field(0, ge=0, description="also distil on N training images outside the labelled split, "
+                            "their labels unused (the teacher's outputs only)")
+    augment: bool = Field(True, description="augment the student's training images (the teacher sees the same "
+                          "crops); off: the teacher's outputs are computed once and cached")
+    baseline: bool = Field(False, description="also train the same student alone (loss none, same budget): "
+                           "student_alone_accuracy")
+    baseline_run: str | None = Field(None, description="read student_alone_accuracy from this finished run instead")
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, v: str) -> str:
+        return one_of(v, DISTILL_LOSSES, "loss")
+
+    @field_validator("strategy")
+    @classmethod
+    def _distill_strategy(cls, v: str) -> str:
+        return one_of(v, DISTILL_STRATEGIES, "strategy for distill")
+
+    @model_validator(mode="after")
+    def _no_finetune_only_options(self):
+        given = [k for k in NOT_FOR_DISTILL if getattr(self, k) != FinetuneConfig.model_fields[k].default]
+        if given:
+            raise ValueError(f"{', '.join(given)} do(es) not apply to distill")
+        if self.baseline and self.baseline_run:
+            raise ValueError("give --baseline (train the student alone) or --baseline-run RUN, not both")
+        return self
+
+    def data_specs(self) -> list[str]:
+        return [p for p in (self.data, self.teacher, self.baseline_run) if p]
 
 
 #: ``tta``'s methods (kept in step with ``transferkit.tta.METHODS``, which imports torch).

@@ -306,6 +306,10 @@ class RunDir:
                        "learning_curve.png", "confusion_matrix.png", "embedding.png", "checkpoints", "logs",
                        "data.json", *EXPORTED), result="metrics.json", resume_needs="config.yaml"),
         "adapt-compare": Kind(("adapt.json", "leaderboard.md", "adapt.png", "runs"), result="adapt.json"),
+        "distill": Kind(("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json", "report.md",
+                         "learning_curve.png", "confusion_matrix.png", "distill.png", "checkpoints", "logs",
+                         "data.json", "student-alone", *EXPORTED), result="metrics.json", resume_needs="config.yaml"),
+        "distill-compare": Kind(("distill.json", "leaderboard.md", "distill-compare.png", "runs"), result="distill.json"),
         "tta": Kind(("config.yaml", "metrics.json", "report.md", "tta.png", "model.safetensors", "model.json", *EXPORTED),
                     result="metrics.json"),
     }

@@ -72,10 +72,14 @@ def load_backbone(
         WeightsError: weights that are missing, unreachable or do not fit.
     """
     check_model_name(name)
-    if weights == "imagenet":
-        model = _create(name, image_size, pretrained=True, **timm_kwargs)
-    else:
-        model = _create(name, image_size, **timm_kwargs)
+    try:
+        model = _create(name, image_size, pretrained=weights == "imagenet", **timm_kwargs)
+    except (TypeError, ValueError, AssertionError) as e:
+        if not timm_kwargs:
+            raise
+        raise ModelError(f"{name} cannot be built with {timm_kwargs}: {str(e).splitlines()[0] or type(e).__name__}"
+                         ) from None
+    if weights != "imagenet":
         if weights == "packaged":
             arch = model.pretrained_cfg["architecture"]
             load_state_dict(model, packaged_state_dict(arch), PACKAGED[arch], keep_head=True)
@@ -88,6 +92,7 @@ def load_backbone(
         cfg["input_size"] = (cfg["input_size"][0], image_size, image_size)
         model.pretrained_cfg = model.default_cfg = cfg
     model.image_size = image_size
+    model.model_args = dict(timm_kwargs)  # recorded by describe_model: predict rebuilds the same architecture
     return model
 
 
@@ -283,6 +288,8 @@ def describe_model(model: nn.Module) -> dict[str, Any]:
     desc: dict[str, Any] = {"architecture": cfg["architecture"], "num_classes": int(model.num_classes)}
     if getattr(model, "image_size", None) is not None:
         desc["image_size"] = int(model.image_size)
+    if getattr(model, "model_args", None):
+        desc["model_args"] = dict(model.model_args)
     desc["pretrained_cfg"] = {k: list(cfg[k]) if isinstance(cfg[k], tuple) else cfg[k] for k in _CFG_KEYS if k in cfg}
     return desc
 
@@ -293,7 +300,8 @@ def build_from_description(desc: dict[str, Any]) -> nn.Module:
         arch, num_classes = desc["architecture"], desc["num_classes"]
     except KeyError as e:
         raise ModelError(f"model description lacks {e}; was model.json written by describe_model?") from None
-    model = load_backbone(arch, weights="none", num_classes=num_classes, image_size=desc.get("image_size"))
+    model = load_backbone(arch, weights="none", num_classes=num_classes, image_size=desc.get("image_size"),
+                          **desc.get("model_args", {}))
     if desc.get("norm") == "groupnorm":  # trained with --norm groupnorm
         batchnorm_to_groupnorm(model)
     saved = {k: tuple(v) if isinstance(v, list) else v for k, v in desc.get("pretrained_cfg", {}).items()}

@@ -33,23 +33,32 @@ def _check_alpha(alpha: float) -> None:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
 
 
+def kd_divergence(student: torch.Tensor, teacher: torch.Tensor, temperature: float = 4.0) -> torch.Tensor:
+    """The soft-target term alone: T^2 * KL( softmax(t / T) || softmax(s / T) ), batch mean."""
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    t = temperature
+    return t * t * F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1),
+                            reduction="batchmean", log_target=True)
+
+
+def teacher_label_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """The hard-label term alone: CE(s, argmax t), batch mean."""
+    return F.cross_entropy(student, teacher.argmax(1))
+
+
 def soft_kd_loss(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, *, alpha: float = 0.5,
                  temperature: float = 4.0) -> torch.Tensor:
     """Hinton's soft-target loss (see the module docstring); ``temperature`` > 0."""
     _check_alpha(alpha)
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    t = temperature
-    kl = F.kl_div(F.log_softmax(student / t, dim=1), F.log_softmax(teacher / t, dim=1), reduction="batchmean",
-                  log_target=True)
-    return (1 - alpha) * F.cross_entropy(student, targets) + alpha * t * t * kl
+    return (1 - alpha) * F.cross_entropy(student, targets) + alpha * kd_divergence(student, teacher, temperature)
 
 
 def hard_distillation_loss(student: torch.Tensor, teacher: torch.Tensor, targets: torch.Tensor, *,
                            alpha: float = 0.5) -> torch.Tensor:
     """DeiT's hard-label distillation: cross-entropy against the teacher's argmax."""
     _check_alpha(alpha)
-    return (1 - alpha) * F.cross_entropy(student, targets) + alpha * F.cross_entropy(student, teacher.argmax(1))
+    return (1 - alpha) * F.cross_entropy(student, targets) + alpha * teacher_label_loss(student, teacher)
 
 
 def token_distillation_loss(cls_logits: torch.Tensor, dist_logits: torch.Tensor, teacher: torch.Tensor,
@@ -57,7 +66,7 @@ def token_distillation_loss(cls_logits: torch.Tensor, dist_logits: torch.Tensor,
     """DeiT's distillation-token loss: the class head on ``targets``, the distillation head on the
     teacher's argmax."""
     _check_alpha(alpha)
-    return (1 - alpha) * F.cross_entropy(cls_logits, targets) + alpha * F.cross_entropy(dist_logits, teacher.argmax(1))
+    return (1 - alpha) * F.cross_entropy(cls_logits, targets) + alpha * teacher_label_loss(dist_logits, teacher)
 
 
 class FeatureHint(nn.Module):

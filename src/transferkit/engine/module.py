@@ -91,12 +91,15 @@ class TransferModule(L.LightningModule):
         self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True)
         self.log("val_f1", self.val_f1, on_epoch=True)
 
+    #: Submodules rebuilt from their source on resume, never checkpointed (a frozen teacher).
+    NOT_CHECKPOINTED: tuple[str, ...] = ("regularizer.",)
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
-                                    if not k.startswith("regularizer.")}
+                                    if not k.startswith(self.NOT_CHECKPOINTED)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        own = {k: v for k, v in self.state_dict().items() if k.startswith("regularizer.")}
+        own = {k: v for k, v in self.state_dict().items() if k.startswith(self.NOT_CHECKPOINTED)}
         checkpoint["state_dict"] = {**checkpoint["state_dict"], **own}
 
     def on_train_epoch_start(self) -> None:

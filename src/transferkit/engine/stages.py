@@ -103,7 +103,7 @@ def build_model(cfg: FinetuneConfig, num_classes: int, image_size: int) -> Built
     from transferkit.backbones import load_backbone
     from transferkit.surgery.norm import batchnorm_to_groupnorm
 
-    model = load_backbone(cfg.model, cfg.weights, num_classes=num_classes, image_size=image_size)
+    model = load_backbone(cfg.model, cfg.weights, num_classes=num_classes, image_size=image_size, **cfg.model_args)
     if cfg.norm == "groupnorm":
         batchnorm_to_groupnorm(model)
     model = model.to(memory_format=torch.channels_last)  # measured faster on CPU (benchmarks/bench_train_step.py)

@@ -1,0 +1,292 @@
+"""``distill``: train a student from a finished run (the teacher), a short sequence of named stages.
+
+    open the run -> load the teacher -> load_data (the teacher's data by default) -> choose the recipe
+    -> build the student -> train (labels + teacher; Lightning) -> evaluate student and teacher
+    (accuracy, parameters, images/s) -> the student alone (``--baseline``) -> save -> report
+
+The teacher is any run ``predict`` reads (finetune, adapt, distill); its classes must be the data's.
+It sees the student's (augmented) batch at its own input size and normalisation
+(:class:`~transferkit.distill.TeacherView`); without augmentation its logits are computed once.
+``--unlabelled N`` adds N seeded training images outside every split, used without their labels.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import yaml
+
+from transferkit.config import DistillConfig
+from transferkit.engine.finetune import Setup, choose_recipe, resume_hint, run_path
+from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
+                                       loader, save_model, seed_all, train_lightning)
+from transferkit.errors import ConfigError, DataError, RunDirError
+from transferkit.rundir import RunDir, is_global_zero, write_json
+
+#: The student's LR multiplier on its backbone when unset: a student from scratch has nothing to
+#: protect (1.0); a pretrained one is fine-tuned as ``full`` does (0.1).
+BACKBONE_LR_MULT = {"none": 1.0, "pretrained": 0.1}
+#: Throughput is measured on this many images per forward pass (eval mode, this machine's threads).
+THROUGHPUT_BATCH = 32
+BASELINE_DIR = "student-alone"
+
+
+@dataclass
+class Teacher:
+    """The teacher run: its model (eval mode, CPU), ``model.json`` and ``config.yaml``."""
+
+    model: torch.nn.Module
+    meta: dict
+    config: dict
+
+    @property
+    def image_size(self) -> int:
+        return int(self.meta["data_config"]["input_size"][-1])
+
+
+def distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
+    """Run (or resume) a distillation run; returns its ``metrics.json`` content ({} on non-zero ranks)."""
+    from transferkit.engine.checks import check_run_options, resumed_config, run_inputs
+
+    cfg = cfg.model_copy(update={"out": str(run_path(cfg, f"distill-{cfg.loss}"))})
+    run, changed = RunDir(cfg.out, kind="distill"), {}
+    if resume:
+        cfg, changed = resumed_config(run, cfg)
+    teacher = load_teacher(cfg.teacher)
+    cfg = with_defaults(cfg, teacher)
+    seed_all(cfg.seed)
+    data = load_data(cfg)
+    if data.classes != teacher.meta["classes"]:
+        raise DataError(f"the teacher {cfg.teacher} predicts {len(teacher.meta['classes'])} classes "
+                        f"({', '.join(teacher.meta['classes'][:5])}...) but {cfg.data} has {len(data.classes)} "
+                        f"({', '.join(data.classes[:5])}...); distil on the data the teacher was trained for")
+    setup = choose_recipe(cfg, data)
+    check_run_options(cfg, setup, data, run, overwrite=overwrite, resume=resume)
+    built = build_model(cfg, len(data.classes), setup.image_size)
+    check_student(cfg, built.model)
+    with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run, "distill"):
+        if not resume and is_global_zero():
+            cfg.save(run.config)
+            write_json(run.path / "data.json", {"classes": data.classes, "data": cfg.data})
+        trained = train(cfg, setup, data, built, teacher, run, resume, progress)
+        alone = student_alone(cfg, run)
+        if not trained.is_global_zero:
+            return {}
+        metrics = evaluate_and_save(cfg, setup, data, built, teacher, run, trained)
+        metrics["student_alone_accuracy"] = alone
+        if changed:
+            metrics["resume_changes"] = changed
+        write_distill_report(run, cfg, metrics, data.classes)
+    return metrics
+
+
+# ----------------------------------------------------------------------------- setup
+def load_teacher(path: str) -> Teacher:
+    """The teacher run's model and records; one line when it is not a finished run."""
+    from transferkit.predict import load_run_model
+
+    model, meta = load_run_model(path, "cpu")
+    try:
+        config = yaml.safe_load(RunDir(path).config.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        config = {}
+    return Teacher(model, meta, config if isinstance(config, dict) else {})
+
+
+def with_defaults(cfg: DistillConfig, teacher: Teacher) -> DistillConfig:
+    """The teacher's data and input size where ``cfg`` leaves them unset; the backbone LR multiplier
+    for a student from scratch or a pretrained one."""
+    update = {}
+    if cfg.data is None:
+        if not teacher.config.get("data"):
+            raise ConfigError(f"the teacher {cfg.teacher} records no data (config.yaml); give --data")
+        update["data"] = teacher.config["data"]
+    if cfg.image_size is None:
+        update["image_size"] = teacher.image_size
+    if cfg.backbone_lr_mult is None:
+        update["backbone_lr_mult"] = BACKBONE_LR_MULT["none" if cfg.weights == "none" else "pretrained"]
+    return cfg.model_copy(update=update)
+
+
+def check_student(cfg: DistillConfig, model: torch.nn.Module) -> None:
+    """``token`` needs a student with a distillation token (timm's distilled ViTs)."""
+    if cfg.loss == "token" and not hasattr(model, "set_distilled_training"):
+        raise ConfigError(f"--loss token needs a student with a distillation token, e.g. --student "
+                          f"deit_tiny_distilled_patch16_224 (with --student-args to shrink it); {cfg.model} has "
+                          "none — use --loss soft or hard")
+
+
+# ----------------------------------------------------------------------------- data
+class Unlabelled(torch.utils.data.Dataset):
+    """A labelled dataset's images with label -1: trained on the teacher's outputs only."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return self.dataset[i][0], -1
+
+
+class WithTeacher(torch.utils.data.Dataset):
+    """``(x, y, teacher logits)``: the teacher's outputs computed once (training without augmentation)."""
+
+    def __init__(self, dataset, logits: torch.Tensor):
+        self.dataset, self.logits = dataset, logits
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        x, y = self.dataset[i]
+        return x, y, self.logits[i]
+
+
+def unlabelled_indices(data: Data, count: int, seed: int) -> np.ndarray:
+    """``count`` seeded training images in none of the splits (the labelled pool's remainder)."""
+    base = data.subsets["train"][0]
+    used = set().union(*(set(idx.tolist()) for b, idx in data.subsets.values() if b is base))
+    pool = np.array([i for i in range(len(base)) if i not in used], dtype=np.int64)
+    if count > len(pool):
+        raise DataError(f"--unlabelled {count}: only {len(pool)} training images are outside the labelled "
+                        "splits; lower it (or --per-class, which leaves the rest of the training images outside)")
+    return np.sort(np.random.default_rng(seed).choice(pool, count, replace=False))
+
+
+def train_set(cfg: DistillConfig, data: Data, built: Built, view) -> torch.utils.data.Dataset:
+    """The labelled training split (+ the unlabelled images), through the training transform (the
+    eval transform without ``--augment``, then with the teacher's logits cached)."""
+    from transferkit.data import TransformedSubset
+
+    tf = built.train_tf if cfg.augment else built.eval_tf
+    parts = [data.images("train", tf)]
+    if cfg.unlabelled:
+        parts.append(Unlabelled(TransformedSubset(data.subsets["train"][0],
+                                                  unlabelled_indices(data, cfg.unlabelled, cfg.seed), tf)))
+    dataset = torch.utils.data.ConcatDataset(parts)
+    if cfg.augment or cfg.loss == "none":
+        return dataset
+    from transferkit.evaluation.features import map_batches
+
+    logits = map_batches(view, loader(dataset, cfg), lambda m, x: {"logits": m(x)}, desc="teacher",
+                         progress=False, device=device_of(cfg))["logits"]
+    return WithTeacher(dataset, logits.cpu())
+
+
+# ----------------------------------------------------------------------------- train
+def teacher_view(teacher: Teacher, built: Built):
+    from transferkit.distill import TeacherView
+
+    t_cfg, s_cfg = teacher.meta["data_config"], built.data_config
+    return TeacherView(teacher.model, (s_cfg["mean"], s_cfg["std"]), (t_cfg["mean"], t_cfg["std"]),
+                       teacher.image_size)
+
+
+def train(cfg: DistillConfig, setup: Setup, data: Data, built: Built, teacher: Teacher, run: RunDir,
+          resume: bool, progress: bool) -> Trained:
+    """The recipe's plan for the student under Lightning, with the distillation loss."""
+    from transferkit.engine.distill_module import DistillModule, feature_hint
+
+    start, recipe = time.perf_counter(), setup.recipe
+    net = recipe.prepare(built.model, cfg)
+    plan = recipe.plan(net, cfg.model_copy(update={"freeze_groups": setup.freeze_groups}), setup.freeze_bn)
+    view = teacher_view(teacher, built)
+    hint = feature_hint(net, view, setup.image_size) if cfg.loss == "feature" else None
+    module = DistillModule(net, len(data.classes), plan, setup.optim, loss=cfg.loss, alpha=cfg.alpha,
+                           temperature=cfg.temperature, teacher=view, hint=hint)
+    loaders = {"train": loader(train_set(cfg, data, built, view), cfg, shuffle=True),
+               "val": loader(data.images("val", built.eval_tf), cfg)}
+    resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
+    return train_lightning(module, cfg, run, loaders, setup.epochs, callbacks=recipe.callbacks(cfg),
+                           resume_from=resume_from, prep_seconds=time.perf_counter() - start, progress=progress)
+
+
+def student_alone(cfg: DistillConfig, run: RunDir) -> float | None:
+    """The same student and budget without a teacher (``--baseline``: trained in ``student-alone/``,
+    reused when finished), or read from ``--baseline-run``; None without either."""
+    import json
+
+    from transferkit.engine.compare import _run_or_reuse
+
+    if cfg.baseline_run:
+        path = RunDir(cfg.baseline_run).metrics_json
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, ValueError):
+            raise RunDirError(f"--baseline-run {cfg.baseline_run} has no readable metrics.json; is it a finished "
+                              "run?") from None
+        return metrics.get("student_accuracy", metrics.get("test_accuracy"))
+    if not cfg.baseline or cfg.loss == "none":
+        return None
+    alone = cfg.model_copy(update={"loss": "none", "baseline": False, "out": str(run.path / BASELINE_DIR)})
+    return _run_or_reuse(alone, distill).get("student_accuracy")
+
+
+# ----------------------------------------------------------------------------- evaluate
+def images_per_second(model: torch.nn.Module, image_size: int) -> float:
+    """Eval-mode forward throughput on a batch of ``THROUGHPUT_BATCH`` (CPU, this machine's threads)."""
+    from transferkit.export.onnx_export import latency_ms
+
+    x = torch.randn(THROUGHPUT_BATCH, 3, image_size, image_size)
+    return round(1000 * THROUGHPUT_BATCH / latency_ms(model.eval().cpu(), x, repeats=5), 1)
+
+
+def evaluate_and_save(cfg: DistillConfig, setup: Setup, data: Data, built: Built, teacher: Teacher, run: RunDir,
+                      trained: Trained) -> dict:
+    """Rank zero: the student's test/val scores, the teacher's on the same test images (through its own
+    transform), sizes and throughput of both; saves the student."""
+    from transferkit.evaluation import evaluate
+    from transferkit.predict import eval_transform
+    from transferkit.surgery.heads import count_parameters
+
+    model, _ = setup.recipe.finish(trained.net, built.model, run.path)
+    if hasattr(model, "set_distilled_training"):
+        model.set_distilled_training(False)
+    device, n = device_of(cfg), len(data.classes)
+    scores = evaluate_splits(model, {"test": loader(data.images("test", built.eval_tf), cfg),
+                                     "val": loader(data.images("val", built.eval_tf), cfg)}, n, device)
+    t_test = evaluate(teacher.model, loader(data.images("test", eval_transform(teacher.meta)), cfg), n, device)
+    save_model(run, model, built, cfg, data.classes, f"distill-{cfg.loss}")
+    test = scores.get("test")
+    return {
+        "loss": cfg.loss, "alpha": cfg.alpha, "temperature": cfg.temperature, "strategy": setup.recipe.name,
+        "teacher": cfg.teacher, "teacher_model": teacher.meta["architecture"], "teacher_image_size": teacher.image_size,
+        "teacher_accuracy": t_test["accuracy"], "model": cfg.model, "weights": cfg.weights,
+        "model_args": cfg.model_args, "image_size": setup.image_size, "epochs": setup.epochs,
+        "student_accuracy": test["accuracy"] if test else None, "test_accuracy": test["accuracy"] if test else None,
+        "student_macro_f1": test["macro_f1"] if test else None,
+        "student_val_accuracy": scores["val"]["accuracy"] if "val" in scores else None,
+        "student_params": count_parameters(model), "teacher_params": count_parameters(teacher.model),
+        "student_images_per_second": images_per_second(model, setup.image_size),
+        "teacher_images_per_second": images_per_second(teacher.model, teacher.image_size),
+        "train_seconds": round(trained.train_seconds, 2), "resumed": trained.resumed, "seed": cfg.seed,
+        "train_images": data.size("train"), "unlabelled_images": cfg.unlabelled, "augment": cfg.augment,
+        "val_images": data.size("val"), "test_images": data.size("test"), "run_dir": run.path.name,
+        "optim": asdict(setup.optim), "test_confusion": test["confusion"] if test else None,
+    }
+
+
+def write_distill_report(run: RunDir, cfg: DistillConfig, metrics: dict, classes: list[str]) -> None:
+    """Learning curve, confusion matrix, teacher/student chart, ``report.md``; ``metrics.json`` last."""
+    from transferkit.report import plot_confusion, plot_learning_curve
+    from transferkit.report.distill import DISTILL_SHOWN, distill_sections, plot_distill
+    from transferkit.report.markdown import write_report
+
+    plots = {"Teacher and student": plot_distill(metrics, run.path / "distill.png").name}
+    if rows := run.merge_logs():
+        plots["Learning curve"] = plot_learning_curve(rows, run.path / "learning_curve.png").name
+    if metrics["test_confusion"]:
+        plots["Confusion matrix (student, test)"] = plot_confusion(metrics["test_confusion"], classes,
+                                                                   run.path / "confusion_matrix.png").name
+    write_report(run.report, cfg.model_dump(), metrics, plots, shown=DISTILL_SHOWN,
+                 title=f"transferkit distill: {metrics['teacher_model']} -> {cfg.model} / {cfg.loss}",
+                 sections=distill_sections(metrics))
+    write_json(run.metrics_json, metrics)
+
+
+__all__ = ["distill", "load_teacher", "unlabelled_indices", "with_defaults"]
