@@ -179,6 +179,29 @@ def compare(ctx: typer.Context, **values) -> None:
     console.print("-> " + ", ".join(str(Path(out) / name) for name in OUTPUTS))
 
 
+def _one_run_or_grid(ctx: typer.Context, values: dict, key: str, default: str, config_cls, missing: str | None):
+    """The config of a command that runs one run or a grid (``--KEY a,b --seeds N``): the names listed
+    in ``values[key]``, the run options popped; ``missing``: the error when required options are absent."""
+    out, config, overwrite, resume, progress, seeds = (values.pop(k) for k in (
+        "out", "config", "overwrite", "resume", "progress", "seeds"))
+    names = [m.strip() for m in (values[key] or "").split(",") if m.strip()] or [default]
+    values[key], values["out"] = names[0], str(out) if out else None
+    if resume:
+        if not out or len(names) > 1 or seeds != 1:
+            raise TransferkitError(f"--resume continues one run: give --out RUN_DIR and one --{key}")
+        cfg = _resume_config(Path(out), _given(ctx, values), config_cls)
+    elif not config and missing:
+        raise TransferkitError(missing)
+    else:
+        cfg = _config(ctx, values, config, config_cls)
+    if len(names) > 1 or seeds > 1:
+        if not out:
+            raise TransferkitError(f"several {key} values or seeds write a leaderboard: give --out DIR")
+        if seeds < 1:
+            raise TransferkitError(f"--seeds must be at least 1, got {seeds}")
+    return cfg, names, out, overwrite, resume, progress, seeds
+
+
 def _adapt_fields() -> list[str]:
     from transferkit.config import NOT_FOR_ADAPT, AdaptConfig
 
@@ -207,19 +230,10 @@ def _adapt_cls():
      *RUN_OPTIONS])
 def adapt(ctx: typer.Context, **values) -> None:
     """Domain adaptation: train on a labelled source and unlabelled target images; score the target."""
-    out, config, overwrite, resume, progress, seeds = (values.pop(k) for k in (
-        "out", "config", "overwrite", "resume", "progress", "seeds"))
-    methods = [m.strip() for m in (values["method"] or "").split(",") if m.strip()] or ["dann"]
-    values["method"], values["out"] = methods[0], str(out) if out else None
-    if resume:
-        if not out or len(methods) > 1 or seeds != 1:
-            raise TransferkitError("--resume continues one run: give --out RUN_DIR and one --method")
-        cfg = _resume_config(Path(out), _given(ctx, values), _adapt_cls())
-    elif not config and not (values["source"] and values["target"]):
-        raise TransferkitError("--source and --target are required, e.g. --source builtin:synth-digits "
-                               "--target builtin:digits")
-    else:
-        cfg = _config(ctx, values, config, _adapt_cls())
+    missing = None if values["source"] and values["target"] else (
+        "--source and --target are required, e.g. --source builtin:synth-digits --target builtin:digits")
+    cfg, methods, out, overwrite, resume, progress, seeds = _one_run_or_grid(ctx, values, "method", "dann",
+                                                                              _adapt_cls(), missing)
     if len(methods) > 1 or seeds > 1:
         return _adapt_leaderboard(cfg, methods, seeds, out, overwrite, progress)
     from transferkit.engine.adapt import adapt as run_adapt
@@ -237,10 +251,6 @@ def adapt(ctx: typer.Context, **values) -> None:
 def _adapt_leaderboard(base, methods: list[str], seeds: int, out, overwrite: bool, progress: bool) -> None:
     from transferkit.engine.adapt_compare import OUTPUTS, adapt_compare
 
-    if not out:
-        raise TransferkitError("several methods or seeds write a leaderboard: give --out DIR")
-    if seeds < 1:
-        raise TransferkitError(f"--seeds must be at least 1, got {seeds}")
     result = adapt_compare(base, methods, list(range(seeds)), out, overwrite=overwrite, progress=progress,
                            console=console)
     if not result:  # a non-zero DDP rank
@@ -286,18 +296,10 @@ def _distill_cls():
     [_extra("seeds", int, 1, "seeds 0..N-1 (with several losses or N > 1: a leaderboard in --out)"), *RUN_OPTIONS])
 def distill(ctx: typer.Context, **values) -> None:
     """Knowledge distillation: train a student (any timm model, a ViT from scratch too) from a finished run."""
-    out, config, overwrite, resume, progress, seeds = (values.pop(k) for k in (
-        "out", "config", "overwrite", "resume", "progress", "seeds"))
-    losses = [m.strip() for m in (values["loss"] or "").split(",") if m.strip()] or ["soft"]
-    values["loss"], values["out"] = losses[0], str(out) if out else None
-    if resume:
-        if not out or len(losses) > 1 or seeds != 1:
-            raise TransferkitError("--resume continues one run: give --out RUN_DIR and one --loss")
-        cfg = _resume_config(Path(out), _given(ctx, values), _distill_cls())
-    elif not config and not values["teacher"]:
-        raise TransferkitError("--teacher RUN_DIR is required (a finished finetune run), e.g. --teacher runs/lite0")
-    else:
-        cfg = _config(ctx, values, config, _distill_cls())
+    missing = None if values["teacher"] else (
+        "--teacher RUN_DIR is required (a finished finetune run), e.g. --teacher runs/lite0")
+    cfg, losses, out, overwrite, resume, progress, seeds = _one_run_or_grid(ctx, values, "loss", "soft",
+                                                                             _distill_cls(), missing)
     if len(losses) > 1 or seeds > 1:
         return _distill_leaderboard(cfg, losses, seeds, out, overwrite, progress)
     from transferkit.engine.distill import distill as run_distill
@@ -315,10 +317,6 @@ def distill(ctx: typer.Context, **values) -> None:
 def _distill_leaderboard(base, losses: list[str], seeds: int, out, overwrite: bool, progress: bool) -> None:
     from transferkit.engine.distill_compare import OUTPUTS, distill_compare
 
-    if not out:
-        raise TransferkitError("several losses or seeds write a leaderboard: give --out DIR")
-    if seeds < 1:
-        raise TransferkitError(f"--seeds must be at least 1, got {seeds}")
     result = distill_compare(base, losses, list(range(seeds)), out, overwrite=overwrite, progress=progress,
                              console=console)
     if not result:  # a non-zero DDP rank

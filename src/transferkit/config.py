@@ -32,6 +32,13 @@ def parse_model_args(text: str) -> dict:
     return args
 
 
+def refuse_finetune_only(cfg, names: tuple[str, ...], command: str) -> None:
+    """Refuse finetune options ``command`` does not offer when they differ from finetune's defaults."""
+    given = [k for k in names if getattr(cfg, k) != FinetuneConfig.model_fields[k].default]
+    if given:
+        raise ValueError(f"{', '.join(given)} do(es) not apply to {command}")
+
+
 class FinetuneConfig(BaseModel):
     """Everything that defines a ``transferkit finetune`` run."""
 
@@ -206,9 +213,7 @@ class AdaptConfig(FinetuneConfig):
 
     @model_validator(mode="after")
     def _no_finetune_only_options(self):
-        given = [k for k in NOT_FOR_ADAPT if getattr(self, k) != type(self).model_fields[k].default]
-        if given:
-            raise ValueError(f"{', '.join(given)} do(es) not apply to adapt")
+        refuse_finetune_only(self, NOT_FOR_ADAPT, "adapt")
         return self
 
     def data_specs(self) -> list[str]:
@@ -268,9 +273,7 @@ class DistillConfig(FinetuneConfig):
 
     @model_validator(mode="after")
     def _no_finetune_only_options(self):
-        given = [k for k in NOT_FOR_DISTILL if getattr(self, k) != FinetuneConfig.model_fields[k].default]
-        if given:
-            raise ValueError(f"{', '.join(given)} do(es) not apply to distill")
+        refuse_finetune_only(self, NOT_FOR_DISTILL, "distill")
         if self.baseline and self.baseline_run:
             raise ValueError("give --baseline (train the student alone) or --baseline-run RUN, not both")
         return self

@@ -15,12 +15,11 @@ from rich.console import Console
 
 from transferkit.config import AdaptConfig
 from transferkit.engine.adapt import adapt, load_domains
-from transferkit.engine.checks import run_inputs
-from transferkit.engine.compare import check_reusable, run_all, summarise
+from transferkit.engine.compare import grid_dir, run_all, summarise
 from transferkit.errors import ConfigError
 from transferkit.report.adapt import write_adapt_leaderboard
 from transferkit.report.compare import plot_scores
-from transferkit.rundir import RunDir, is_global_zero, write_json
+from transferkit.rundir import is_global_zero, write_json
 
 #: Kept in each ``adapt.json`` record (besides ``method``, ``seed`` and ``run_dir``).
 RECORD_KEYS = ("target_accuracy", "source_accuracy", "source_val_accuracy", "proxy_a_distance_before",
@@ -47,12 +46,7 @@ def adapt_compare(base: AdaptConfig, methods: list[str], seeds: list[int], out: 
     out = Path(out)
     plan = plan_runs(base, methods, seeds, out)
     load_domains(next(cfg for m, _, cfg in plan if m == "oracle") if "oracle" in methods else plan[0][2])
-    run = RunDir(out, kind="adapt-compare")
-    resume = not overwrite and run.is_started
-    if not overwrite:
-        for _, _, cfg in plan:
-            check_reusable(cfg)
-    with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(base)):
+    with grid_dir(out, "adapt-compare", plan, base, overwrite):
         records = run_all(plan, adapt, progress, console or Console(), title="adapt", name_key="method",
                           score="target_accuracy", keys=RECORD_KEYS)
         if not is_global_zero():

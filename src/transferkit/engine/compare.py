@@ -18,6 +18,8 @@ re-running the same command continues a compare.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -89,12 +91,7 @@ def compare(base: FinetuneConfig, strategies: list[str], seeds: list[int], out: 
             for seed in seeds for name in strategies]
     for _, _, cfg in plan:  # refuse before running anything: impossible combinations first
         choose_recipe(cfg)
-    run = RunDir(out, kind="compare")
-    resume = not overwrite and run.is_started
-    if not overwrite:  # ... then a folder holding runs with other settings
-        for _, _, cfg in plan:
-            check_reusable(cfg)
-    with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(base)):
+    with grid_dir(out, "compare", plan, base, overwrite):
         records = run_all(plan, finetune, progress, console or Console())
         if not is_global_zero():
             return {}
@@ -106,6 +103,19 @@ def compare(base: FinetuneConfig, strategies: list[str], seeds: list[int], out: 
         write_leaderboard(out / OUTPUTS[1], result, OUTPUTS[2])
         write_json(out / OUTPUTS[0], result)
     return result
+
+
+@contextmanager
+def grid_dir(out: Path, kind: str, plan: list, base: FinetuneConfig, overwrite: bool):
+    """The folder of a grid of runs (compare, adapt/distill leaderboards), held while they run: resumed
+    when started before (unless ``overwrite``), refused when a planned run folder holds other settings."""
+    run = RunDir(out, kind=kind)
+    resume = not overwrite and run.is_started
+    if not overwrite:
+        for _, _, cfg in plan:
+            check_reusable(cfg)
+    with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(base)):
+        yield run
 
 
 def run_all(plan: list, run: Callable[..., dict], progress: bool, console: Console, *, title: str = "compare",

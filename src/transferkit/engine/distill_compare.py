@@ -13,13 +13,12 @@ from pathlib import Path
 from rich.console import Console
 
 from transferkit.config import DistillConfig
-from transferkit.engine.checks import run_inputs
-from transferkit.engine.compare import check_reusable, mean_std, run_all, summarise
+from transferkit.engine.compare import grid_dir, mean_std, run_all, summarise
 from transferkit.engine.distill import distill, load_teacher, with_defaults
 from transferkit.errors import ConfigError
 from transferkit.report.compare import plot_scores
 from transferkit.report.distill import write_distill_leaderboard
-from transferkit.rundir import RunDir, is_global_zero, write_json
+from transferkit.rundir import is_global_zero, write_json
 
 #: Kept in each ``distill.json`` record (besides ``loss``, ``seed`` and ``run_dir``).
 RECORD_KEYS = ("student_accuracy", "student_val_accuracy", "teacher_accuracy", "train_seconds", "image_size",
@@ -53,12 +52,7 @@ def distill_compare(base: DistillConfig, losses: list[str], seeds: list[int], ou
     out = Path(out)
     base = with_defaults(base, load_teacher(base.teacher))  # the teacher checked, its data filled in, up front
     plan = plan_runs(base, losses, seeds, out)
-    run = RunDir(out, kind="distill-compare")
-    resume = not overwrite and run.is_started
-    if not overwrite:
-        for _, _, cfg in plan:
-            check_reusable(cfg)
-    with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(base)):
+    with grid_dir(out, "distill-compare", plan, base, overwrite):
         records = run_all(plan, distill, progress, console or Console(), title="distill", name_key="loss",
                           score="student_accuracy", keys=RECORD_KEYS)
         if not is_global_zero():
