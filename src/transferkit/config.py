@@ -68,6 +68,8 @@ class FinetuneConfig(BaseModel):
     reg_beta: float = Field(0.01, ge=0, description="l2sp: beta/2 ||w||^2 on the new head")
     lwf_weight: float = Field(1.0, ge=0, description="lwf: weight of the source-output distillation loss")
     lwf_temperature: float = Field(2.0, gt=0, description="lwf: softmax temperature T")
+    co_tuning_weight: float = Field(2.3, ge=0, description="co-tuning: weight lambda of the source-head loss "
+                                    "(tllib's default)")
     source_eval: bool = Field(False, description="measure forgetting: source-head agreement with the pretrained model")
     source_data: str | None = Field(None, description="images for --source-eval (default: the target's test "
                                     "split); implies source_eval")
@@ -163,7 +165,7 @@ ADAPT_METHODS = {
 }
 
 #: finetune options that ``adapt`` does not offer: they must stay at their defaults.
-NOT_FOR_ADAPT = ("source_eval", "source_data", "source_labels", "wise_alpha", "wise_curve", "lora_rank",
+NOT_FOR_ADAPT = ("co_tuning_weight", "source_eval", "source_data", "source_labels", "wise_alpha", "wise_curve", "lora_rank",
                  "lora_alpha", "lora_targets", "probe_augment", "baseline", "reg", "lwf_weight", "lwf_temperature")
 
 #: The recipes ``adapt`` trains with: they train the backbone in a Lightning loop (the alignment loss
@@ -231,7 +233,7 @@ DISTILL_LOSSES = {
 }
 
 #: finetune options that ``distill`` does not offer: they must stay at their defaults.
-NOT_FOR_DISTILL = ("source_eval", "source_data", "source_labels", "wise_alpha", "wise_curve", "lora_rank",
+NOT_FOR_DISTILL = ("co_tuning_weight", "source_eval", "source_data", "source_labels", "wise_alpha", "wise_curve", "lora_rank",
                    "lora_alpha", "lora_targets", "probe_augment", "reg", "lwf_weight", "lwf_temperature")
 
 #: The recipes that train a student: every parameter in a Lightning loop.

@@ -140,7 +140,7 @@ def train(cfg: FinetuneConfig, setup: Setup, data: Data, built: Built, run: RunD
                                  if cfg.wise_alpha is not None or cfg.wise_curve else None)
     net = recipe.prepare(model, cfg)
     plan = recipe.plan(net, cfg.model_copy(update={"freeze_groups": setup.freeze_groups}), setup.freeze_bn)
-    module = _module(cfg, setup, net, plan, len(data.classes), built)
+    module = _module(cfg, setup, net, plan, data, built)
     loaders = {"train": loader(data.images("train", built.train_tf), cfg, shuffle=True),
                "val": loader(data.images("val", built.eval_tf), cfg)}
     resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
@@ -149,7 +149,7 @@ def train(cfg: FinetuneConfig, setup: Setup, data: Data, built: Built, run: RunD
     return trained, extra
 
 
-def _module(cfg: FinetuneConfig, setup: Setup, net, plan, num_classes: int, built: Built):
+def _module(cfg: FinetuneConfig, setup: Setup, net, plan, data: Data, built: Built):
     """The LightningModule, with the regulariser the options ask for (L2-SP snapshots the weights now)."""
     from transferkit.engine.module import TransferModule
     from transferkit.regularizers import L2SP, LwF
@@ -159,7 +159,22 @@ def _module(cfg: FinetuneConfig, setup: Setup, net, plan, num_classes: int, buil
         reg = L2SP(built.model, cfg.reg_alpha, cfg.reg_beta)
     elif cfg.reg == "lwf":
         reg = LwF(source_model(cfg, setup.image_size), cfg.lwf_weight, cfg.lwf_temperature)
-    return TransferModule(net, num_classes, plan, setup.optim, reg)
+    elif setup.recipe.name == "co-tuning":
+        reg = co_tuning(cfg, data, built, setup.image_size)
+    return TransferModule(net, len(data.classes), plan, setup.optim, reg)
+
+
+def co_tuning(cfg: FinetuneConfig, data: Data, built: Built, image_size: int):
+    """The co-tuning block: the pretrained source head and the category relationship it gives on the
+    training images (eval transform, seeded order: the same on every rank and on resume)."""
+    from transferkit.evaluation.features import map_batches
+    from transferkit.regularizers import CoTuning, category_relationship
+
+    source = source_model(cfg, image_size)
+    probs = map_batches(source, loader(data.images("train", built.eval_tf), cfg),
+                        lambda m, x: {"p": m(x).softmax(1)}, device=device_of(cfg), progress=False, desc="source")
+    return CoTuning(source.get_classifier(), category_relationship(probs["p"], probs["labels"], len(data.classes)),
+                    cfg.co_tuning_weight)
 
 
 def source_model(cfg: FinetuneConfig, image_size: int) -> torch.nn.Module:

@@ -64,7 +64,7 @@ class TransferModule(L.LightningModule):
         if getattr(self.regularizer, "uses_features", False):
             features = pre_logits(self.net, x)
             logits = self.net.get_classifier()(features)
-            reg = self.regularizer(self.net, x=x, features=features)
+            reg = self.regularizer(self.net, x=x, features=features, y=y)
         else:
             logits = self(x)
             if self.regularizer is not None:
@@ -94,21 +94,36 @@ class TransferModule(L.LightningModule):
     #: Submodules rebuilt from their source on resume, never checkpointed (a frozen teacher).
     NOT_CHECKPOINTED: tuple[str, ...] = ("regularizer.",)
 
+    def _rebuilt(self, key: str) -> bool:
+        """Not checkpointed: under ``NOT_CHECKPOINTED`` and not a parameter that trains (co-tuning's
+        source head trains and is checkpointed; LwF's frozen teacher is rebuilt)."""
+        return key.startswith(self.NOT_CHECKPOINTED) and key not in self._trained_extra()
+
+    def _trained_extra(self) -> set[str]:
+        return {f"regularizer.{n}" for n, _ in self.regularizer_params()}
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
-                                    if not k.startswith(self.NOT_CHECKPOINTED)}
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not self._rebuilt(k)}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        own = {k: v for k, v in self.state_dict().items() if k.startswith(self.NOT_CHECKPOINTED)}
+        own = {k: v for k, v in self.state_dict().items() if self._rebuilt(k)}
         checkpoint["state_dict"] = {**checkpoint["state_dict"], **own}
+
+    def regularizer_params(self) -> list:
+        """The regulariser's own trainable parameters (co-tuning's source head), named."""
+        if self.regularizer is None:
+            return []
+        return [(n, p) for n, p in self.regularizer.named_parameters() if p.requires_grad]
 
     def on_train_epoch_start(self) -> None:
         self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"], on_step=False, on_epoch=True)
 
     def extra_groups(self) -> list:
-        """Optimizer groups beyond the plan's layer groups, ``(name, named params, LR scale)``: none here
-        (``adapt``'s domain discriminator is one). Kept out of ``plan.groups``, which gradual unfreezing walks."""
-        return []
+        """Optimizer groups beyond the plan's layer groups, ``(name, named params, LR scale)``: the
+        regulariser's trainable parameters at the head LR (``adapt``'s domain discriminator is another).
+        Kept out of ``plan.groups``, which gradual unfreezing walks."""
+        params = self.regularizer_params()
+        return [("regularizer", params, 1.0)] if params else []
 
     def configure_optimizers(self):
         o = self.optim

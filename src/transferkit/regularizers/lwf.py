@@ -78,7 +78,7 @@ class LwF(nn.Module):
         self.teacher.eval()
         return self
 
-    def forward(self, model: nn.Module, *, x: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    def forward(self, model: nn.Module, *, x: torch.Tensor, features: torch.Tensor, y=None) -> torch.Tensor:
         if self.teacher.training:  # whatever a training loop did to module modes
             self.teacher.eval()
         with torch.no_grad():
