@@ -144,3 +144,29 @@ def test_loss_grid_reports_each_loss_against_the_student_alone(teacher, tmp_path
             "student_accuracy"]
         assert row["delta_alone"] == (expected if expected is None else pytest.approx(expected))
     assert (out / "leaderboard.md").is_file() and (out / "distill-compare.png").is_file()
+
+
+@pytest.mark.slow
+def test_resume_after_interruption_keeps_the_teacher_out_of_the_checkpoint(teacher, tmp_path, monkeypatch):
+    """Stopped when epoch 1 starts, then ``distill(..., resume=True)`` finishes it; the checkpoint holds
+    the student (and the hint's projection), never the teacher."""
+    from transferkit.engine.callbacks import AtomicCheckpoint
+    from transferkit.engine.module import TransferModule
+
+    cfg = DistillConfig(teacher=str(teacher), model="resnet10t", loss="feature", out=str(tmp_path / "run"),
+                        **{**TINY, "epochs": 2})
+    original = TransferModule.on_train_epoch_start
+
+    def stop(self):
+        if any(isinstance(c, AtomicCheckpoint) for c in self.trainer.callbacks) and self.current_epoch == 1:
+            raise KeyError("stopped at epoch 1")
+        original(self)
+
+    monkeypatch.setattr(TransferModule, "on_train_epoch_start", stop)
+    with pytest.raises(KeyError):
+        distill(cfg, progress=False)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    assert any(k.startswith("hint.") for k in state) and not any(k.startswith("teacher.") for k in state)
+    monkeypatch.setattr(TransferModule, "on_train_epoch_start", original)
+    metrics = distill(cfg, resume=True, progress=False)
+    assert metrics["resumed"] is True and metrics["epochs"] == 2 and metrics["loss"] == "feature"
