@@ -65,9 +65,9 @@ def distill_compare(base: DistillConfig, losses: list[str], seeds: list[int], ou
         for row in board:
             row["delta_alone"], row["delta_alone_std"] = (None, None) if row["loss"] == "none" else paired_delta(
                 records, row["loss"])
-        first = records[0]
-        result = {"data": base.data, "teacher": base.teacher, "teacher_model": first["teacher_model"],
-                  "teacher_accuracy": first["teacher_accuracy"], "model": base.model, "model_args": base.model_args,
+        result = {"data": base.data, "teacher": base.teacher, "teacher_model": records[0]["teacher_model"],
+                  "teacher_accuracy": mean_std([r["teacher_accuracy"] for r in records])[0], "model": base.model,
+                  "model_args": base.model_args,
                   "per_class": base.per_class, "seeds": seeds, "losses": [x for x, s, _ in plan if s == seeds[0]],
                   "records": records, "leaderboard": board}
         plot_scores(board, out / OUTPUTS[2], name_key="loss", score="student_accuracy",

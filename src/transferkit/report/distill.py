@@ -69,7 +69,8 @@ def write_distill_leaderboard(path: Path, result: dict, chart: str | None = None
 
     board = result["leaderboard"]
     lines = [f"# transferkit distill: {result['teacher_model']} -> {result['model']} on {result['data']}", "",
-             f"Teacher test accuracy {percent(result['teacher_accuracy'])}%. Student arguments: "
+             f"Teacher test accuracy {percent(result['teacher_accuracy'])}% (mean over the seeds' test images). "
+             f"Student arguments: "
              f"{result['model_args'] or '-'}. Seeds: {', '.join(map(str, result['seeds']))}; every loss of a seed "
              "ran on the same splits and images.", "",
              "| # | loss | student accuracy % (mean ± std) | Δ student alone (points, paired) | train s | "
