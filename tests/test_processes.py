@@ -105,13 +105,13 @@ def test_cpu_ddp_compare(tmp_path):
                                        "batch_size: 32\n")
     run = subprocess.run([str(Path(sys.executable).parent / "transferkit"), "compare", "--data", "builtin:digits",
                           "--per-class", "20", "--epochs", "1", "--image-size", "32", "--seeds", "1",
-                          "--strategies", "linear-probe,full", "--config", str(tmp_path / "ddp.yaml"),
+                          "--strategies", "linear-probe,freeze", "--config", str(tmp_path / "ddp.yaml"),
                           "--out", str(out), "--no-progress"],
                          env=_env(tmp_path), capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr
     result = json.loads((out / "compare.json").read_text())
-    assert [r["strategy"] for r in result["records"]] == ["linear-probe", "full"]
-    assert all((out / "runs" / f"{s}-seed0" / "metrics.json").is_file() for s in ("linear-probe", "full"))
+    assert [r["strategy"] for r in result["records"]] == ["linear-probe", "freeze"]
+    assert all((out / "runs" / f"{s}-seed0" / "metrics.json").is_file() for s in ("linear-probe", "freeze"))
 
 
 def test_bf16_mixed_on_cpu(tmp_path):
