@@ -53,10 +53,10 @@ def distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False
 
     cfg = cfg.model_copy(update={"out": str(run_path(cfg, f"distill-{cfg.loss}"))})
     run, changed = RunDir(cfg.out, kind="distill"), {}
+    teacher = load_teacher(cfg.teacher)
+    cfg = with_defaults(cfg, teacher)  # as saved: a resume compares like with like
     if resume:
         cfg, changed = resumed_config(run, cfg)
-    teacher = load_teacher(cfg.teacher)
-    cfg = with_defaults(cfg, teacher)
     seed_all(cfg.seed)
     data = load_data(cfg)
     if data.classes != teacher.meta["classes"]:
