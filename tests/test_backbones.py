@@ -139,6 +139,7 @@ def test_local_file_without_num_batches_tracked(source, tmp_path):
     assert _same_outputs(source, load_backbone("test_efficientnet", weights=str(tmp_path / "w.safetensors")))
 
 
+@pytest.mark.slow
 def test_local_file_head(source, tmp_path):
     finetuned = replace_head(timm.create_model("test_efficientnet"), 10)
     backbone = {k: v for k, v in source.state_dict().items() if not k.startswith("classifier.")}

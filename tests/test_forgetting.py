@@ -34,6 +34,7 @@ def test_unchanged_backbone_agrees_fully_and_a_perturbed_one_does_not():
     assert moved["source_agreement"] < 1.0 and moved["source_kl"] > 0.01
 
 
+@pytest.mark.slow
 def test_source_accuracy_uses_the_label_map():
     source = load_backbone("efficientnet_lite0", "packaged").eval()
     loader = _loader()

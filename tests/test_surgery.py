@@ -41,6 +41,7 @@ def test_cnn_accepts_any_resolution(size):
     assert model.pretrained_cfg["input_size"] == (3, size, size)
 
 
+@pytest.mark.slow
 def test_vit_pos_embed_is_resampled(tmp_path):
     torch.manual_seed(0)
     source = timm.create_model("vit_tiny_patch16_224")  # 14x14 patches + 1 class token

@@ -189,6 +189,7 @@ def test_cli_tta_grid_writes_metrics_table_and_heatmap(run_cli, tiny_run, animal
     assert (out / "tta.png").stat().st_size > 0 and "| gaussian_noise | contrast |" in (out / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_cli_tta_save_writes_a_model_predict_reads(run_cli, tiny_run, animal_folder, tmp_path):
     out = tmp_path / "tta"
     code, _, err = run_cli("tta", tiny_run, "--data", animal_folder, "--method", "bn", "--batch-size", "6",
