@@ -79,3 +79,25 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class Interrupted(Exception):
+    """Stands in for a crash or kill (Lightning turns KeyboardInterrupt into a graceful exit)."""
+
+
+def interrupt_at_epoch_1(monkeypatch):
+    """Make training raise :class:`Interrupted` when epoch 1 starts (after epoch 0's checkpoint);
+    returns the function that puts training back as it was (call it before resuming)."""
+    from transferkit.engine.callbacks import AtomicCheckpoint
+    from transferkit.engine.module import TransferModule
+
+    original = TransferModule.on_train_epoch_start
+
+    def stop(self):
+        main_run = any(isinstance(c, AtomicCheckpoint) for c in self.trainer.callbacks)  # not LP-FT's probe
+        if main_run and self.current_epoch == 1:
+            raise Interrupted("stopped at epoch 1")
+        original(self)
+
+    monkeypatch.setattr(TransferModule, "on_train_epoch_start", stop)
+    return lambda: monkeypatch.setattr(TransferModule, "on_train_epoch_start", original)

@@ -11,12 +11,10 @@ from PIL import Image
 from safetensors.torch import load_file
 from sklearn.datasets import load_digits
 
-from conftest import write_digit_folder
+from conftest import Interrupted, interrupt_at_epoch_1, write_digit_folder
 from transferkit.config import AdaptConfig
 from transferkit.data import load_source
 from transferkit.engine.adapt import adapt, target_split
-from transferkit.engine.callbacks import AtomicCheckpoint
-from transferkit.engine.module import TransferModule
 
 #: 32 px, 3 source images per class, 60 target images, 1 epoch: a few seconds on 2 cores.
 TINY = dict(per_class=3, val_split=0.02, test_per_class=3, image_size=32, batch_size=16, epochs=1,
@@ -148,20 +146,13 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
     source = write_digit_folder(tmp_path / "src", per_class=10)
     cfg = AdaptConfig(source=str(source), target=str(_digit_csv(tmp_path / "tgt")), method="dann",
                       out=str(tmp_path / "run"), **{**FOLDER, "epochs": 2})
-    original = TransferModule.on_train_epoch_start
-
-    def stop(self):
-        if any(isinstance(c, AtomicCheckpoint) for c in self.trainer.callbacks) and self.current_epoch == 1:
-            raise KeyError("stopped at epoch 1")
-        original(self)
-
-    monkeypatch.setattr(TransferModule, "on_train_epoch_start", stop)
-    with pytest.raises(KeyError):
+    resume_normally = interrupt_at_epoch_1(monkeypatch)
+    with pytest.raises(Interrupted):
         adapt(cfg, progress=False)
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["epoch"] == 0 and not (tmp_path / "run" / "metrics.json").exists()
     assert any(k.startswith("alignment.discriminator.") for k in ckpt["state_dict"])
-    monkeypatch.setattr(TransferModule, "on_train_epoch_start", original)
+    resume_normally()
     metrics = adapt(cfg, resume=True, progress=False)
     assert metrics["resumed"] is True and metrics["epochs"] == 2
     with (tmp_path / "run" / "metrics.csv").open() as fh:

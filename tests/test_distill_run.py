@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_digit_folder
+from conftest import Interrupted, interrupt_at_epoch_1, write_digit_folder
 from transferkit.config import DistillConfig, FinetuneConfig, parse_model_args
 from transferkit.distill import TeacherView
 from transferkit.engine.distill import distill, load_teacher, train_set, unlabelled_indices, with_defaults
@@ -150,23 +150,13 @@ def test_loss_grid_reports_each_loss_against_the_student_alone(teacher, tmp_path
 def test_resume_after_interruption_keeps_the_teacher_out_of_the_checkpoint(teacher, tmp_path, monkeypatch):
     """Stopped when epoch 1 starts, then ``distill(..., resume=True)`` finishes it; the checkpoint holds
     the student (and the hint's projection), never the teacher."""
-    from transferkit.engine.callbacks import AtomicCheckpoint
-    from transferkit.engine.module import TransferModule
-
     cfg = DistillConfig(teacher=str(teacher), model="resnet10t", loss="feature", out=str(tmp_path / "run"),
                         **{**TINY, "epochs": 2})
-    original = TransferModule.on_train_epoch_start
-
-    def stop(self):
-        if any(isinstance(c, AtomicCheckpoint) for c in self.trainer.callbacks) and self.current_epoch == 1:
-            raise KeyError("stopped at epoch 1")
-        original(self)
-
-    monkeypatch.setattr(TransferModule, "on_train_epoch_start", stop)
-    with pytest.raises(KeyError):
+    resume_normally = interrupt_at_epoch_1(monkeypatch)
+    with pytest.raises(Interrupted):
         distill(cfg, progress=False)
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     assert any(k.startswith("hint.") for k in state) and not any(k.startswith("teacher.") for k in state)
-    monkeypatch.setattr(TransferModule, "on_train_epoch_start", original)
+    resume_normally()
     metrics = distill(cfg, resume=True, progress=False)
     assert metrics["resumed"] is True and metrics["epochs"] == 2 and metrics["loss"] == "feature"

@@ -9,8 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from transferkit import FinetuneConfig, finetune, load_backbone
-from transferkit.engine.callbacks import AtomicCheckpoint
-from transferkit.engine.module import TransferModule
+from conftest import Interrupted, interrupt_at_epoch_1
 
 TINY = dict(data="builtin:digits", per_class=10, image_size=64, batch_size=32, val_split=0.0,
             test_split=0.02, seed=0, epochs=2, baseline=False)
@@ -18,29 +17,12 @@ CASES = {"freeze": {}, "lp-ft": {}, "l2sp": {}, "lora": {},
          "full+lwf": {"strategy": "full", "reg": "lwf"}}
 
 
-class Interrupted(Exception):
-    """Stands in for a crash or kill (Lightning turns KeyboardInterrupt into a graceful exit)."""
-
-
-def _interrupt_at_epoch_1(monkeypatch):
-    original = TransferModule.on_train_epoch_start
-
-    def stop(self):
-        main_run = any(isinstance(c, AtomicCheckpoint) for c in self.trainer.callbacks)  # not LP-FT's probe
-        if main_run and self.current_epoch == 1:
-            raise Interrupted("stopped at epoch 1")
-        original(self)
-
-    monkeypatch.setattr(TransferModule, "on_train_epoch_start", stop)
-    return original
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_strategy_resumes_after_interruption(name, tmp_path, monkeypatch):
     out = tmp_path / name
     cfg = FinetuneConfig(**{**TINY, "strategy": name, **CASES[name]}, out=str(out))
-    original = _interrupt_at_epoch_1(monkeypatch)
+    resume_normally = interrupt_at_epoch_1(monkeypatch)
     with pytest.raises(Interrupted):
         finetune(cfg, progress=False)
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
@@ -48,7 +30,7 @@ def test_strategy_resumes_after_interruption(name, tmp_path, monkeypatch):
     assert not any(k.startswith("regularizer.") for k in ckpt["state_dict"])  # no LwF teacher copy
     at_epoch_0 = {k: v.clone() for k, v in ckpt["state_dict"].items()}
 
-    monkeypatch.setattr(TransferModule, "on_train_epoch_start", original)
+    resume_normally()
     metrics = finetune(cfg, resume=True, progress=False)
     assert metrics["resumed"] is True and metrics["epochs"] == 2 and metrics["test_accuracy"] is not None
     with (out / "metrics.csv").open() as fh:
