@@ -150,8 +150,8 @@ class WithTeacher(torch.utils.data.Dataset):
 def unlabelled_indices(data: Data, count: int, seed: int) -> np.ndarray:
     """``count`` seeded training images in none of the splits (the labelled pool's remainder)."""
     base = data.subsets["train"][0]
-    used = set().union(*(set(idx.tolist()) for b, idx in data.subsets.values() if b is base))
-    pool = np.array([i for i in range(len(base)) if i not in used], dtype=np.int64)
+    used = np.concatenate([idx for b, idx in data.subsets.values() if b is base])
+    pool = np.setdiff1d(np.arange(len(base), dtype=np.int64), used)
     if count > len(pool):
         raise DataError(f"--unlabelled {count}: only {len(pool)} training images are outside the labelled "
                         "splits; lower it (or --per-class, which leaves the rest of the training images outside)")

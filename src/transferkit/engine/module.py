@@ -94,20 +94,19 @@ class TransferModule(L.LightningModule):
     #: Submodules rebuilt from their source on resume, never checkpointed (a frozen teacher).
     NOT_CHECKPOINTED: tuple[str, ...] = ("regularizer.",)
 
-    def _rebuilt(self, key: str) -> bool:
-        """Not checkpointed: under ``NOT_CHECKPOINTED`` and not a parameter that trains (co-tuning's
-        source head trains and is checkpointed; LwF's frozen teacher is rebuilt)."""
-        return key.startswith(self.NOT_CHECKPOINTED) and key not in self._trained_extra()
-
-    def _trained_extra(self) -> set[str]:
-        return {f"regularizer.{n}" for n, _ in self.regularizer_params()}
+    def _rebuilt_keys(self, keys) -> set[str]:
+        """The ``keys`` not checkpointed: under ``NOT_CHECKPOINTED`` and not a parameter that trains
+        (co-tuning's source head trains and is checkpointed; LwF's frozen teacher is rebuilt)."""
+        trained = {f"regularizer.{n}" for n, _ in self.regularizer_params()}
+        return {k for k in keys if k.startswith(self.NOT_CHECKPOINTED) and k not in trained}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not self._rebuilt(k)}
+        rebuilt = self._rebuilt_keys(checkpoint["state_dict"])
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in rebuilt}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        own = {k: v for k, v in self.state_dict().items() if self._rebuilt(k)}
-        checkpoint["state_dict"] = {**checkpoint["state_dict"], **own}
+        own = self.state_dict()
+        checkpoint["state_dict"] = {**checkpoint["state_dict"], **{k: own[k] for k in self._rebuilt_keys(own)}}
 
     def regularizer_params(self) -> list:
         """The regulariser's own trainable parameters (co-tuning's source head), named."""
