@@ -85,13 +85,15 @@ class Interrupted(Exception):
     """Stands in for a crash or kill (Lightning turns KeyboardInterrupt into a graceful exit)."""
 
 
-def interrupt_at_epoch_1(monkeypatch):
-    """Make training raise :class:`Interrupted` when epoch 1 starts (after epoch 0's checkpoint);
-    returns the function that puts training back as it was (call it before resuming)."""
+def interrupt_at_epoch_1(monkeypatch, module_cls=None):
+    """Make training of ``module_cls`` (default :class:`TransferModule`) raise :class:`Interrupted` when
+    epoch 1 starts (after epoch 0's checkpoint); returns the function that puts training back as it was
+    (call it before resuming)."""
     from transferkit.engine.callbacks import AtomicCheckpoint
     from transferkit.engine.module import TransferModule
 
-    original = TransferModule.on_train_epoch_start
+    module_cls = module_cls or TransferModule
+    original = module_cls.on_train_epoch_start
 
     def stop(self):
         main_run = any(isinstance(c, AtomicCheckpoint) for c in self.trainer.callbacks)  # not LP-FT's probe
@@ -99,5 +101,5 @@ def interrupt_at_epoch_1(monkeypatch):
             raise Interrupted("stopped at epoch 1")
         original(self)
 
-    monkeypatch.setattr(TransferModule, "on_train_epoch_start", stop)
-    return lambda: monkeypatch.setattr(TransferModule, "on_train_epoch_start", original)
+    monkeypatch.setattr(module_cls, "on_train_epoch_start", stop)
+    return lambda: monkeypatch.setattr(module_cls, "on_train_epoch_start", original)

@@ -332,6 +332,55 @@ def _distill_leaderboard(base, losses: list[str], seeds: int, out, overwrite: bo
     console.print("-> " + ", ".join(str(Path(out) / name) for name in OUTPUTS))
 
 
+def _pretrain_fields() -> list[str]:
+    from transferkit.config import NOT_FOR_PRETRAIN, PretrainConfig
+
+    first = ["data", "method", "model", "weights", "model_args", "images"]
+    return first + [n for n in PretrainConfig.model_fields if n not in (*first, "out", "val_split", "test_split",
+                                                                         *NOT_FOR_PRETRAIN)]
+
+
+def _pretrain_cls():
+    from transferkit.config import PretrainConfig
+
+    return PretrainConfig
+
+
+@app.command()
+@_with_params(
+    _config_params(_pretrain_fields(), _pretrain_cls(),
+                   data=(None, "images: builtin:fashion-mnist, an image folder (with class folders, or without: "
+                               "unlabelled) or a CSV; labels only feed the kNN monitor"),
+                   method=("simclr", "simclr, byol, dino (any backbone) or mae (ViTs)"),
+                   epochs=(None, "None: 20"), lr=(None, "AdamW learning rate; None: 1e-3")),
+    RUN_OPTIONS)
+def pretrain(ctx: typer.Context, **values) -> None:
+    """Self-supervised pretraining (SimCLR, BYOL, DINO, MAE via lightly) on unlabelled images; the run
+    directory is a backbone for finetune --weights RUN_DIR."""
+    from transferkit.engine.pretrain import pretrain as run_pretrain
+
+    out, config, overwrite, resume, progress = (values.pop(k) for k in ("out", "config", "overwrite", "resume",
+                                                                       "progress"))
+    values["out"] = str(out) if out else None
+    if resume:
+        if not out:
+            raise TransferkitError("--resume needs --out RUN_DIR (the run to continue)")
+        cfg = _resume_config(Path(out), _given(ctx, values), _pretrain_cls())
+    else:
+        if not values["data"] and not config:
+            raise TransferkitError("--data is required, e.g. --data builtin:fashion-mnist or --data path/to/images")
+        cfg = _config(ctx, values, config, _pretrain_cls())
+    m = run_pretrain(cfg, overwrite=overwrite, resume=resume, progress=progress)
+    if m:
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        console.print(f"[bold]{m['method']}[/] on {m['model']} ({m['weights']}): {m['train_images']} images, "
+                      f"{m['epochs']} epochs, final loss {fmt(m['final_train_loss'])}, kNN accuracy "
+                      f"{fmt(m['knn_accuracy_before'])} -> {fmt(m['knn_accuracy'])}; {m['train_seconds']:.0f} s "
+                      f"training -> {cfg.out}", highlight=False)
+        console.print(f"next: transferkit finetune --weights {cfg.out} --model {m['model']} --data DATA",
+                      highlight=False)
+
+
 def _floats(text: Optional[str], option: str) -> Optional[list[float]]:
     if not text:
         return None

@@ -284,6 +284,50 @@ class DistillConfig(FinetuneConfig):
         return [p for p in (self.data, self.teacher, self.baseline_run) if p]
 
 
+#: ``pretrain``'s self-supervised methods (kept in step with ``transferkit.selfsup.METHODS``, which imports torch).
+PRETRAIN_METHODS = {
+    "simclr": "contrastive: two views of an image attract, other images repel (NT-Xent); any backbone",
+    "byol": "an online network predicts a momentum target's view, no negatives; any backbone",
+    "dino": "self-distillation to a momentum teacher over prototypes, global and local crops; any backbone",
+    "mae": "masked autoencoder: reconstruct 75% hidden patches; ViTs only",
+}
+
+#: finetune options that ``pretrain`` does not offer: they must stay at their defaults.
+NOT_FOR_PRETRAIN = ("strategy", "backbone_lr_mult", "lr_decay", "freeze_groups", "unfreeze_every", "bn", "reg",
+                    "reg_alpha", "reg_beta", "lwf_weight", "lwf_temperature", "co_tuning_weight", "source_eval",
+                    "source_data", "source_labels", "wise_alpha", "wise_curve", "lora_rank", "lora_alpha",
+                    "lora_targets", "label_smoothing", "per_class", "test_per_class", "probe_augment", "baseline")
+
+
+class PretrainConfig(FinetuneConfig):
+    """Everything that defines a ``transferkit pretrain`` run: a self-supervised method trains a backbone
+    on the images of ``data`` (labels, if any, only feed the kNN monitor)."""
+
+    data: str = Field(description="images: builtin:..., an image folder (class folders, or none: unlabelled) or a "
+                      "CSV; labels are never trained on")
+    method: str = Field("simclr", description=", ".join(PRETRAIN_METHODS))
+    weights: str = Field("none", description="start from: none (random init), packaged (offline ImageNet: "
+                         "domain-adaptive pretraining), imagenet (hub) or a file")
+    batch_size: int = Field(128, ge=2, description="images per step and device (each gives 2+ views)")
+    image_size: int | None = Field(None, ge=16, description="None: 64")
+    hflip: float = Field(0.5, ge=0, le=1, description="horizontal flip probability in the views")
+    images: int | None = Field(None, ge=2, description="pretrain on at most N of the training images (seeded)")
+    monitor: bool = Field(True, description="log kNN accuracy of the features each epoch (needs labels)")
+    monitor_images: int = Field(2000, ge=10, description="kNN monitor: at most N labelled training images as "
+                                "the bank and N validation images as queries")
+    knn_k: int = Field(20, ge=1, description="kNN monitor: neighbours that vote")
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        return one_of(v, PRETRAIN_METHODS, "method")
+
+    @model_validator(mode="after")
+    def _no_finetune_only_options(self):
+        refuse_finetune_only(self, NOT_FOR_PRETRAIN, "pretrain")
+        return self
+
+
 #: ``tta``'s methods (kept in step with ``transferkit.tta.METHODS``, which imports torch).
 TTA_METHODS = ("none", "bn", "tent", "eata")
 

@@ -60,6 +60,9 @@ def load_run_model(run_dir: Path | str, device: str | None = None) -> tuple[torc
     if not run.model_json.is_file():
         raise RunDirError(f"{quoted(run.path)} has no model.json; is the run finished? (resume it with --resume)")
     meta = read_model_json(run)
+    if meta.get("kind") == "pretrain":
+        raise RunDirError(f"{quoted(run.path)} is a pretrain run: a backbone without a classifier; fine-tune it "
+                          f"first: transferkit finetune --weights {run.path} --data DATA")
     model = build_from_description(meta)
     try:
         state = load_weights(run.weights)

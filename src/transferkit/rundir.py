@@ -310,6 +310,9 @@ class RunDir:
                          "learning_curve.png", "confusion_matrix.png", "distill.png", "checkpoints", "logs",
                          "data.json", "student-alone", *EXPORTED), result="metrics.json", resume_needs="config.yaml"),
         "distill-compare": Kind(("distill.json", "leaderboard.md", "distill-compare.png", "runs"), result="distill.json"),
+        "pretrain": Kind(("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json", "report.md",
+                          "pretrain_curves.png", "checkpoints", "logs", "data.json"), result="metrics.json",
+                         resume_needs="config.yaml"),
         "tta": Kind(("config.yaml", "metrics.json", "report.md", "tta.png", "model.safetensors", "model.json", *EXPORTED),
                     result="metrics.json"),
     }

