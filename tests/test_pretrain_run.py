@@ -13,6 +13,8 @@ from transferkit.engine.pretrain import pretrain
 from transferkit.engine.pretrain_module import PretrainModule
 from transferkit.errors import WeightsError
 
+pytestmark = pytest.mark.slow  # each test trains (1-2 epochs of a small CNN)
+
 TINY = dict(model="resnet10t", image_size=32, batch_size=16, images=32, monitor_images=30, epochs=1, knn_k=5)
 
 
