@@ -54,6 +54,12 @@ def test_finetune_takes_the_run_as_weights(pretrained, tmp_path, run_cli):
                                 "--no-progress")
     assert code == 0, err
     assert json.loads((tmp_path / "ft" / "metrics.json").read_text())["weights"] == str(out)
+    code, stdout, err = run_cli("rank", "--data", out.parent / "digits", "--models", "resnet10t", "--weights",
+                                f"{out},none", "--image-size", "64", "--out", tmp_path / "rank",
+                                "--cache-dir", tmp_path / "cache")
+    assert code == 0, err
+    rows = json.loads((tmp_path / "rank" / "rank.json").read_text())["rows"]
+    assert {r["weights"] for r in rows} == {str(out), "none"}
     code, _, err = run_cli("predict", out, out.parent / "digits" / "1")
     assert code == 2 and "pretrain run" in err and "finetune --weights" in err and len(err.strip().splitlines()) == 1
     with pytest.raises(WeightsError, match="add --model resnet10t"):

@@ -472,7 +472,7 @@ def models(pattern: Optional[str] = typer.Argument(None, help="timm wildcard, e.
 def rank(
     data: Optional[str] = typer.Option(None, help="builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label)"),
     models: str = typer.Option("efficientnet_lite0", help="comma-separated timm model names"),
-    weights: str = typer.Option("packaged", help="comma-separated: packaged, imagenet, none (random-init baseline), a file"),
+    weights: str = typer.Option("packaged", help="comma-separated: packaged, imagenet, none (random-init baseline), a file or a run directory (a pretrain run)"),
     layers: str = typer.Option("last", help="comma-separated: last (pre-logits) or feature-stage indices, e.g. last,-2,-3"),
     per_class: Optional[int] = typer.Option(None, help="few-shot: N training images per class (as finetune)"),
     image_size: int = typer.Option(64, help="input size (>= 64; rank at the size you will train at)"),

@@ -46,7 +46,7 @@ class FinetuneConfig(BaseModel):
 
     data: str = Field(description="builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label[,split])")
     model: str = Field("efficientnet_lite0", description="any timm model name (see `transferkit models`)")
-    weights: str = Field("packaged", description="packaged (offline ImageNet), imagenet (hub), none (scratch) or a file")
+    weights: str = Field("packaged", description="packaged (offline ImageNet), imagenet (hub), none (scratch), a file, or a run directory (e.g. a pretrain run: its backbone)")
     model_args: dict[str, int | float | bool | str] = Field(
         {}, description="architecture arguments for timm.create_model, e.g. patch_size=4,embed_dim=192,depth=6")
     strategy: str = Field("auto", description="a registered recipe (transferkit.strategies.REGISTRY)")
