@@ -17,7 +17,7 @@ SRC = str(Path(__file__).resolve().parents[1] / "src")
 BLOCKS = ("transferkit.backbones", "transferkit.data", "transferkit.surgery", "transferkit.optim",
           "transferkit.regularizers", "transferkit.evaluation", "transferkit.transferability.scores",
           "transferkit.rundir", "transferkit.report", "transferkit.adaptation", "transferkit.tta",
-          "transferkit.distill", "transferkit.export", "transferkit.data.corruptions")
+          "transferkit.distill", "transferkit.selfsup", "transferkit.export", "transferkit.data.corruptions")
 UPPER_LAYERS = ("transferkit.engine", "transferkit.cli", "transferkit.strategies", "lightning", "pytorch_lightning")
 HEAVY = ("torch", "timm", "lightning", "pytorch_lightning", "matplotlib")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from lightly.utils.benchmarking import knn_predict
 from torch import nn
 
 from transferkit.evaluation.features import map_batches
@@ -25,6 +24,8 @@ def knn_bank(backbone: nn.Module, loader, device=None) -> tuple[torch.Tensor, to
 def knn_accuracy(backbone: nn.Module, bank_loader, query_loader, num_classes: int, k: int = 20, t: float = 0.1,
                  device=None) -> float:
     """Top-1 accuracy of the weighted kNN vote on ``query_loader`` with ``bank_loader`` as the labelled bank."""
+    from lightly.utils.benchmarking.knn import knn_predict  # here: lightly's benchmarking package imports Lightning
+
     bank, labels = knn_bank(backbone, bank_loader, device)
     query = map_batches(backbone, query_loader, lambda m, x: {"f": F.normalize(m(x), dim=1)}, device=device,
                         progress=False, desc="kNN query")
