@@ -102,28 +102,36 @@ def finetune(ctx: typer.Context, **values) -> None:
     """Fine-tune a pretrained backbone on labelled images and write a run directory."""
     from transferkit.engine.finetune import finetune as run_finetune
 
-    out, config, overwrite, resume, progress = (values.pop(k) for k in ("out", "config", "overwrite", "resume",
-                                                                       "progress"))
-    values["out"] = str(out) if out else None
     values["wise_curve"] = _floats(values["wise_curve"], "--wise-curve")
-    if resume:
-        if not out:
-            raise TransferkitError("--resume needs --out RUN_DIR (the run to continue)")
-        cfg = _resume_config(Path(out), _given(ctx, values))
-    else:
-        if not values["data"] and not config:
-            raise TransferkitError("--data is required, e.g. --data builtin:digits or --data path/to/images")
-        cfg = _config(ctx, values, config)
+    cfg, overwrite, resume, progress = _one_run_config(ctx, values, "builtin:digits")
     metrics = run_finetune(cfg, overwrite=overwrite, resume=resume, progress=progress)
     if metrics:
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         for key, change in metrics.get("resume_changes", {}).items():
             console.print(f"--{key.replace('_', '-')} {change['now']} applied on resume (was {change['saved']})")
         console.print(f"[bold]{metrics['strategy']}[/] on {metrics['model']}: test accuracy "
-                      f"{fmt(metrics['test_accuracy'])} (raw-pixel baseline {fmt(metrics['pixel_baseline_accuracy'])}), "
-                      f"val accuracy {fmt(metrics['val_accuracy'])}, {metrics['train_seconds']:.0f} s training "
+                      f"{_fmt(metrics['test_accuracy'])} (raw-pixel baseline {_fmt(metrics['pixel_baseline_accuracy'])}), "
+                      f"val accuracy {_fmt(metrics['val_accuracy'])}, {metrics['train_seconds']:.0f} s training "
                       f"-> {cfg.out}", highlight=False)
         console.print(f"why {metrics['strategy']}: {metrics['strategy_reason']}", highlight=False)
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+def _one_run_config(ctx: typer.Context, values: dict, example: str, config_cls=None):
+    """``(config, overwrite, resume, progress)`` of a one-run command: ``--resume`` continues the saved config
+    in ``--out``; otherwise ``--data`` (or ``--config``) is required."""
+    out, config, overwrite, resume, progress = (values.pop(k) for k in ("out", "config", "overwrite", "resume",
+                                                                       "progress"))
+    values["out"] = str(out) if out else None
+    if resume:
+        if not out:
+            raise TransferkitError("--resume needs --out RUN_DIR (the run to continue)")
+        return _resume_config(Path(out), _given(ctx, values), config_cls), overwrite, resume, progress
+    if not values["data"] and not config:
+        raise TransferkitError(f"--data is required, e.g. --data {example} or --data path/to/images")
+    return _config(ctx, values, config, config_cls), overwrite, resume, progress
 
 
 def _resume_config(out: Path, given: dict, config_cls=None):
@@ -240,11 +248,10 @@ def adapt(ctx: typer.Context, **values) -> None:
 
     metrics = run_adapt(cfg, overwrite=overwrite, resume=resume, progress=progress)
     if metrics:
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         console.print(f"[bold]{metrics['method']}[/] {cfg.source} -> {cfg.target}: target accuracy "
-                      f"{fmt(metrics['target_accuracy'])} ({metrics['target_eval']}), source accuracy "
-                      f"{fmt(metrics['source_accuracy'])}, proxy A-distance {fmt(metrics['proxy_a_distance_before'])} "
-                      f"-> {fmt(metrics['proxy_a_distance_after'])}, {metrics['train_seconds']:.0f} s training "
+                      f"{_fmt(metrics['target_accuracy'])} ({metrics['target_eval']}), source accuracy "
+                      f"{_fmt(metrics['source_accuracy'])}, proxy A-distance {_fmt(metrics['proxy_a_distance_before'])} "
+                      f"-> {_fmt(metrics['proxy_a_distance_after'])}, {metrics['train_seconds']:.0f} s training "
                       f"-> {cfg.out}", highlight=False)
 
 
@@ -306,10 +313,9 @@ def distill(ctx: typer.Context, **values) -> None:
 
     m = run_distill(cfg, overwrite=overwrite, resume=resume, progress=progress)
     if m:
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         console.print(f"[bold]{m['loss']}[/] {m['teacher_model']} -> {m['model']}: student accuracy "
-                      f"{fmt(m['student_accuracy'])} (teacher {fmt(m['teacher_accuracy'])}, student alone "
-                      f"{fmt(m['student_alone_accuracy'])}); {m['student_params']:,} vs {m['teacher_params']:,} "
+                      f"{_fmt(m['student_accuracy'])} (teacher {_fmt(m['teacher_accuracy'])}, student alone "
+                      f"{_fmt(m['student_alone_accuracy'])}); {m['student_params']:,} vs {m['teacher_params']:,} "
                       f"parameters, {m['student_images_per_second']:.0f} vs {m['teacher_images_per_second']:.0f} "
                       f"images/s; {m['train_seconds']:.0f} s training -> {cfg.out}", highlight=False)
 
@@ -359,23 +365,12 @@ def pretrain(ctx: typer.Context, **values) -> None:
     directory is a backbone for finetune --weights RUN_DIR."""
     from transferkit.engine.pretrain import pretrain as run_pretrain
 
-    out, config, overwrite, resume, progress = (values.pop(k) for k in ("out", "config", "overwrite", "resume",
-                                                                       "progress"))
-    values["out"] = str(out) if out else None
-    if resume:
-        if not out:
-            raise TransferkitError("--resume needs --out RUN_DIR (the run to continue)")
-        cfg = _resume_config(Path(out), _given(ctx, values), _pretrain_cls())
-    else:
-        if not values["data"] and not config:
-            raise TransferkitError("--data is required, e.g. --data builtin:fashion-mnist or --data path/to/images")
-        cfg = _config(ctx, values, config, _pretrain_cls())
+    cfg, overwrite, resume, progress = _one_run_config(ctx, values, "builtin:fashion-mnist", _pretrain_cls())
     m = run_pretrain(cfg, overwrite=overwrite, resume=resume, progress=progress)
     if m:
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
         console.print(f"[bold]{m['method']}[/] on {m['model']} ({m['weights']}): {m['train_images']} images, "
-                      f"{m['epochs']} epochs, final loss {fmt(m['final_train_loss'])}, kNN accuracy "
-                      f"{fmt(m['knn_accuracy_before'])} -> {fmt(m['knn_accuracy'])}; {m['train_seconds']:.0f} s "
+                      f"{m['epochs']} epochs, final loss {_fmt(m['final_train_loss'])}, kNN accuracy "
+                      f"{_fmt(m['knn_accuracy_before'])} -> {_fmt(m['knn_accuracy'])}; {m['train_seconds']:.0f} s "
                       f"training -> {cfg.out}", highlight=False)
         console.print(f"next: transferkit finetune --weights {cfg.out} --model {m['model']} --data DATA",
                       highlight=False)

@@ -40,17 +40,28 @@ def plot_learning_curve(rows: list[dict], path: Path) -> Path:
     """Loss (left) and accuracy (right) per epoch from the merged CSV log rows."""
     fig = new_figure(figsize=(10, 4))
     ax_loss, ax_acc = fig.subplots(1, 2)
-    for key, ax in (("train_loss", ax_loss), ("val_loss", ax_loss), ("train_acc", ax_acc), ("val_acc", ax_acc)):
+    plot_epoch_columns(rows, (("train_loss", ax_loss), ("val_loss", ax_loss), ("train_acc", ax_acc),
+                              ("val_acc", ax_acc)))
+    finish_epoch_axes(((ax_loss, "loss"), (ax_acc, "accuracy")))
+    return save_png(fig, path)
+
+
+def plot_epoch_columns(rows: list[dict], columns) -> None:
+    """Each ``(log column, axes)``: the column per epoch, as a labelled line (absent columns skipped)."""
+    for key, ax in columns:
         x, y = _column(rows, key)
         if x:
             ax.plot(x, y, marker="o", label=key.replace("_", " "))
-    for ax, title in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+
+
+def finish_epoch_axes(axes) -> None:
+    """Each ``(axes, title)``: epoch on x, the title, a light grid, a legend when something is labelled."""
+    for ax, title in axes:
         ax.set_xlabel("epoch")
         ax.set_title(title)
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend()
-    return save_png(fig, path)
 
 
 def plot_confusion(confusion: list[list[int]], classes: list[str], path: Path, title: str = "test") -> Path:

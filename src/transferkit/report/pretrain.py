@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from transferkit.report.markdown import write_report
-from transferkit.report.plots import _column, new_figure, save_png
+from transferkit.report.plots import finish_epoch_axes, new_figure, plot_epoch_columns, save_png
 
 SHOWN = ("method", "model", "weights", "train_images", "image_size", "views", "grayscale", "epochs", "lr",
          "final_train_loss", "knn_accuracy_before", "knn_accuracy", "train_seconds", "backbone_params")
@@ -16,18 +16,10 @@ def plot_pretrain_curves(rows: list[dict], path: Path, before: float | None = No
     accuracy of the starting weights, drawn as a dashed line."""
     fig = new_figure(figsize=(10, 4))
     ax_loss, ax_knn = fig.subplots(1, 2)
-    for key, ax in (("train_loss", ax_loss), ("knn_acc", ax_knn)):
-        x, y = _column(rows, key)
-        if x:
-            ax.plot(x, y, marker="o", label=key.replace("_", " "))
+    plot_epoch_columns(rows, (("train_loss", ax_loss), ("knn_acc", ax_knn)))
     if before is not None:
         ax_knn.axhline(before, ls="--", color="grey", label="starting weights")
-    for ax, title in ((ax_loss, "self-supervised loss"), (ax_knn, "kNN accuracy (validation)")):
-        ax.set_xlabel("epoch")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend()
+    finish_epoch_axes(((ax_loss, "self-supervised loss"), (ax_knn, "kNN accuracy (validation)")))
     return save_png(fig, path)
 
 
