@@ -62,6 +62,10 @@ def test_finetune_takes_the_run_as_weights(pretrained, tmp_path, run_cli):
     assert {r["weights"] for r in rows} == {str(out), "none"}
     code, _, err = run_cli("predict", out, out.parent / "digits" / "1")
     assert code == 2 and "pretrain run" in err and "finetune --weights" in err and len(err.strip().splitlines()) == 1
+    for refused in (("--strategy", "co-tuning"), ("--strategy", "full", "--reg", "lwf")):  # need the source head
+        code, _, err = run_cli("finetune", "--data", out.parent / "digits", "--weights", out, "--model", "resnet10t",
+                               *refused, "--out", tmp_path / "refused")
+        assert code == 2 and "has none" in err and not (tmp_path / "refused").exists()
     with pytest.raises(WeightsError, match="add --model resnet10t"):
         load_backbone("efficientnet_lite0", str(out), num_classes=3)
     with pytest.raises(WeightsError, match="not a finished transferkit run"):

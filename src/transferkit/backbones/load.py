@@ -165,6 +165,20 @@ def read_run_weights(weights: str | Path, name: str) -> tuple[dict[str, torch.Te
     return state, desc
 
 
+def has_source_head(weights: str) -> bool:
+    """Whether ``weights`` come with a pretrained classifier (LwF, ``--source-eval`` and co-tuning need one):
+    not ``none``, and not a run directory without a head (a ``pretrain`` run)."""
+    import json
+
+    if weights == "none":
+        return False
+    meta = Path(weights).expanduser() / "model.json"
+    try:
+        return not meta.is_file() or int(json.loads(meta.read_text()).get("num_classes", 1)) > 0
+    except (OSError, ValueError):
+        return True  # unreadable: loading it says so in one line
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from ``.safetensors`` or a ``torch.save`` file (``weights_only``, never unpickling code).
 

@@ -89,9 +89,12 @@ def _device_count(cfg: FinetuneConfig) -> int:
 
 def _check_source_eval(cfg: FinetuneConfig, data) -> None:
     source_eval = cfg.source_eval or cfg.source_data is not None
-    if (cfg.reg == "lwf" or source_eval) and cfg.weights == "none":
-        raise ConfigError("--reg lwf and --source-eval need pretrained weights with their source head, "
-                          "not --weights none")
+    if cfg.reg == "lwf" or source_eval:
+        from transferkit.backbones.load import has_source_head
+
+        if not has_source_head(cfg.weights):
+            raise ConfigError(f"--reg lwf and --source-eval need pretrained weights with their source head; "
+                              f"--weights {cfg.weights} has none")
     if cfg.source_labels and not cfg.source_data:
         raise ConfigError("--source-labels reads the class names of --source-data; give --source-data")
     if source_eval and cfg.source_data is None and data.size("test") == 0:

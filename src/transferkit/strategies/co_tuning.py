@@ -15,9 +15,11 @@ from transferkit.strategies.base import Defaults, Recipe, backbone_plan, registe
 class CoTuningRecipe(Recipe):
     def check(self, cfg, why: str = "") -> None:
         super().check(cfg, why)
-        if cfg.weights == "none":
-            raise ConfigError("--strategy co-tuning keeps the pretrained source head; --weights none has none "
-                              "(use packaged, imagenet or a file with its classifier)")
+        from transferkit.backbones.load import has_source_head
+
+        if not has_source_head(cfg.weights):
+            raise ConfigError(f"--strategy co-tuning keeps the pretrained source head; --weights {cfg.weights} has "
+                              "none (use packaged, imagenet or a file with its classifier)")
 
     def plan(self, net, cfg, freeze_bn):
         return backbone_plan(self.name, net, cfg, freeze_bn)
