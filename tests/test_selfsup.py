@@ -13,6 +13,9 @@ from transferkit.errors import ConfigError
 from transferkit.selfsup import BYOL, DINO, MAE, SimCLR, is_grayscale, knn_accuracy, method_views
 
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
 def small_cnn():
     torch.manual_seed(0)
     return timm.create_model("resnet10t", num_classes=0)
@@ -51,7 +54,7 @@ def test_byol_target_follows_the_online_network_by_the_cosine_momentum():
             p.add_(1.0)  # online and target differ by 1 everywhere
     before = [p.clone() for p in method.target_backbone.parameters()]
     step, total = 3, 12
-    method([torch.randn(4, 3, 32, 32)] * 2, step, total)
+    method([torch.randn(4, 3, 16, 16)] * 2, step, total)
     m = 1 - (1 - 0.99) * (math.cos(math.pi * step / (total - 1)) + 1) / 2
     for b, t, o in zip(before, method.target_backbone.parameters(), method.backbone.parameters()):
         torch.testing.assert_close(t, m * b + (1 - m) * o)
@@ -60,7 +63,7 @@ def test_byol_target_follows_the_online_network_by_the_cosine_momentum():
 
 def test_dino_teacher_sees_global_views_and_last_layer_is_frozen_in_the_first_epoch():
     method = DINO(small_cnn())
-    views = [torch.randn(4, 3, 32, 32)] * 2 + [torch.randn(4, 3, 16, 16)] * 6
+    views = [torch.randn(4, 3, 16, 16)] * 2 + [torch.randn(4, 3, 8, 8)] * 6
     method(views).backward()
     method.after_backward(epoch=0)
     assert all(p.grad is None for p in method.head.last_layer.parameters())
