@@ -15,7 +15,7 @@ from transferkit.errors import WeightsError
 
 pytestmark = pytest.mark.slow  # each test trains (1-2 epochs of a small CNN)
 
-TINY = dict(model="resnet10t", image_size=32, batch_size=16, images=32, monitor_images=30, epochs=1, knn_k=5)
+TINY = dict(model="resnet10t", weights="none", image_size=32, batch_size=16, images=32, monitor_images=30, epochs=1, knn_k=5)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,8 @@ def test_bad_input_is_one_line_and_writes_nothing(digits, tmp_path, run_cli):
     for args, words in [(("--method", "mae"), "vision transformer"), (("--method", "swav"), "unknown method"),
                         (("--config", config), "do(es) not apply to pretrain"),
                         (("--weights", tmp_path), "not a finished transferkit run")]:
-        code, _, err = run_cli("pretrain", "--data", digits, "--model", "resnet10t", *args, "--out", out)
+        code, _, err = run_cli("pretrain", "--data", digits, "--model", "resnet10t", "--weights", "none", *args,
+                               "--out", out)
         assert code in (2,) and words in err and len(err.strip().splitlines()) == 1, (args, err)
         assert not out.exists()
 

@@ -306,8 +306,8 @@ class PretrainConfig(FinetuneConfig):
     data: str = Field(description="images: builtin:..., an image folder (class folders, or none: unlabelled) or a "
                       "CSV; labels are never trained on")
     method: str = Field("simclr", description=", ".join(PRETRAIN_METHODS))
-    weights: str = Field("none", description="start from: none (random init), packaged (offline ImageNet: "
-                         "domain-adaptive pretraining), imagenet (hub) or a file")
+    weights: str = Field("packaged", description="start from: packaged (offline ImageNet: domain-adaptive "
+                         "pretraining, measured best here), none (random init), imagenet (hub), a file or a run")
     batch_size: int = Field(128, ge=2, description="images per step and device (each gives 2+ views)")
     image_size: int | None = Field(None, ge=16, description="None: 64")
     hflip: float = Field(0.5, ge=0, le=1, description="horizontal flip probability in the views")
