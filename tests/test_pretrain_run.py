@@ -62,6 +62,9 @@ def test_finetune_takes_the_run_as_weights(pretrained, tmp_path, run_cli):
     assert {r["weights"] for r in rows} == {str(out), "none"}
     code, _, err = run_cli("predict", out, out.parent / "digits" / "1")
     assert code == 2 and "pretrain run" in err and "finetune --weights" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli("finetune", "--data", out.parent / "digits", "--weights", out, "--model", "resnet10t",
+                           "--out", out / "ft", "--overwrite")  # the weights' run is an input: no output inside it
+    assert code == 2 and not (out / "ft").exists()
     for refused in (("--strategy", "co-tuning"), ("--strategy", "full", "--reg", "lwf")):  # need the source head
         code, _, err = run_cli("finetune", "--data", out.parent / "digits", "--weights", out, "--model", "resnet10t",
                                *refused, "--out", tmp_path / "refused")

@@ -81,6 +81,9 @@ def test_mae_reconstructs_masked_patches_and_refuses_a_cnn():
         MAE(small_cnn())
     with pytest.raises(ConfigError, match="one class token"):
         MAE(small_vit(class_token=False, global_pool="avg"))
+    with pytest.raises(ConfigError, match="multiple of"):
+        MAE(timm.create_model("vit_tiny_patch16_224", num_classes=0, img_size=40, depth=1))
+    assert not method.encoder.mask_token.requires_grad  # unused by the encoder: DDP needs no unused parameters
 
 
 def test_pretrained_mae_keeps_the_vit_weights():

@@ -159,6 +159,11 @@ def read_run_weights(weights: str | Path, name: str) -> tuple[dict[str, torch.Te
         state = load_file(files[0])
     except Exception as e:  # noqa: BLE001  (truncated JSON or safetensors)
         raise WeightsError(f"cannot read the run {weights}: {(str(e).splitlines() or [type(e).__name__])[0]}") from None
+    if not isinstance(desc, dict):
+        raise WeightsError(f"the run {weights} has a model.json that is not a JSON object; rerun it")
+    if desc.get("norm") == "groupnorm":
+        raise WeightsError(f"the run {weights} was trained with --norm groupnorm; its weights cannot start another "
+                           "run (BatchNorm models only)")
     arch = str(desc.get("architecture", "?"))
     if arch.partition(".")[0] != name.partition(".")[0]:
         raise WeightsError(f"the run {weights} holds {arch}, not {name}: add --model {arch}")
@@ -174,8 +179,9 @@ def has_source_head(weights: str) -> bool:
         return False
     meta = Path(weights).expanduser() / "model.json"
     try:
-        return not meta.is_file() or int(json.loads(meta.read_text()).get("num_classes", 1)) > 0
-    except (OSError, ValueError):
+        desc = json.loads(meta.read_text()) if meta.is_file() else {}
+        return not isinstance(desc, dict) or int(desc.get("num_classes", 1)) > 0
+    except (OSError, ValueError, TypeError):
         return True  # unreadable: loading it says so in one line
 
 

@@ -58,8 +58,12 @@ def check_run_options(cfg: FinetuneConfig, setup, data, run: RunDir, *, overwrit
 
 
 def run_inputs(cfg: FinetuneConfig) -> list[str]:
-    """The data paths a run reads: its output may not be, or lie inside, one of them."""
-    return [p for p in cfg.data_specs() if not p.startswith("builtin:")]
+    """The data paths a run reads, and a run directory given as ``--weights``: its output may not be, or lie
+    inside, one of them."""
+    from pathlib import Path
+
+    weights = [cfg.weights] if Path(cfg.weights).expanduser().is_dir() else []
+    return [p for p in cfg.data_specs() if not p.startswith("builtin:")] + weights
 
 
 def check_trainer(cfg: FinetuneConfig) -> None:

@@ -183,8 +183,16 @@ def finish(cfg: PretrainConfig, trained, images: Images, data_cfg: dict, run: Ru
         "final_train_loss": losses[-1] if losses else None,
         "train_seconds": round(trained.train_seconds, 2), "resumed": trained.resumed,
         "backbone_params": count_parameters(backbone), "seed": cfg.seed,
-        "next": f"transferkit finetune --weights {run.path.name} --model {cfg.model} --data DATA",
+        "next": f"transferkit finetune --weights {_shown(run.path)} --model {cfg.model} --data DATA",
     }
+
+
+def _shown(path) -> str:
+    """``path`` relative to the working directory when it lies below it (no absolute paths in outputs), else its name."""
+    import os
+
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else path.name
 
 
 def _count(part) -> int:

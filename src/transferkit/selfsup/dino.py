@@ -32,8 +32,8 @@ def copyable(head: DINOProjectionHead) -> DINOProjectionHead:
 
 
 class DINO(SelfSupervised):
-    """Student (backbone, DINO head) against a momentum teacher; any backbone. A ViT without
-    ``dynamic_img_size`` sees global crops only (its position embeddings fix the input size)."""
+    """Student (backbone, DINO head) against a momentum teacher; any backbone. A ViT (any model with a patch
+    embedding) without ``dynamic_img_size`` sees global crops only (its input size is fixed)."""
 
     name = "dino"
 
@@ -49,8 +49,9 @@ class DINO(SelfSupervised):
 
     @staticmethod
     def local_views_fit(backbone: nn.Module) -> bool:
-        """Local crops are smaller than global ones: a CNN takes them, a ViT only with a dynamic input size."""
-        return not hasattr(backbone, "pos_embed") or bool(getattr(backbone, "dynamic_img_size", False))
+        """Local crops are smaller than global ones: a CNN takes them; a model with a patch embedding (ViT,
+        Swin, ...) only with a dynamic input size."""
+        return not hasattr(backbone, "patch_embed") or bool(getattr(backbone, "dynamic_img_size", False))
 
     def forward(self, views, step: int = 0, total: int = 1):
         if self.training:

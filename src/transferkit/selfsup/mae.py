@@ -31,6 +31,10 @@ def check_mae_backbone(backbone: nn.Module, name: str) -> None:
     if backbone.num_prefix_tokens != 1 or not backbone.has_class_token:
         raise ConfigError(f"--method mae needs a ViT with exactly one class token; {name} has "
                           f"{backbone.num_prefix_tokens} prefix tokens — use a plain ViT such as vit_tiny_patch16_224")
+    size, patch = backbone.patch_embed.img_size[0], backbone.patch_embed.patch_size[0]
+    if size % patch:
+        raise ConfigError(f"--method mae reconstructs whole patches: the image size {size} must be a multiple of "
+                          f"{name}'s patch size {patch} (e.g. --image-size {size // patch * patch or patch})")
 
 
 class MAE(SelfSupervised):
@@ -53,6 +57,7 @@ class MAE(SelfSupervised):
                                                           embed_dim=decoder_dim, depth=decoder_depth,
                                                           num_heads=decoder_heads)
         self.pixels = nn.Linear(decoder_dim, self.patch_size ** 2 * 3)
+        self.encoder.mask_token.requires_grad_(False)  # the encoder drops masked tokens; the decoder has its own
         self.mask_ratio = mask_ratio
 
     def forward(self, views, step: int = 0, total: int = 1):
