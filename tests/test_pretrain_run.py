@@ -76,11 +76,12 @@ def test_finetune_takes_the_run_as_weights(pretrained, tmp_path, run_cli):
 
 
 def test_bad_input_is_one_line_and_writes_nothing(digits, tmp_path, run_cli):
-    out, config = tmp_path / "run", tmp_path / "config.yaml"
+    out, config, not_a_run = tmp_path / "run", tmp_path / "config.yaml", tmp_path / "elsewhere" / "folder"
     config.write_text("strategy: full\n")
+    not_a_run.mkdir(parents=True)
     for args, words in [(("--method", "mae"), "vision transformer"), (("--method", "swav"), "unknown method"),
                         (("--config", config), "do(es) not apply to pretrain"),
-                        (("--weights", tmp_path), "not a finished transferkit run")]:
+                        (("--weights", not_a_run), "not a finished transferkit run")]:
         code, _, err = run_cli("pretrain", "--data", digits, "--model", "resnet10t", "--weights", "none", *args,
                                "--out", out)
         assert code in (2,) and words in err and len(err.strip().splitlines()) == 1, (args, err)
