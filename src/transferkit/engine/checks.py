@@ -48,13 +48,19 @@ def check_run_options(cfg: FinetuneConfig, setup, data, run: RunDir, *, overwrit
         if setup.recipe.name == "gradual" and _device_count(cfg) > 1:
             raise ConfigError("gradual unfreezing runs on one device (DDP fixes the trainable parameters when it "
                               "wraps the model); use --devices 1 or --strategy full")
+    check_device_and_run_dir(cfg, run, overwrite=overwrite, resume=resume)
+    if resume:
+        _check_same_classes(run, data.classes)
+
+
+def check_device_and_run_dir(cfg: FinetuneConfig, run: RunDir, *, overwrite: bool, resume: bool) -> None:
+    """The device features and evaluation run on, and (global rank zero: the others write nothing) the run
+    directory: ownership, and no output inside an input."""
     from transferkit.engine.stages import device_of
 
     device_of(cfg)  # an accelerator transferkit cannot place features on is refused here too
-    if is_global_zero():  # the others write nothing
+    if is_global_zero():
         run.check(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg))
-    if resume:
-        _check_same_classes(run, data.classes)
 
 
 def run_inputs(cfg: FinetuneConfig) -> list[str]:

@@ -19,7 +19,7 @@ import torch
 
 from transferkit.config import PretrainConfig
 from transferkit.engine.finetune import resume_hint, run_path
-from transferkit.engine.stages import Data, device_of, load_data, loader, seed_all, train_lightning
+from transferkit.engine.stages import device_of, load_data, loader, seed_all, train_lightning
 from transferkit.errors import ConfigError
 from transferkit.optim import OptimSettings
 from transferkit.rundir import RunDir, is_global_zero, write_json
@@ -33,10 +33,9 @@ DEFAULTS = {"simclr": (20, 1e-3), "byol": (20, 1e-3), "dino": (20, 1e-3), "mae":
 
 @dataclass
 class Images:
-    """The images stage: ``data`` (splits of a labelled source, or ``None``), the pretraining images
-    ``train = (images, indices)``, and the kNN monitor's labelled ``bank`` and ``query`` (or ``None``)."""
+    """The images stage: the pretraining images ``train = (images, indices)``, and the kNN monitor's labelled
+    ``bank`` and ``query`` (or ``None``)."""
 
-    data: Data | None
     train: tuple
     bank: tuple | None
     query: tuple | None
@@ -45,7 +44,7 @@ class Images:
 
 def pretrain(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) a pretraining run; returns its ``metrics.json`` content ({} on non-zero ranks)."""
-    from transferkit.engine.checks import check_trainer, resumed_config, run_inputs
+    from transferkit.engine.checks import check_device_and_run_dir, check_trainer, resumed_config, run_inputs
 
     cfg = cfg.model_copy(update={"out": str(run_path(cfg, f"pretrain-{cfg.method}"))})
     run, changed = RunDir(cfg.out, kind="pretrain"), {}
@@ -54,9 +53,7 @@ def pretrain(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = Fal
     seed_all(cfg.seed)
     images = load_images(cfg)
     check_trainer(cfg)
-    device_of(cfg)
-    if is_global_zero():
-        run.check(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg))
+    check_device_and_run_dir(cfg, run, overwrite=overwrite, resume=resume)
     method, data_cfg = build(cfg)  # refuses a method that does not fit the backbone: still nothing written
     with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run, "pretrain"):
         if not resume and is_global_zero():
@@ -66,10 +63,11 @@ def pretrain(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = Fal
         trained, views = train(cfg, method, images, data_cfg, run, resume, progress)
         if not trained.is_global_zero:
             return {}
-        metrics = finish(cfg, trained, images, data_cfg, run, before, views)
+        rows = run.merge_logs()
+        metrics = finish(cfg, trained, images, data_cfg, run, before, views, rows)
         if changed:
             metrics["resume_changes"] = changed
-        write_pretrain_report(run, cfg, metrics)
+        write_pretrain_report(run, cfg, metrics, rows)
     return metrics
 
 
@@ -83,15 +81,19 @@ def load_images(cfg: PretrainConfig) -> Images:
     source = load_source(cfg.data, skip_bad_images=cfg.skip_bad_images, allow_unlabelled=True)
     rng = np.random.default_rng(cfg.seed)
     if not source.labelled:
-        return Images(None, (source.train, _at_most(np.arange(len(source.train)), cfg.images, rng)), None, None, [])
+        return Images((source.train, _at_most(np.arange(len(source.train)), cfg.images, rng)), None, None, [])
     data = load_data(cfg, source)
     base, idx = data.subsets["train"]
     train = (base, _at_most(idx, cfg.images, rng))
     if not cfg.monitor or data.size("val") == 0:
-        return Images(data, train, None, None, data.classes)
+        return Images(train, None, None, data.classes)
     bank = (base, _at_most(idx, cfg.monitor_images, rng))
     val_base, val_idx = data.subsets["val"]
-    return Images(data, train, bank, (val_base, _at_most(val_idx, cfg.monitor_images, rng)), data.classes)
+    return Images(train, bank, (val_base, _at_most(val_idx, cfg.monitor_images, rng)), data.classes)
+
+
+def image_size(cfg: PretrainConfig) -> int:
+    return cfg.image_size or IMAGE_SIZE
 
 
 def _at_most(idx: np.ndarray, n: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -105,14 +107,14 @@ def build(cfg: PretrainConfig):
     from transferkit.data import data_config_for
     from transferkit.selfsup import build_method, check_mae_backbone
 
-    image_size = cfg.image_size or IMAGE_SIZE
-    backbone = load_backbone(cfg.model, cfg.weights, num_classes=0, image_size=image_size, **cfg.model_args)
+    size = image_size(cfg)
+    backbone = load_backbone(cfg.model, cfg.weights, num_classes=0, image_size=size, **cfg.model_args)
     if cfg.method == "mae":
         check_mae_backbone(backbone, cfg.model)
     if cfg.norm == "groupnorm":
         raise ConfigError("pretrain keeps the backbone's normalisation layers; drop --norm groupnorm")
     method = build_method(cfg.method, backbone, pretrained=cfg.weights != "none")
-    return method, data_config_for(backbone, image_size)
+    return method, data_config_for(backbone, size)
 
 
 # ----------------------------------------------------------------------------- train
@@ -123,25 +125,26 @@ def train(cfg: PretrainConfig, method, images: Images, data_cfg: dict, run: RunD
     from transferkit.selfsup import DINO, is_grayscale, method_views
 
     start = time.perf_counter()
-    image_size = cfg.image_size or IMAGE_SIZE
+    size = image_size(cfg)
     base, idx = images.train
     grey = is_grayscale(base.subset(idx), seed=cfg.seed)
     local = cfg.method == "dino" and DINO.local_views_fit(method.backbone)
-    transform = method_views(cfg.method, image_size, data_cfg["mean"], data_cfg["std"], grey, cfg.hflip, local)
-    epochs, lr = DEFAULTS[cfg.method]
-    optim = OptimSettings(lr=cfg.lr or lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
+    transform = method_views(cfg.method, size, data_cfg["mean"], data_cfg["std"], grey, cfg.hflip, local)
+    default_epochs, default_lr = DEFAULTS[cfg.method]
+    epochs = cfg.epochs or default_epochs
+    optim = OptimSettings(lr=cfg.lr or default_lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
                           momentum=cfg.momentum, warmup_epochs=cfg.warmup_epochs)
-    eval_tf = build_transform(data_cfg, image_size, train=False)
+    eval_tf = build_transform(data_cfg, size, train=False)
     monitored = images.bank is not None
     module = PretrainModule(method, optim, len(images.classes),
                             loader(TransformedSubset(*images.bank, eval_tf), cfg) if monitored else None, cfg.knn_k)
     loaders = {"train": loader(TransformedSubset(base, idx, transform), cfg, shuffle=True, drop_last=len(idx) > cfg.batch_size),
                "val": loader(TransformedSubset(*(images.query if monitored else (base, idx[:0])), eval_tf), cfg)}
     resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
-    trained = train_lightning(module, cfg, run, loaders, cfg.epochs or epochs, callbacks=[], resume_from=resume_from,
+    trained = train_lightning(module, cfg, run, loaders, epochs, callbacks=[], resume_from=resume_from,
                               prep_seconds=time.perf_counter() - start, progress=progress)
     return trained, {"grayscale": grey, "views": len(transform(base[int(idx[0])][0])), "lr": optim.lr,
-                     "epochs": cfg.epochs or epochs}
+                     "epochs": epochs}
 
 
 def monitor_accuracy(cfg: PretrainConfig, backbone, images: Images, data_cfg: dict) -> float | None:
@@ -151,15 +154,16 @@ def monitor_accuracy(cfg: PretrainConfig, backbone, images: Images, data_cfg: di
     from transferkit.data import TransformedSubset, build_transform
     from transferkit.selfsup import knn_accuracy
 
-    tf = build_transform(data_cfg, cfg.image_size or IMAGE_SIZE, train=False)
+    tf = build_transform(data_cfg, image_size(cfg), train=False)
     return knn_accuracy(backbone, loader(TransformedSubset(*images.bank, tf), cfg),
                         loader(TransformedSubset(*images.query, tf), cfg), len(images.classes), cfg.knn_k,
                         device=device_of(cfg))
 
 
 # ----------------------------------------------------------------------------- save, report
-def finish(cfg: PretrainConfig, trained, images: Images, data_cfg: dict, run: RunDir, before, views: dict) -> dict:
-    """Save the backbone (what ``--weights RUN_DIR`` loads) and the metrics."""
+def finish(cfg: PretrainConfig, trained, images: Images, data_cfg: dict, run: RunDir, before, views: dict,
+           rows: list[dict]) -> dict:
+    """Save the backbone (what ``--weights RUN_DIR`` loads) and the metrics (``rows``: the merged epoch logs)."""
     from transferkit.backbones import describe_model
     from transferkit.rundir import save_weights
     from transferkit.surgery.heads import count_parameters
@@ -170,13 +174,12 @@ def finish(cfg: PretrainConfig, trained, images: Images, data_cfg: dict, run: Ru
     write_json(run.model_json, {**describe_model(backbone), "kind": "pretrain", "method": cfg.method,
                                 "classes": [], "data_config": data_cfg, "strategy": f"pretrain-{cfg.method}",
                                 "transferkit_format": 1})
-    rows = run.merge_logs()
     curve = [{"epoch": int(float(r["epoch"])) + 1, "knn_acc": float(r["knn_acc"])} for r in rows
              if r.get("knn_acc") not in (None, "")]
     losses = [float(r["train_loss"]) for r in rows if r.get("train_loss") not in (None, "")]
     return {
         "method": cfg.method, "model": cfg.model, "weights": cfg.weights, "data": cfg.data, "run_dir": run.path.name,
-        "image_size": cfg.image_size or IMAGE_SIZE, "batch_size": cfg.batch_size, **views,
+        "image_size": image_size(cfg), "batch_size": cfg.batch_size, **views,
         "train_images": int(len(images.train[1])), "monitor_bank_images": _count(images.bank),
         "monitor_query_images": _count(images.query), "knn_k": cfg.knn_k,
         "knn_accuracy_before": before, "knn_accuracy": after, "knn_curve": curve,
@@ -199,11 +202,11 @@ def _count(part) -> int:
     return 0 if part is None else int(len(part[1]))
 
 
-def write_pretrain_report(run: RunDir, cfg: PretrainConfig, metrics: dict) -> None:
+def write_pretrain_report(run: RunDir, cfg: PretrainConfig, metrics: dict, rows: list[dict]) -> None:
     """Loss and kNN curves, ``report.md``; ``metrics.json`` last (its presence means the run is complete)."""
     from transferkit.report.pretrain import write_pretrain_report as write
 
-    write(run.report, cfg.model_dump(), metrics, run.merge_logs(), run.path / "pretrain_curves.png")
+    write(run.report, cfg.model_dump(), metrics, rows, run.path / "pretrain_curves.png")
     write_json(run.metrics_json, metrics)
 
 
