@@ -7,29 +7,29 @@
 set -u
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 TRANSFERKIT_CACHE=/tmp/tkcache
-ACC=${ACC:-gpu}; SECONDS_EACH=${SSL_SECONDS:-200}; EPOCHS=${SSL_EPOCHS:-10}; WORKERS=${WORKERS:-14}
+LOGS=${TMPDIR:-/tmp}; ACC=${ACC:-gpu}; SECONDS_EACH=${SSL_SECONDS:-200}; EPOCHS=${SSL_EPOCHS:-10}; WORKERS=${WORKERS:-14}
 tk() { python3 -m transferkit.cli "$@"; }
 log() { echo "$*" | tee -a "$OUT/checks.txt"; }
 check() {  # name, command...: exit code and wall time, one line each
   local name=$1; shift; local t0=$(date +%s%N)
-  "$@" > "/tmp/$name.log" 2>&1; local rc=$?
+  "$@" > "$LOGS/$name.log" 2>&1; local rc=$?
   log "$(printf '%-14s rc=%s %6d ms %s' "$name" "$rc" "$(( ($(date +%s%N) - t0) / 1000000 ))" \
-         "$(grep -ho 'test accuracy [0-9.]*' /tmp/$name.log | head -1)")"
-  [ "$rc" = 0 ] || tail -3 "/tmp/$name.log" >> "$OUT/checks.txt"
+         "$(grep -ho 'test accuracy [0-9.]*' $LOGS/$name.log | head -1)")"
+  [ "$rc" = 0 ] || tail -3 "$LOGS/$name.log" >> "$OUT/checks.txt"
 }
 ssl() {  # name, weights
   local name=$1 weights=$2 run=/tmp/ssl/$1
   timeout -s INT "$SECONDS_EACH" python3 -m transferkit.cli pretrain --data builtin:fashion-mnist --method simclr \
     --weights "$weights" --image-size 32 --batch-size 512 --workers "$WORKERS" --epochs "$EPOCHS" \
-    --accelerator "$ACC" --out "$run" --no-progress > "/tmp/$name.log" 2>&1
+    --accelerator "$ACC" --out "$run" --no-progress > "$LOGS/$name.log" 2>&1
   if [ ! -f "$run/metrics.json" ] && [ -f "$run/checkpoints/last.ckpt" ]; then  # stopped: finalise what trained
     local done=$(python3 -c "import torch; print(torch.load('$run/checkpoints/last.ckpt', map_location='cpu', weights_only=False)['epoch'] + 1)")
-    tk pretrain --out "$run" --resume --epochs "$done" --accelerator "$ACC" --no-progress >> "/tmp/$name.log" 2>&1
+    tk pretrain --out "$run" --resume --epochs "$done" --accelerator "$ACC" --no-progress >> "$LOGS/$name.log" 2>&1
   fi
   mkdir -p "$OUT/$name"
   cp "$run"/model.safetensors "$run"/model.json "$run"/metrics.json "$OUT/$name/" 2>/dev/null
   log "$name: $(python3 -c "import json; m=json.load(open('$run/metrics.json')); print(m['epochs'], 'epochs,', m['train_images'], 'images,', m['train_seconds'], 's, kNN', m['knn_accuracy_before'], '->', m['knn_accuracy'])" 2>&1 | tail -1)"
-  grep -iE "error|Traceback" "/tmp/$name.log" | head -3 >> "$OUT/checks.txt"
+  grep -iE "error|Traceback" "$LOGS/$name.log" | head -3 >> "$OUT/checks.txt"
 }
 log "$(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo no GPU)"
 log "$(python3 -c 'import torch, lightning, timm, lightly; print("torch", torch.__version__, "lightning", lightning.__version__, "timm", timm.__version__, "lightly", lightly.__version__)')"
