@@ -84,9 +84,10 @@ def test_strength_is_chosen_on_validation(digits):
     ref = {c: m.score((x[va] - mu) / sigma, y[va]) for c, m in models.items()}
     ce = {c: log_loss(y[va], m.predict_proba((x[va] - mu) / sigma)) for c, m in models.items()}
     assert fit.selected_by == "val" and ce[fit.c] == min(ce.values()) and fit.c != 1e-4
-    assert fit.val_accuracy == pytest.approx(ref[fit.c], abs=1 / 400)
+    # every fit stops at max |grad| <= 1e-4 (scikit-learn's default), the reference at 1e-8:
+    # within two of the 400 images
+    assert fit.val_accuracy == pytest.approx(ref[fit.c], abs=2 / 400 + 1e-9)
     assert [round(lam * c * 300, 6) for (lam, _), c in zip(fit.path, cs)] == [1.0, 1.0, 1.0]
-    # the path's fits only select C (they stop at path_tol): within two of the 400 images
     assert [a for _, a in fit.path] == pytest.approx([ref[c] for c in cs], abs=2 / 400 + 1e-9)
 
 

@@ -1,5 +1,5 @@
-"""Real processes: signals, two writers on one run directory, CPU DDP with two processes,
-bf16 on CPU. Each runs the installed ``transferkit`` entry point as a user or a scheduler would."""
+"""Real processes: signals, two writers on one run directory, CPU DDP with two processes
+(beside a bf16-mixed run on CPU). Each runs the installed ``transferkit`` entry point as a user or a scheduler would."""
 
 from __future__ import annotations
 
@@ -83,12 +83,16 @@ def _shape(metrics: dict) -> dict:
 
 def test_cpu_ddp_two_processes_one_run_directory(tmp_path):
     """--devices 2 --dist ddp on CPU: Lightning re-runs the command in a second process; only
-    global rank zero writes, and the run directory matches a single-process run's. (A cached-feature
-    recipe under DDP: test_cpu_ddp_compare's linear-probe run.)"""
+    global rank zero writes, and the run directory matches a single-process run's, which trains in
+    bf16-mixed on the CPU. (A cached-feature recipe under DDP: test_cpu_ddp_compare's linear-probe run.)"""
     common = ["finetune", "--data", "builtin:digits", "--strategy", "full", *TINY]
-    single = subprocess.run(_cli(*common, "--out", str(tmp_path / "one")), env=_env(tmp_path),
-                            capture_output=True, text=True, timeout=900)
+    single = subprocess.run(_cli(*common, "--out", str(tmp_path / "one"), "--precision", "bf16-mixed",
+                                 "--accelerator", "cpu"), env=_env(tmp_path), capture_output=True, text=True,
+                            timeout=900)
     assert single.returncode == 0, single.stderr
+    bf16 = json.loads((tmp_path / "one" / "metrics.json").read_text())
+    assert bf16["test_accuracy"] is not None and bf16["train_seconds"] > 0
+    assert "bf16-mixed" in (tmp_path / "one" / "config.yaml").read_text()
     ddp = subprocess.run([str(Path(sys.executable).parent / "transferkit"), *common, "--out", str(tmp_path / "ddp"),
                           "--accelerator", "cpu", "--devices", "2", "--dist", "ddp"],
                          env=_env(tmp_path), capture_output=True, text=True, timeout=900)
@@ -112,12 +116,3 @@ def test_cpu_ddp_compare(tmp_path):
     result = json.loads((out / "compare.json").read_text())
     assert [r["strategy"] for r in result["records"]] == ["linear-probe", "freeze"]
     assert all((out / "runs" / f"{s}-seed0" / "metrics.json").is_file() for s in ("linear-probe", "freeze"))
-
-
-def test_bf16_mixed_on_cpu(tmp_path):
-    run = subprocess.run(_cli("finetune", "--data", "builtin:digits", "--strategy", "full", "--precision",
-                              "bf16-mixed", "--accelerator", "cpu", "--out", str(tmp_path / "bf16"), *TINY),
-                         env=_env(tmp_path), capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr
-    metrics = json.loads((tmp_path / "bf16" / "metrics.json").read_text())
-    assert metrics["test_accuracy"] is not None and metrics["train_seconds"] > 0

@@ -190,7 +190,7 @@ def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Buil
     the probe, WiSE-FT, forgetting, test/val scores, the raw-pixel baseline; saves the model."""
     from transferkit.engine import probe
     from transferkit.engine.forgetting import wise_metrics
-    from transferkit.evaluation.baselines import pixel_baseline
+    from transferkit.evaluation.baselines import cached_pixel_baseline
     from transferkit.surgery.heads import count_parameters
 
     device = device_of(cfg)
@@ -208,8 +208,8 @@ def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Buil
     test, val = scores.get("test"), scores.get("val")
     forgetting = drift(model)
     save_model(run, model, built, cfg, data.classes, strategy)
-    baseline = (pixel_baseline(data.subsets["train"][0].subset(data.subsets["train"][1]),
-                               data.subsets["test"][0].subset(list(data.subsets["test"][1])), seed=cfg.seed)
+    baseline = (cached_pixel_baseline(data.subsets["train"][0].subset(data.subsets["train"][1]),
+                                      data.subsets["test"][0].subset(list(data.subsets["test"][1])), seed=cfg.seed)
                 if test and cfg.baseline else None)
     return {
         "model": cfg.model, "weights": cfg.weights, "strategy": strategy, "strategy_reason": reason,

@@ -9,6 +9,7 @@ fine-tuned model, so a user sees at once whether transfer helped.
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from transferkit.data import ImageSet
 from transferkit.transferability.probes import linear_probe_accuracy
@@ -35,3 +36,18 @@ def pixel_baseline(train: ImageSet, test: ImageSet, size: int = 28, seed: int = 
         keep = np.sort(np.random.default_rng(seed).choice(len(train), MAX_TRAIN, replace=False))
         train = train.subset(keep)
     return linear_probe_accuracy(pixels(train, size), train.targets, pixels(test, size), test.targets)
+
+
+def cached_pixel_baseline(train: ImageSet, test: ImageSet, size: int = 28, seed: int = 0, cache=None) -> float:
+    """:func:`pixel_baseline` through a :class:`~transferkit.evaluation.features.FeatureCache`
+    (default: the shared one), keyed by both image sets' fingerprints, ``size`` and ``seed``: the
+    strategies of one ``compare`` seed, and a rerun, score the same baseline once."""
+    import sklearn
+
+    from transferkit.evaluation.features import FeatureCache
+
+    key = {"baseline": "pixels", "train": train.fingerprint(), "test": test.fingerprint(), "size": size,
+           "seed": seed, "max_train": MAX_TRAIN, "sklearn": sklearn.__version__}
+    got = (cache or FeatureCache()).cached(
+        key, lambda: {"accuracy": torch.tensor(pixel_baseline(train, test, size, seed), dtype=torch.float64)})
+    return got["accuracy"].item()
