@@ -180,3 +180,17 @@ def test_digits_64px_efficientnet_lite0_probe_beats_a_naive_adamw_head(tmp_path)
     # the fitted head inside the real model classifies the images as the probe classifies the features
     load_into(model.get_classifier(), fit)
     assert evaluate(model, loaders["test"], 10)["accuracy"] == pytest.approx(probe, abs=1 / 360)
+
+
+def test_selection_stops_the_path_patience_strengths_past_the_best(digits):
+    x, y = digits
+    tr, va = slice(0, 300), slice(300, 700)
+    data = (torch.tensor(x[tr]), torch.tensor(y[tr]), torch.tensor(x[va]), torch.tensor(y[va]))
+    cs = tuple(np.logspace(-4, 3, 15))
+    whole = fit_linear_probe(*data, num_classes=10, cs=cs, patience=None)
+    ce_best = cs.index(whole.c)
+    assert len(whole.path) == 15 and ce_best < 13  # the weakest strengths lose on validation
+    short = fit_linear_probe(*data, num_classes=10, cs=cs, patience=2)
+    assert short.c == whole.c and len(short.path) == ce_best + 3
+    assert short.path == whole.path[:ce_best + 3] and short.iterations < whole.iterations
+    assert torch.equal(short.weight, whole.weight)
