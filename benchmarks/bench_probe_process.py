@@ -55,18 +55,16 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "TRANSFERKIT_CACHE": str(Path(tmp) / "cache")}
-        runs = [("naive loop (backbone in the loop, 20 epochs)", lambda i: naive),
-                ("naive, features once", lambda i: [*naive, "--features-once"]),
-                ("transferkit linear-probe, fresh cache", None),
-                ("transferkit linear-probe, cached features", lambda i: [*cli, "--out", f"{tmp}/cached{i}"])]
-        for label, argv in runs:
+        runs = [("naive loop (backbone in the loop, 20 epochs)", lambda i: naive, False),
+                ("naive, features once", lambda i: [*naive, "--features-once"], False),
+                ("transferkit linear-probe, fresh cache", lambda i: [*cli, "--out", f"{tmp}/fresh{i}"], True),
+                ("transferkit linear-probe, cached features", lambda i: [*cli, "--out", f"{tmp}/cached{i}"], False)]
+        for label, argv, fresh in runs:
             times, out = [], ""
             for i in range(a.repeats):
-                if argv is None:                                       # empty the cache before each run
+                if fresh:                                              # an empty cache for each run
                     env["TRANSFERKIT_CACHE"] = str(Path(tmp) / f"cache{i}")
-                    seconds, out = timed([*cli, "--out", f"{tmp}/fresh{i}"], env)
-                else:
-                    seconds, out = timed(argv(i), env)
+                seconds, out = timed(argv(i), env)
                 times.append(seconds)
             rows.append((label, sorted(times)[len(times) // 2], accuracy(out)))
     base = rows[0][1]

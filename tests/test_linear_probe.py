@@ -194,3 +194,5 @@ def test_selection_stops_the_path_patience_strengths_past_the_best(digits):
     assert short.c == whole.c and len(short.path) == ce_best + 3
     assert short.path == whole.path[:ce_best + 3] and short.iterations < whole.iterations
     assert torch.equal(short.weight, whole.weight)
+    fixed = fit_linear_probe(*data, num_classes=10, cs=(whole.c,))  # no choice, still scored on val
+    assert fixed.selected_by == "fixed" and fixed.path[0][1] == pytest.approx(fixed.val_accuracy)

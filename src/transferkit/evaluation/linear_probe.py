@@ -288,7 +288,7 @@ def fit_linear_probe(train_x, train_y, val_x=None, val_y=None, *, num_classes: i
         # with "cv" the choice is known: refit on train along the path up to it; else walk the path
         stop = _best(scores) + 1 if selected_by == "cv" else len(cs)
         fits = _path(z, y, num_classes, cs[:stop], max_iter, max(tol, path_tol))
-        if selected_by == "val":
+        if selected_by != "cv" and zv is not None:                  # "val", or "fixed" scored on val
             fits, scores = _val_path(fits, zv, yv, patience)
             cs = cs[:len(fits)]
         fits = list(fits)
