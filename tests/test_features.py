@@ -32,6 +32,8 @@ def test_extract_features_is_the_pre_logits_in_eval_mode(model, batches):
     model.train()
     feats, labels = extract_features(model, batches, progress=False)
     assert model.training                                            # mode restored
+    stem = model.conv_stem.weight                                    # NHWC inside, NCHW again after
+    assert stem.is_contiguous() and not stem.is_contiguous(memory_format=torch.channels_last)
     assert feats.shape == (12, 1280) and feats.dtype == torch.float32 and feats.device.type == "cpu"
     assert labels.dtype == torch.int64 and labels.tolist() == load_digits().target[:12].tolist()
     model.eval()
