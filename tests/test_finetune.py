@@ -95,6 +95,7 @@ def test_auto_fine_tunes_above_its_frozen_bottom_groups(tmp_path):
     m = finetune(FinetuneConfig(data="builtin:digits", image_size=32, epochs=1, batch_size=64, seed=0,
                                 baseline=False, out=str(tmp_path / "auto")), progress=False)
     assert m["freeze_groups"] == 3 and "full (bottom 3 layer groups kept pretrained)" in m["strategy_reason"]
+    assert f"{m['val_accuracy']:.4f}" in m["strategy_reason"]         # the kept model's validation score
     # the fine-tuned weights (whichever model auto then kept on validation)
     tuned = torch.load(tmp_path / "auto" / "checkpoints" / "last.ckpt", map_location="cpu")["state_dict"]
     pretrained = load_backbone("efficientnet_lite0", "packaged", num_classes=10).state_dict()

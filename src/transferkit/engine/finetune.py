@@ -196,15 +196,17 @@ def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Buil
     device = device_of(cfg)
     model, recipe_metrics = setup.recipe.finish(trained.net, built.model, run.path)
     built.model = model
-    reason, strategy, trained_net = setup.reason, setup.recipe.name, trained.net
+    reason, strategy, trained_net, known = setup.reason, setup.recipe.name, trained.net, {}
     if cfg.strategy == "auto" and extra.get("probe_state") is not None:
-        reason, kept_probe = probe.keep_better(model, extra, data, built, cfg, device, reason)
+        reason, kept_probe, val = probe.keep_better(model, extra, data, built, cfg, device, reason)
         if kept_probe:
             strategy, trained_net = "linear-probe", model.get_classifier()
+        elif val is not None and cfg.wise_alpha is None:             # the final model: scored already
+            known["val"] = val
     loaders = probe.eval_loaders(cfg, data, built, trained)
     wise = wise_metrics(cfg, model, extra.get("pretrained_state"), loaders["test"], len(data.classes), device, drift)
-    scores = evaluate_splits(trained.net if setup.recipe.cached_features else model, loaders,
-                             len(data.classes), device)
+    scores = known | evaluate_splits(trained.net if setup.recipe.cached_features else model, loaders,
+                                     len(data.classes), device, [s for s in ("test", "val") if s not in known])
     test, val = scores.get("test"), scores.get("val")
     forgetting = drift(model)
     save_model(run, model, built, cfg, data.classes, strategy)

@@ -81,20 +81,22 @@ def init_head(cfg: FinetuneConfig, data: Data, built: Built, image_size: int, pr
 
 
 def keep_better(model: torch.nn.Module, extra: dict, data: Data, built: Built, cfg: FinetuneConfig,
-                device: torch.device, reason: str) -> tuple[str, bool]:
+                device: torch.device, reason: str) -> tuple[str, bool, dict | None]:
     """``auto``: keep the fine-tuned model unless its own first-stage probe scores higher on
-    validation; returns the reason, with both scores, and whether the probe was kept."""
+    validation; returns the reason, with both scores, whether the probe was kept, and the
+    fine-tuned model's validation scores when it was kept (``None`` otherwise)."""
     from transferkit.evaluation import evaluate
 
     if data.size("val") == 0:
-        return reason + " (no validation split: kept the fine-tuned model)", False
+        return reason + " (no validation split: kept the fine-tuned model)", False, None
     val = loader(data.images("val", built.eval_tf), cfg)
-    tuned = evaluate(model, val, len(data.classes), device=device)["accuracy"]
-    probe = extra["probe_val_accuracy"]
+    scores = evaluate(model, val, len(data.classes), device=device)
+    tuned, probe = scores["accuracy"], extra["probe_val_accuracy"]
     if probe > tuned:
         model.load_state_dict(extra["probe_state"])
-        return reason + f"; validation: probe {probe:.4f} > fine-tuned {tuned:.4f}, so the probe is kept", True
-    return reason + f"; validation: fine-tuned {tuned:.4f} >= probe {probe:.4f}, so the fine-tuned model is kept", False
+        return reason + f"; validation: probe {probe:.4f} > fine-tuned {tuned:.4f}, so the probe is kept", True, None
+    return (reason + f"; validation: fine-tuned {tuned:.4f} >= probe {probe:.4f}, so the fine-tuned model is kept",
+            False, scores)
 
 
 def eval_loaders(cfg: FinetuneConfig, data: Data, built: Built, trained: Trained) -> dict:
