@@ -46,6 +46,19 @@ def test_extract_features_is_the_pre_logits_in_eval_mode(model, batches):
         assert torch.allclose(logits, torch.cat([model(x) for x, _ in batches]), atol=1e-5)
 
 
+def test_extraction_leaves_the_global_random_state_alone(model, batches):
+    """A DataLoader draws a seed from torch's generator when iterated; the extractor restores it,
+    so a run that extracts and one that reads the cache go on with the same random state."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = (torch.cat(t) for t in zip(*batches))
+    torch.manual_seed(7)
+    want = torch.rand(3)
+    torch.manual_seed(7)
+    extract_features(model, DataLoader(TensorDataset(x, y), batch_size=8, shuffle=True), progress=False)
+    assert torch.equal(torch.rand(3), want)
+
+
 def test_empty_loader_gives_empty_tensors(model):
     feats, labels = extract_features(model, [], progress=False)
     assert feats.shape == (0, 1280) and labels.shape == (0,)

@@ -38,3 +38,21 @@ def test_lp_ft_run_starts_from_the_probe_and_trains_everything(tmp_path):
     assert still["val_accuracy"] > 0.6
     m = finetune(FinetuneConfig(**base, out=str(tmp_path / "lpft")), progress=False)
     assert m["strategy"] == "lp-ft" and m["trainable_params"] == m["total_params"]
+
+
+@pytest.mark.slow
+def test_a_cache_hit_trains_the_same_model_as_a_fresh_extraction(tmp_path, monkeypatch):
+    """The probe stage's features (and one augmented view) are extracted on the first run and read
+    from the cache on the second; training must start from the same random state either way
+    (iterating a DataLoader draws from torch's generator; the view seeds it and Python's)."""
+    from transferkit.rundir import load_weights
+
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))
+    base = dict(data="builtin:digits", per_class=10, image_size=32, val_split=0.1, strategy="lp-ft", epochs=1,
+                probe_augment=1, baseline=False)
+    fresh = finetune(FinetuneConfig(**base, out=str(tmp_path / "fresh")), progress=False)
+    assert list((tmp_path / "cache").rglob("*.safetensors"))                 # it did extract
+    cached = finetune(FinetuneConfig(**base, out=str(tmp_path / "cached")), progress=False)
+    a, b = load_weights(tmp_path / "fresh" / "model.safetensors"), load_weights(tmp_path / "cached" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert fresh["test_accuracy"] == cached["test_accuracy"]

@@ -8,6 +8,7 @@ and ``auto`` keeps the probe when it beats the fine-tuned model on validation.
 from __future__ import annotations
 
 import copy
+import random
 import time
 
 import torch
@@ -29,11 +30,18 @@ def features(cfg: FinetuneConfig, data: Data, built: Built, split: str, image_si
                       view=view or None, **({"seed": cfg.seed} if view else {}))
     transform = built.eval_tf if view == 0 else built.train_tf
 
-    def compute() -> dict:
-        if view:
-            torch.manual_seed(cfg.seed * 1000 + view)
-        x, y = extract_features(built.model, loader(data.images(split, transform), cfg), device=device_of(cfg),
-                                progress=progress, desc=f"features ({split}{f', view {view}' if view else ''})")
+    def compute() -> dict:  # a cache hit and a miss leave training the same random state
+        state = random.getstate()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                if view:
+                    torch.manual_seed(cfg.seed * 1000 + view)
+                    random.seed(cfg.seed * 1000 + view)                # timm's random crops
+                x, y = extract_features(built.model, loader(data.images(split, transform), cfg),
+                                        device=device_of(cfg), progress=progress,
+                                        desc=f"features ({split}{f', view {view}' if view else ''})")
+        finally:
+            random.setstate(state)
         return {"features": x, "labels": y}
 
     got = FeatureCache().cached(key, compute)

@@ -92,7 +92,9 @@ def map_batches(model: nn.Module, loader: Iterable, fn: Callable[[nn.Module, tor
 
     ``loader`` yields ``(x, y)``. Runs under ``torch.inference_mode`` with the
     model in eval mode on ``device`` (``None``: where the model already is);
-    afterwards the model is back in its former mode, device and memory format.
+    afterwards the model is back in its former mode, device and memory format, and torch's global
+    random generator where it was (so a cache hit and a fresh extraction leave the same random
+    state to whatever runs next, e.g. training).
     An empty loader gives ``{}``. ``channels_last``: run convolutions on NHWC weights and images
     (EfficientNet-Lite0 on 2 CPU cores: 1.4-2x the images per second at 64 and 224 px,
     ``benchmarks/bench_extract.py``; the same outputs up to float rounding).
@@ -102,8 +104,9 @@ def map_batches(model: nn.Module, loader: Iterable, fn: Callable[[nn.Module, tor
     model.eval().to(device)
     nhwc = channels_last and _to_channels_last(model)
     out: dict[str, list[torch.Tensor]] = {}
-    try:
-        with torch.inference_mode(), Progress(disable=not progress, transient=True) as bar:
+    try:  # fork_rng: iterating a DataLoader draws a seed from torch's global generator
+        with torch.random.fork_rng(devices=[]), torch.inference_mode(), \
+                Progress(disable=not progress, transient=True) as bar:
             task = bar.add_task(desc, total=len(loader) if hasattr(loader, "__len__") else None)
             for x, y in loader:
                 x = x.to(device, non_blocking=True)
