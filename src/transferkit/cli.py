@@ -621,8 +621,8 @@ def main() -> None:
     Before torch loads, its CPU allocator is asked to back buffers of 2 MB and more with
     transparent huge pages (``THP_MEM_ALLOC_ENABLE``, Linux, PyTorch >= 2.2; a value already in
     the environment wins): inference over large activations stops paying a page fault per 4 KB
-    (EfficientNet-Lite0 at 224 px, batch 64, 2 CPU cores: 2x the images per second;
-    ``benchmarks/bench_extract.py``)."""
+    (EfficientNet-Lite0 forward passes, batch 64, 2 CPU cores: 1.3x the images per second at 64 px,
+    1.6x at 224 px; benchmarks/RESULTS.md)."""
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     signal.signal(signal.SIGINT, _raise_interrupted)
     signal.signal(signal.SIGTERM, _raise_interrupted)

@@ -187,13 +187,12 @@ def domain_features(cfg: AdaptConfig, domains: Domains, built: Built, model: tor
              "target": (domains.target, "test" if domains.target.size("test") else "adapt")}
     rows = min(cfg.max_proxy_rows, *(data.size(split) for data, split in picks.values()))
     out = {}
-    with torch.random.fork_rng(devices=[]):
-        for name, (data, split) in picks.items():
-            base, idx = data.subsets[split]
-            if len(idx) > rows:
-                idx = np.sort(np.random.default_rng(cfg.seed).choice(idx, rows, replace=False))
-            out[name] = extract_features(model, loader(TransformedSubset(base, idx, built.eval_tf), cfg),
-                                         progress=False, device=device_of(cfg))
+    for name, (data, split) in picks.items():  # extract_features restores torch's global RNG itself
+        base, idx = data.subsets[split]
+        if len(idx) > rows:
+            idx = np.sort(np.random.default_rng(cfg.seed).choice(idx, rows, replace=False))
+        out[name] = extract_features(model, loader(TransformedSubset(base, idx, built.eval_tf), cfg),
+                                     progress=False, device=device_of(cfg))
     return out
 
 

@@ -96,8 +96,8 @@ def map_batches(model: nn.Module, loader: Iterable, fn: Callable[[nn.Module, tor
     random generator where it was (so a cache hit and a fresh extraction leave the same random
     state to whatever runs next, e.g. training).
     An empty loader gives ``{}``. ``channels_last``: run convolutions on NHWC weights and images
-    (EfficientNet-Lite0 on 2 CPU cores: 1.4-2x the images per second at 64 and 224 px,
-    ``benchmarks/bench_extract.py``; the same outputs up to float rounding).
+    (EfficientNet-Lite0 on 2 CPU cores, four runs of ``benchmarks/bench_extract.py``: 1.0-1.5x the
+    images per second at 64 px, 1.5-2x at 224 px; the same outputs up to float rounding).
     """
     was_training, home = model.training, model_device(model)
     device = home if device is None else torch.device(device)
