@@ -61,6 +61,9 @@ def test_auto_rule_and_unknown_strategy():
     auto = get_recipe("auto")  # the bottom groups it keeps pretrained: only when fine-tuning a deep enough model
     assert [auto.freeze_groups_for("full", 9), auto.freeze_groups_for("full", 6),
             auto.freeze_groups_for("linear-probe", 9)] == [3, 0, 0]
+    # the reason states what is really frozen (a user's --freeze-groups, or none on a shallow model)
+    assert "bottom 4 layer groups kept pretrained" in auto.resolve(115, 4)[1]
+    assert "every layer group trains" in auto.resolve(115, 0)[1]
     with pytest.raises(ConfigError, match="linear-probe"):
         make_plan("lora-xl", _model())
 

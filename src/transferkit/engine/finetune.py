@@ -76,6 +76,8 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     built = build_model(cfg, len(data.classes), setup.image_size)
     setup.recipe.check_model(built.model, cfg)
     setup.freeze_groups = _freeze_groups(cfg, setup, built.model)
+    if cfg.strategy == "auto" and setup.recipe.name != "linear-probe":  # the reason names what is frozen
+        setup.reason = get_recipe("auto").resolve(data.train_per_class, setup.freeze_groups)[1]
     drift = Drift(cfg, setup.image_size, built, data) if is_global_zero() else None
     with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run):
         if not resume and is_global_zero():

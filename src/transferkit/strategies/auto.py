@@ -24,14 +24,16 @@ FINETUNE_FREEZE_GROUPS = 3
 
 
 class Auto(Recipe):
-    def resolve(self, train_per_class: float) -> tuple[str, str]:
-        """(recipe name, reason) for ``train_per_class`` training images per class."""
+    def resolve(self, train_per_class: float, frozen: int = FINETUNE_FREEZE_GROUPS) -> tuple[str, str]:
+        """(recipe name, reason) for ``train_per_class`` training images per class; ``frozen``: the
+        bottom layer groups the fine-tuning keeps pretrained (``--freeze-groups`` or
+        :meth:`freeze_groups_for`), as the reason states it."""
         if train_per_class < PROBE_BELOW:
             return "linear-probe", (f"auto: {train_per_class:.0f} training images per class "
                                     f"(< {PROBE_BELOW}): linear-probe")
+        kept = f"bottom {frozen} layer groups kept pretrained" if frozen else "every layer group trains"
         return FINETUNE, (f"auto: {train_per_class:.0f} training images per class (>= {PROBE_BELOW}): "
-                          f"{FINETUNE} (bottom {FINETUNE_FREEZE_GROUPS} layer groups kept pretrained), kept only if "
-                          "it beats the linear probe on validation")
+                          f"{FINETUNE} ({kept}), kept only if it beats the linear probe on validation")
 
     def freeze_groups_for(self, name: str, model_groups: int) -> int:
         """The bottom groups kept pretrained when ``auto`` runs recipe ``name`` on a model of
