@@ -471,9 +471,25 @@ def rank_candidates(
         ModelError / WeightsError: unknown model, weights not installed or unreachable.
         DataError: bad data source or a per-class count the data cannot give.
     """
-    models = _as_list(models, "models")
-    weights = _as_list(weights, "weights")
-    layers = _as_list(layers, "layers")
+    models, weights, layers = _as_list(models, "models"), _as_list(weights, "weights"), _as_list(layers, "layers")
+    _check_request(models, weights, layers, image_size)
+    job = _job(data, per_class, image_size, seed, FeatureCache(cache_dir), resolve_device(device), progress)
+    info = {"data": data, "classes": len(job.source.classes), "per_class": per_class, "image_size": image_size,
+            "seed": seed, "train_images": len(job.subsets["train"]), "val_images": len(job.subsets["val"]),
+            "train_per_class": round(len(job.subsets["train"]) / len(job.source.classes), 2),
+            "cache_dir": str(job.cache.root), "timm": timm.__version__}
+    rows: list[dict[str, Any]] = []
+    start = time.perf_counter()
+    for name in models:
+        for w in weights:
+            rows += _candidate_rows(job, name, w, layers, *_candidate_features(job, name, w, layers))
+    _negative_transfer(rows)
+    info["total_seconds"] = round(time.perf_counter() - start, 2)
+    return RankResult(rows=rows, recommendation=_recommend(rows, info), info=info)
+
+
+def _check_request(models: list[str], weights: list[str], layers: list[str], image_size: int) -> None:
+    """Every layer spec, the image size and every candidate, before any data is read."""
     for layer in layers:
         _parse_layer(layer)
     if image_size < MIN_IMAGE_SIZE:
@@ -481,69 +497,79 @@ def rank_candidates(
                           f"are degenerate (EfficientNet-Lite at 32 px); use {MIN_IMAGE_SIZE} or more")
     for name in models:
         _check_candidate(name, weights, layers)
-    target = resolve_device(device)
-    cache = FeatureCache(cache_dir)
 
+
+@dataclass
+class _Job:
+    """What every candidate of one :func:`rank_candidates` call shares."""
+    source: Any
+    subsets: dict[str, np.ndarray]                  # split -> indices into source.train
+    fingerprints: dict[str, str]
+    image_size: int
+    seed: int
+    cache: FeatureCache
+    device: torch.device
+    progress: bool
+
+
+def _job(data: str, per_class: int | None, image_size: int, seed: int, cache: FeatureCache,
+         device: torch.device, progress: bool) -> _Job:
     source = load_source(data)
-    classes = source.classes
     splits = make_splits(source.train.targets, seed=seed, has_test=source.test is not None,
-                         per_class=per_class, classes=classes)
+                         per_class=per_class, classes=source.classes)
     if len(splits.val) == 0:
         raise ConfigError(f"{data} leaves no validation images for the probes; add images per class")
     subsets = {"train": splits.train, "val": splits.val}
     fingerprints = {s: source.train.subset(idx).fingerprint() for s, idx in subsets.items()}
-    info = {"data": data, "classes": len(classes), "per_class": per_class, "image_size": image_size,
-            "seed": seed, "train_images": len(splits.train), "val_images": len(splits.val),
-            "train_per_class": round(len(splits.train) / len(classes), 2), "cache_dir": str(cache.root),
-            "timm": timm.__version__}
+    return _Job(source, subsets, fingerprints, image_size, seed, cache, device, progress)
 
-    rows: list[dict[str, Any]] = []
-    start = time.perf_counter()
-    for name in models:
-        for w in weights:
-            wid = weights_identity(name, w, seed)
 
-            def key(split: str, layer: str) -> dict[str, Any]:
-                return feature_key(model=name, weights=wid, layer=layer, image_size=image_size,  # noqa: B023
-                                   data=fingerprints[split], split=split, v=CACHE_VERSION)
+def _candidate_features(job: _Job, name: str, w: str, layers: list[str]):
+    """``(found {(split, layer|"logits"|"labels"): tensor}, seconds {split: extraction s}, computed
+    {(split, layer)})`` for one model and weights: from the cache, the rest in one pass per split."""
+    wid = weights_identity(name, w, job.seed)
 
-            wanted = [*layers, "logits", "labels"]
-            found = {(s, lay): (cache.get(key(s, lay)) or {}).get("values") for s in subsets for lay in wanted}
-            seconds = {s: 0.0 for s in subsets}
-            computed: set[tuple[str, str]] = set()
-            model = None
-            for split, idx in subsets.items():
-                missing = [lay for lay in layers if found[split, lay] is None]
-                need_head = found[split, "logits"] is None or found[split, "labels"] is None
-                if not missing and not need_head:
-                    continue
-                if model is None:
-                    torch.manual_seed(seed)                          # random init (weights none) is seeded
-                    model = load_backbone(name, w, image_size=image_size)
-                    transform = build_transform(data_config_for(model, image_size), image_size, train=False)
-                todo = missing or layers[:1]                         # the head pass needs some layer
-                loader = DataLoader(TransformedSubset(source.train, idx, transform), batch_size=BATCH_SIZE)
-                t0 = time.perf_counter()
-                got = extract_layers(model, loader, todo, logits=True, desc=f"{name} ({w}) {split}",
-                                     progress=progress, device=target)
-                seconds[split] = time.perf_counter() - t0
-                for lay in [*todo, "logits", "labels"]:
-                    cache.put(key(split, lay), {"values": got[lay]}, seconds=f"{seconds[split]:.3f}")
-                    found[split, lay] = got[lay]
-                    computed.add((split, lay))
-            train_y, val_y = found["train", "labels"], found["val", "labels"]
-            head = _head_scores(found["train", "logits"], train_y)
-            for layer in layers:
-                t0 = time.perf_counter()
-                scores = _scores(found["train", layer], train_y, found["val", layer], val_y, seed)
-                extract = float(sum(seconds[s] for s in subsets if (s, layer) in computed))
-                rows.append({"model": name, "weights": w, "layer": layer,
-                             "feature_dim": int(found["train", layer].shape[1]),
-                             "logme": scores["logme"], "leep": head["leep"], "nce": head["nce"],
-                             "h_score": scores["h_score"], "knn_accuracy": scores["knn_accuracy"],
-                             "linear_probe_accuracy": scores["linear_probe_accuracy"],
-                             "extract_seconds": round(extract, 3), "cached": not any((s, layer) in computed for s in subsets),
-                             "score_seconds": round(time.perf_counter() - t0, 3)})
-    _negative_transfer(rows)
-    info["total_seconds"] = round(time.perf_counter() - start, 2)
-    return RankResult(rows=rows, recommendation=_recommend(rows, info), info=info)
+    def key(split: str, layer: str) -> dict[str, Any]:
+        return feature_key(model=name, weights=wid, layer=layer, image_size=job.image_size,
+                           data=job.fingerprints[split], split=split, v=CACHE_VERSION)
+
+    found = {(s, lay): (job.cache.get(key(s, lay)) or {}).get("values")
+             for s in job.subsets for lay in [*layers, "logits", "labels"]}
+    seconds, computed, model = {s: 0.0 for s in job.subsets}, set(), None
+    for split, idx in job.subsets.items():
+        missing = [lay for lay in layers if found[split, lay] is None]
+        if not missing and found[split, "logits"] is not None and found[split, "labels"] is not None:
+            continue
+        if model is None:
+            torch.manual_seed(job.seed)                              # random init (weights none) is seeded
+            model = load_backbone(name, w, image_size=job.image_size)
+            transform = build_transform(data_config_for(model, job.image_size), job.image_size, train=False)
+        todo = missing or layers[:1]                                 # the head pass needs some layer
+        loader = DataLoader(TransformedSubset(job.source.train, idx, transform), batch_size=BATCH_SIZE)
+        t0 = time.perf_counter()
+        got = extract_layers(model, loader, todo, logits=True, desc=f"{name} ({w}) {split}",
+                             progress=job.progress, device=job.device)
+        seconds[split] = time.perf_counter() - t0
+        for lay in [*todo, "logits", "labels"]:
+            job.cache.put(key(split, lay), {"values": got[lay]}, seconds=f"{seconds[split]:.3f}")
+            found[split, lay] = got[lay]
+            computed.add((split, lay))
+    return found, seconds, computed
+
+
+def _candidate_rows(job: _Job, name: str, w: str, layers: list[str], found, seconds, computed) -> list[dict]:
+    """One result row per layer of the candidate: every score, and where its features came from."""
+    train_y, val_y = found["train", "labels"], found["val", "labels"]
+    head = _head_scores(found["train", "logits"], train_y)
+    rows = []
+    for layer in layers:
+        t0 = time.perf_counter()
+        scores = _scores(found["train", layer], train_y, found["val", layer], val_y, job.seed)
+        fresh = [s for s in job.subsets if (s, layer) in computed]
+        rows.append({"model": name, "weights": w, "layer": layer, "feature_dim": int(found["train", layer].shape[1]),
+                     "logme": scores["logme"], "leep": head["leep"], "nce": head["nce"],
+                     "h_score": scores["h_score"], "knn_accuracy": scores["knn_accuracy"],
+                     "linear_probe_accuracy": scores["linear_probe_accuracy"],
+                     "extract_seconds": round(float(sum(seconds[s] for s in fresh)), 3), "cached": not fresh,
+                     "score_seconds": round(time.perf_counter() - t0, 3)})
+    return rows
