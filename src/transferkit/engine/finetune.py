@@ -75,9 +75,7 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     check_run_options(cfg, setup, data, run, overwrite=overwrite, resume=resume)
     built = build_model(cfg, len(data.classes), setup.image_size)
     setup.recipe.check_model(built.model, cfg)
-    setup.freeze_groups = _freeze_groups(cfg, setup, built.model)
-    if cfg.strategy == "auto" and setup.recipe.name != "linear-probe":  # the reason names what is frozen
-        setup.reason = get_recipe("auto").resolve(data.train_per_class, setup.freeze_groups)[1]
+    _settle_freeze_groups(cfg, setup, data, built.model)
     drift = Drift(cfg, setup.image_size, built, data) if is_global_zero() else None
     with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run):
         if not resume and is_global_zero():
@@ -93,13 +91,17 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     return metrics
 
 
-def _freeze_groups(cfg: FinetuneConfig, setup: Setup, model: torch.nn.Module) -> int:
-    """``--freeze-groups``, else what ``auto`` keeps pretrained for the recipe it chose, else the recipe's."""
-    if cfg.freeze_groups is not None or cfg.strategy != "auto":
-        return setup.freeze_groups
-    from transferkit.backbones.groups import layer_groups
+def _settle_freeze_groups(cfg: FinetuneConfig, setup: Setup, data: Data, model: torch.nn.Module) -> None:
+    """``setup.freeze_groups``: ``--freeze-groups``, else what ``auto`` keeps pretrained for the
+    recipe it chose (it depends on the model's depth), else the recipe's; ``auto``'s reason then
+    states the groups really frozen."""
+    if cfg.strategy != "auto" or setup.recipe.name == "linear-probe":
+        return
+    if cfg.freeze_groups is None:
+        from transferkit.backbones.groups import layer_groups
 
-    return get_recipe("auto").freeze_groups_for(setup.recipe.name, len(layer_groups(model)))
+        setup.freeze_groups = get_recipe("auto").freeze_groups_for(setup.recipe.name, len(layer_groups(model)))
+    setup.reason = get_recipe("auto").resolve(data.train_per_class, setup.freeze_groups)[1]
 
 
 def run_path(cfg: FinetuneConfig, label: str | None = None) -> Path:
