@@ -1,9 +1,39 @@
+import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
+
+
+def _fashion_mnist_missing() -> str | None:
+    from transferkit.data import sources
+
+    folder = Path(os.environ.get("TRANSFERKIT_FASHION_MNIST_DIR") or sources.FASHION_MNIST_DIR)
+    if not any(folder.glob("*-images-idx3-ubyte*")):
+        return f"no Fashion-MNIST IDX files in {folder}: apt-get install dataset-fashion-mnist"
+    return None
+
+
+def _opencv_missing() -> str | None:
+    try:
+        import cv2  # noqa: F401  (imagecorruptions' dependency; loads libGL and libglib)
+    except ImportError as e:
+        return f"OpenCV cannot load ({e}): apt-get install libgl1 libglib2.0-0"
+    return None
+
+
+NEEDS = {"needs_fashion_mnist": _fashion_mnist_missing, "needs_opencv": _opencv_missing}
+
+
+def pytest_runtest_setup(item):
+    """Tests marked ``needs_fashion_mnist`` / ``needs_opencv`` skip, naming the Debian package, on a machine
+    without it (the README's test command on a bare machine; `.ci/run` installs both)."""
+    for marker, missing in NEEDS.items():
+        if item.get_closest_marker(marker) and (why := missing()):
+            pytest.skip(why)
 
 
 def write_digit_folder(root, per_class=6, classes=(0, 1, 2)):

@@ -113,6 +113,7 @@ def test_cached_teacher_outputs_and_unlabelled_images(teacher):
     assert torch.allclose(cached, view(x[None])[0], atol=1e-4)
 
 
+@pytest.mark.needs_fashion_mnist
 @pytest.mark.slow
 def test_bad_input_is_one_line_and_writes_nothing(teacher, tmp_path, run_cli):
     out = tmp_path / "run"

@@ -63,6 +63,7 @@ def fmm():
     return load_source("builtin:fashion-mnist-m")
 
 
+@pytest.mark.needs_fashion_mnist
 def test_fashion_mnist_m_is_rgb_with_the_test_labels(fmm):
     fashion = load_source("builtin:fashion-mnist")
     images = fmm.train._images
@@ -73,6 +74,7 @@ def test_fashion_mnist_m_is_rgb_with_the_test_labels(fmm):
     assert fmm.train[0][0].mode == "RGB" and fmm.train[0][0].size == (28, 28)
 
 
+@pytest.mark.needs_fashion_mnist
 def test_fashion_mnist_m_is_deterministic(fmm):
     again = load_source("builtin:fashion-mnist-m")
     assert np.array_equal(again.train._images, fmm.train._images)
@@ -90,6 +92,7 @@ def test_blend_is_the_absolute_difference_per_channel():
     assert out[0, ..., 2].tolist() == [[255, 205], [55, 0]]
 
 
+@pytest.mark.needs_fashion_mnist
 def test_fashion_mnist_m_without_scikit_image_says_how_to_install_it(monkeypatch):
     import sys
 

@@ -139,6 +139,7 @@ def test_layernorm_models_adapt_with_tent_and_bn_adaptation_refuses_them():
     assert tent.params == norm_affine_params(vit) and any(not torch.equal(a, b) for a, b in zip(start, tent.params))
 
 
+@pytest.mark.needs_opencv
 def test_corruptions_are_seeded_sized_and_named():
     from transferkit.data.corruptions import BENCHMARK, corrupt_images, corruption_names
 
@@ -173,6 +174,7 @@ def animal_folder(tmp_path):
     return root
 
 
+@pytest.mark.needs_opencv
 @pytest.mark.slow
 def test_cli_tta_grid_writes_metrics_table_and_heatmap(run_cli, tiny_run, animal_folder, tmp_path):
     out = tmp_path / "tta"
@@ -230,6 +232,7 @@ def test_cli_tta_refuses_bad_input_in_one_line(run_cli, tiny_run, animal_folder,
     assert code == 2 and "lies inside it" in err and not (tiny_run / "tta").exists()
 
 
+@pytest.mark.needs_opencv
 def test_cli_corrupt_writes_a_dataset_tta_reads(run_cli, tiny_run, animal_folder, tmp_path):
     code, _, err = run_cli("corrupt", animal_folder, "--corruption", "fog", "--severity", "2", "--out",
                            tmp_path / "c")

@@ -49,12 +49,22 @@ def _at_least(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(pil)
 
 
+def _corrupt_function():
+    """``imagecorruptions.corrupt``, imported only where corruptions are made (numba, OpenCV: heavy); OpenCV's
+    system libraries missing (a bare Debian) is one actionable line, not a traceback."""
+    try:
+        from imagecorruptions import corrupt
+    except ImportError as e:
+        raise ConfigError(f"corruptions need OpenCV, which cannot load here ({e}); on Debian/Ubuntu: "
+                          "apt-get install libgl1 libglib2.0-0") from None
+    return corrupt
+
+
 def corrupt_images(images, name: str, severity: int, seed: int = 0) -> list[np.ndarray]:
     """Each of ``images`` ((H, W) or (H, W, 3) uint8 arrays, or an (N, H, W[, 3]) array) as an
     (H', W', 3) uint8 array with corruption ``name`` at ``severity`` 1..5; H', W' >= 32. Deterministic for a given (seed, name, severity): each image gets its own seed (numpy's
     global generator, which the package draws from, is restored afterwards)."""
-    from imagecorruptions import corrupt  # heavy (numba, OpenCV): only where corruptions are made
-
+    corrupt = _corrupt_function()
     corruption_names(name)
     if not 1 <= int(severity) <= 5:
         raise ConfigError(f"--severity must be 1..5, got {severity}")
