@@ -81,6 +81,9 @@ class FinetuneConfig(BaseModel):
     lora_alpha: float | None = Field(None, gt=0, description="lora: scale alpha/r; None: 2 x rank")
     lora_targets: str | None = Field(None, description="lora: comma-separated module names (or suffixes); "
                                      "None: 1x1 convolutions (CNN) or attention qkv/proj (ViT)")
+    ema_decay: float | None = Field(None, ge=0, lt=1, description="keep an exponential moving average of the weights "
+                                    "(decay per step; Lightning's EMAWeightAveraging): validation and the saved model "
+                                    "use the average; 0: off; None: the strategy's default")
     weight_decay: float = Field(0.05, ge=0, description="decoupled weight decay (none on norms and biases)")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw or sgd")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd: momentum")
@@ -165,7 +168,7 @@ ADAPT_METHODS = {
 }
 
 #: finetune options that ``adapt`` does not offer: they must stay at their defaults.
-NOT_FOR_ADAPT = ("co_tuning_weight", "source_eval", "source_data", "source_labels", "wise_alpha", "wise_curve", "lora_rank",
+NOT_FOR_ADAPT = ("ema_decay", "co_tuning_weight", "source_eval", "source_data", "source_labels", "wise_alpha", "wise_curve", "lora_rank",
                  "lora_alpha", "lora_targets", "probe_augment", "baseline", "reg", "lwf_weight", "lwf_temperature")
 
 #: The recipes ``adapt`` trains with: they train the backbone in a Lightning loop (the alignment loss
@@ -233,7 +236,7 @@ DISTILL_LOSSES = {
 }
 
 #: finetune options that ``distill`` does not offer: they must stay at their defaults.
-NOT_FOR_DISTILL = ("co_tuning_weight", "source_eval", "source_data", "source_labels", "wise_alpha", "wise_curve", "lora_rank",
+NOT_FOR_DISTILL = ("ema_decay", "co_tuning_weight", "source_eval", "source_data", "source_labels", "wise_alpha", "wise_curve", "lora_rank",
                    "lora_alpha", "lora_targets", "probe_augment", "reg", "lwf_weight", "lwf_temperature")
 
 #: The recipes that train a student: every parameter in a Lightning loop.
@@ -293,7 +296,7 @@ PRETRAIN_METHODS = {
 }
 
 #: finetune options that ``pretrain`` does not offer: they must stay at their defaults.
-NOT_FOR_PRETRAIN = ("strategy", "backbone_lr_mult", "lr_decay", "freeze_groups", "unfreeze_every", "bn", "reg",
+NOT_FOR_PRETRAIN = ("ema_decay", "strategy", "backbone_lr_mult", "lr_decay", "freeze_groups", "unfreeze_every", "bn", "reg",
                     "reg_alpha", "reg_beta", "lwf_weight", "lwf_temperature", "co_tuning_weight", "source_eval",
                     "source_data", "source_labels", "wise_alpha", "wise_curve", "lora_rank", "lora_alpha",
                     "lora_targets", "label_smoothing", "per_class", "test_per_class", "probe_augment", "baseline")

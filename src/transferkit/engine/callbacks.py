@@ -77,3 +77,13 @@ class FinalWeights(L.Callback):
         if trainer.is_global_zero:
             self.state = {k: v.detach().cpu().float() if v.is_floating_point() else v.detach().cpu()
                           for k, v in state.items()}
+
+
+def ema_callback(decay: float) -> L.Callback:
+    """Lightning's ``EMAWeightAveraging``: after every optimizer step
+    ``avg <- decay * avg + (1 - decay) * w`` over parameters and buffers (the first step copies
+    ``w``); validation runs on ``avg`` and training ends with ``avg`` in the module. Saved in each
+    checkpoint (the average under ``state_dict``, the raw weights under ``current_model_state``)."""
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    return EMAWeightAveraging(decay=decay)

@@ -143,22 +143,27 @@ class Trained:
 
 
 def train_lightning(module, cfg: FinetuneConfig, run: RunDir, loaders: dict, epochs: int, *,
-                    callbacks: list, resume_from: Path | None, prep_seconds: float, progress: bool) -> Trained:
+                    callbacks: list, resume_from: Path | None, prep_seconds: float, progress: bool,
+                    ema_decay: float = 0.0) -> Trained:
     """Fit ``module`` (a :class:`TransferModule`) with Lightning; every rank runs this.
 
     The final weights are gathered inside ``fit`` on every rank (FSDP shards them) and
     loaded, on global rank zero, into a plain copy of the network made before training.
+    ``ema_decay`` > 0: an exponential moving average of the weights (Lightning's
+    ``EMAWeightAveraging``, buffers included) is what validation sees and what training ends
+    with; it is saved in every checkpoint, so a resumed run averages on.
     """
     quiet_lightning()
     import lightning as L
     from lightning.pytorch.callbacks import RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
-    from transferkit.engine.callbacks import AtomicCheckpoint, FinalWeights, TrainTimer
+    from transferkit.engine.callbacks import AtomicCheckpoint, FinalWeights, TrainTimer, ema_callback
 
     plain = copy.deepcopy(module.net)
     timer, final = TrainTimer(prep_seconds=prep_seconds), FinalWeights()
-    callbacks = [AtomicCheckpoint(run.checkpoints), timer, final, *callbacks]
+    averaging = [ema_callback(ema_decay)] if ema_decay else []
+    callbacks = [AtomicCheckpoint(run.checkpoints), timer, *callbacks, *averaging, final]  # the average before final
     trainer = L.Trainer(
         max_epochs=epochs, accelerator=cfg.accelerator, devices=_devices(cfg.devices), num_nodes=cfg.num_nodes,
         strategy=cfg.dist, precision=cfg.precision,
