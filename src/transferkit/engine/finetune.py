@@ -48,18 +48,19 @@ def choose_recipe(cfg: FinetuneConfig, data: Data | None = None) -> Setup:
     from transferkit.surgery.freezing import resolve_bn_policy
 
     recipe, reason = get_recipe(cfg.strategy), f"chosen by the user (--strategy {cfg.strategy})"
+    defaults = recipe.defaults
     if recipe.name == "auto" and data is not None:  # without data (compare's up-front check) auto stays auto
         name, reason = recipe.resolve(data.train_per_class)
-        recipe = get_recipe(name)
+        recipe, defaults = get_recipe(name), recipe.defaults_for(name)
     recipe.check(cfg, reason)
     freeze_bn = resolve_bn_policy(cfg.bn, cfg.batch_size) and cfg.norm == "batchnorm"
     optim = OptimSettings(lr=cfg.lr or recipe.default_lr(freeze_bn), weight_decay=cfg.weight_decay,
                           optimizer=cfg.optimizer, momentum=cfg.momentum, warmup_epochs=cfg.warmup_epochs,
                           label_smoothing=cfg.label_smoothing)
-    groups = cfg.freeze_groups if cfg.freeze_groups is not None else recipe.defaults.freeze_groups
-    ema = cfg.ema_decay if cfg.ema_decay is not None else recipe.defaults.ema_decay
-    return Setup(recipe, reason, cfg.image_size or recipe.defaults.image_size,
-                 cfg.epochs or recipe.defaults.epochs, freeze_bn, optim, groups, ema)
+    groups = cfg.freeze_groups if cfg.freeze_groups is not None else defaults.freeze_groups
+    ema = cfg.ema_decay if cfg.ema_decay is not None else defaults.ema_decay
+    return Setup(recipe, reason, cfg.image_size or defaults.image_size,
+                 cfg.epochs or defaults.epochs, freeze_bn, optim, groups, ema)
 
 
 def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = False,

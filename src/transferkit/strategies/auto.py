@@ -8,7 +8,9 @@ of the two scores higher on the validation split. The run's ``strategy_reason`` 
 was measured.
 """
 
-from transferkit.strategies.base import Defaults, Recipe, register
+from dataclasses import replace
+
+from transferkit.strategies.base import Defaults, Recipe, get_recipe, register
 
 #: ``auto`` fits only the linear probe below this many training images per class.
 PROBE_BELOW = 100
@@ -21,6 +23,10 @@ FINETUNE = "full"
 #: validation cross-entropy, the rule the linear probe uses too, picks the frozen groups (0.629
 #: vs 0.644; all groups, 6 epochs: 0.614). benchmarks/RESULTS.md has every figure.
 FINETUNE_FREEZE_GROUPS = 3
+#: ... for this many epochs, ending on the weights' moving average with this per-step decay
+#: (``--epochs``/``--ema-decay`` override): see :meth:`Auto.defaults_for`.
+FINETUNE_EPOCHS = 10
+FINETUNE_EMA_DECAY = 0.0
 
 
 class Auto(Recipe):
@@ -34,6 +40,12 @@ class Auto(Recipe):
         kept = f"bottom {frozen} layer groups kept pretrained" if frozen else "every layer group trains"
         return FINETUNE, (f"auto: {train_per_class:.0f} training images per class (>= {PROBE_BELOW}): "
                           f"{FINETUNE} ({kept}), kept only if it beats the linear probe on validation")
+
+    def defaults_for(self, name: str) -> Defaults:
+        """The defaults ``auto`` runs recipe ``name`` with: :data:`FINETUNE` gets :data:`FINETUNE_EPOCHS`
+        and :data:`FINETUNE_EMA_DECAY`, any other recipe its own."""
+        own = get_recipe(name).defaults
+        return replace(own, epochs=FINETUNE_EPOCHS, ema_decay=FINETUNE_EMA_DECAY) if name == FINETUNE else own
 
     def freeze_groups_for(self, name: str, model_groups: int) -> int:
         """The bottom groups kept pretrained when ``auto`` runs recipe ``name`` on a model of
