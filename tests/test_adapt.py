@@ -195,3 +195,28 @@ def test_unlabelled_target_reports_proxy_metrics_only(run_cli, tmp_path):
     assert m["target_labelled"] is False and m["target_accuracy"] is None and m["per_class_target_accuracy"] is None
     assert m["target_eval"] == "transductive" and m["proxy_a_distance_after"] is not None
     assert "has no labels" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_leaderboard_ranks_by_source_validation_never_the_target(tmp_path):
+    """Constructed records: the target says coral > source-only > dann, source validation the reverse; the
+    leaderboard follows source validation (no target labels read to rank) and says what ranked it."""
+    from transferkit.engine.adapt_compare import leaderboard
+    from transferkit.report.adapt import write_adapt_leaderboard
+
+    def rec(method, seed, source_val, target):
+        return {"method": method, "seed": seed, "source_val_accuracy": source_val, "target_accuracy": target,
+                "source_accuracy": source_val, "proxy_a_distance_before": 1.5, "proxy_a_distance_after": 1.0,
+                "train_seconds": 3.0, "image_size": 32, "epochs": 1, "trade_off": 1.0, "target_eval": "held-out",
+                "uses_target_labels": False}
+
+    records = [rec(m, s, v + s / 100, t) for s in (0, 1)
+               for m, v, t in (("coral", 0.70, 0.60), ("source-only", 0.80, 0.40), ("dann", 0.90, 0.20))]
+    board = leaderboard(records)
+    assert [r["method"] for r in board] == ["dann", "source-only", "coral"]
+    assert board[0]["source_val_accuracy_mean"] == pytest.approx(0.905) and board[0]["target_accuracy_mean"] == 0.2
+    md = write_adapt_leaderboard(tmp_path / "leaderboard.md", {"source": "a", "target": "b", "model": "m",
+                                                               "seeds": [0, 1], "leaderboard": board}).read_text()
+    assert md.index("| 1 | dann | 90.5 ± 0.7 | 20.0 ± 0.0 | -20.0 |") < md.index("| 3 | coral |")
+    assert "Ranked by source validation accuracy — the only labelled validation score that reads no target " \
+           "labels" in md
+    assert "target accuracy is reported, never used to choose" in md

@@ -161,3 +161,28 @@ def test_resume_after_interruption_keeps_the_teacher_out_of_the_checkpoint(teach
     resume_normally()
     metrics = distill(cfg, resume=True, progress=False)
     assert metrics["resumed"] is True and metrics["epochs"] == 2 and metrics["loss"] == "feature"
+
+
+def test_leaderboard_ranks_by_student_validation(tmp_path):
+    """Constructed records where validation and test disagree: the order follows validation, the paired
+    gain over the student alone is reported on test."""
+    from transferkit.engine.distill_compare import leaderboard
+    from transferkit.report.distill import write_distill_leaderboard
+
+    def rec(loss, seed, val, test):
+        return {"loss": loss, "seed": seed, "student_val_accuracy": val, "student_accuracy": test,
+                "teacher_accuracy": 0.9, "train_seconds": 2.0, "student_images_per_second": 100.0,
+                "teacher_images_per_second": 50.0, "image_size": 16, "epochs": 1, "alpha": 0.5, "temperature": 4.0,
+                "student_params": 10, "teacher_params": 100, "unlabelled_images": 0}
+
+    records = [rec(x, s, v + s / 100, t + s / 50) for s in (0, 1)
+               for x, v, t in (("none", 0.60, 0.80), ("soft", 0.70, 0.50), ("hard", 0.65, 0.90))]
+    board = leaderboard(records)
+    assert [r["loss"] for r in board] == ["soft", "hard", "none"]
+    assert board[0]["delta_alone"] == pytest.approx(-0.30) and board[0]["delta_alone_std"] == pytest.approx(0.0)
+    md = write_distill_leaderboard(tmp_path / "leaderboard.md", {
+        "teacher_model": "t", "model": "s", "data": "d", "teacher_accuracy": 0.9, "model_args": None,
+        "seeds": [0, 1], "leaderboard": board}).read_text()
+    assert md.index("| 1 | soft | 70.5 ± 0.7 | 51.0 ± 1.4 | -30.0 ± 0.0 |") < md.index("| 3 | none |")
+    assert "Ranked by the student's validation accuracy (mean over seeds); test accuracy (and Δ student alone) " \
+           "is reported, never used to choose." in md

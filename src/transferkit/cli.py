@@ -19,7 +19,7 @@ from typing import Optional, Union, get_args, get_origin
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from transferkit.errors import Interrupted, IOFault, TransferkitError
 
@@ -176,16 +176,23 @@ def compare(ctx: typer.Context, **values) -> None:
                          overwrite=overwrite, progress=progress, console=console)
     if not result:  # a non-zero DDP rank
         return
-    table = Table("#", "strategy", "test acc % (mean ± std)", "train s", "trainable", "forgetting %",
-                  title=f"transferkit compare: {result['data']}, {len(result['seeds'])} seed(s)")
+    table = Table("#", Column("strategy", no_wrap=True), "val acc % (mean ± std)", "test acc % (mean ± std)",
+                  "train s", "trainable", "forgetting %",
+                  title=f"transferkit compare: {result['data']}, {len(result['seeds'])} seed(s)",
+                  caption="ranked by validation accuracy; test is reported, never used to choose")
     for i, r in enumerate(result["leaderboard"], 1):
-        acc, std = r["test_accuracy_mean"], r["test_accuracy_std"]
-        table.add_row(str(i), r["strategy"], "-" if acc is None else f"{100 * acc:.1f} ± {100 * (std or 0):.1f}",
+        table.add_row(str(i), r["strategy"], _pm(r, "val_accuracy"), _pm(r, "test_accuracy"),
                       f"{r['train_seconds_mean']:.0f}", f"{r['trainable_params']:,}",
                       "-" if r["forgetting"] is None else f"{100 * r['forgetting']:.1f}")
     console.print(table)
     console.print(result["recommendation"].replace("**", ""), highlight=False)
     console.print("-> " + ", ".join(str(Path(out) / name) for name in OUTPUTS))
+
+
+def _pm(row: dict, score: str) -> str:
+    """A leaderboard row's ``<score>_mean ± _std`` in percent, ``-`` when missing."""
+    mean, std = row[f"{score}_mean"], row[f"{score}_std"]
+    return "-" if mean is None else f"{100 * mean:.1f} ± {100 * (std or 0):.1f}"
 
 
 def _one_run_or_grid(ctx: typer.Context, values: dict, key: str, default: str, config_cls, missing: str | None):
@@ -263,11 +270,14 @@ def _adapt_leaderboard(base, methods: list[str], seeds: int, out, overwrite: boo
                            console=console)
     if not result:  # a non-zero DDP rank
         return
-    table = Table("#", "method", "target acc % (mean ± std)", "source acc %", "proxy A after", "train s",
-                  title=f"transferkit adapt: {result['source']} -> {result['target']}, {len(result['seeds'])} seed(s)")
+    table = Table("#", Column("method", no_wrap=True), "source val acc % (mean ± std)", "target acc % (mean ± std)",
+                  "source test acc %", "proxy A after", "train s",
+                  title=f"transferkit adapt: {result['source']} -> {result['target']}, {len(result['seeds'])} seed(s)",
+                  caption="ranked by source validation accuracy (reads no target labels; a weak proxy for the "
+                          "target); target accuracy is reported, never used to choose")
     for i, r in enumerate(result["leaderboard"], 1):
-        acc, std, pad = r["target_accuracy_mean"], r["target_accuracy_std"], r["proxy_a_distance_after_mean"]
-        table.add_row(str(i), r["method"], "-" if acc is None else f"{100 * acc:.1f} ± {100 * (std or 0):.1f}",
+        pad = r["proxy_a_distance_after_mean"]
+        table.add_row(str(i), r["method"], _pm(r, "source_val_accuracy"), _pm(r, "target_accuracy"),
                       "-" if r["source_accuracy_mean"] is None else f"{100 * r['source_accuracy_mean']:.1f}",
                       "-" if pad is None else f"{pad:.2f}", f"{r['train_seconds_mean']:.0f}")
     console.print(table)
@@ -328,12 +338,14 @@ def _distill_leaderboard(base, losses: list[str], seeds: int, out, overwrite: bo
                              console=console)
     if not result:  # a non-zero DDP rank
         return
-    table = Table("#", "loss", "student acc % (mean ± std)", "Δ alone (points)", "train s",
+    table = Table("#", Column("loss", no_wrap=True), "student val acc % (mean ± std)",
+                  "student test acc % (mean ± std)", "Δ alone (test points)", "train s",
                   title=f"transferkit distill: {result['teacher_model']} -> {result['model']}, "
-                        f"{len(result['seeds'])} seed(s); teacher {100 * result['teacher_accuracy']:.1f}%")
+                        f"{len(result['seeds'])} seed(s); teacher {100 * result['teacher_accuracy']:.1f}%",
+                  caption="ranked by validation accuracy; test is reported, never used to choose")
     for i, r in enumerate(result["leaderboard"], 1):
-        acc, std, delta = r["student_accuracy_mean"], r["student_accuracy_std"], r["delta_alone"]
-        table.add_row(str(i), r["loss"], "-" if acc is None else f"{100 * acc:.1f} ± {100 * (std or 0):.1f}",
+        delta = r["delta_alone"]
+        table.add_row(str(i), r["loss"], _pm(r, "student_val_accuracy"), _pm(r, "student_accuracy"),
                       "-" if delta is None else f"{100 * delta:+.1f}", f"{r['train_seconds_mean']:.0f}")
     console.print(table)
     console.print("-> " + ", ".join(str(Path(out) / name) for name in OUTPUTS))

@@ -2,9 +2,12 @@
 
 The freeze-or-fine-tune question answered by measurement: each strategy (and
 seed) is one ordinary ``finetune`` run under ``<out>/runs/``, on identical
-splits; the records go to ``compare.json`` and a leaderboard (mean ± std over
-seeds, train time, trainable parameters, forgetting) to ``leaderboard.md`` with
-a bar chart and a recommendation derived from the numbers.
+splits; the records go to ``compare.json`` and a leaderboard (validation and
+test accuracy mean ± std over seeds, train time, trainable parameters,
+forgetting) to ``leaderboard.md`` with a bar chart and a recommendation derived
+from the numbers. Ranking and recommendation use validation accuracy only (a
+strategy chosen on test would promise an optimistically biased number); test
+accuracy is reported beside it, never consulted.
 
 Strategy names are ``finetune``'s plus:
 
@@ -44,7 +47,8 @@ RECORD_KEYS = ("test_accuracy", "val_accuracy", "train_seconds", "trainable_para
 #: The files compare writes next to ``runs/``.
 OUTPUTS = ("compare.json", "leaderboard.md", "compare.png")
 
-#: "as good as the best": within this many accuracy points (or the best's seed std, if larger).
+#: "within noise of the best": the paired validation gap is at most this many accuracy points (or the std
+#: of the per-seed gaps, if larger); see :func:`within_noise`.
 TIE_POINTS = 1.0
 
 #: a strategy is called cheaper only when it trains at least this many times faster.
@@ -98,7 +102,7 @@ def compare(base: FinetuneConfig, strategies: list[str], seeds: list[int], out: 
         board = leaderboard(records)
         result = {"data": base.data, "model": base.model, "per_class": base.per_class, "seeds": seeds,
                   "strategies": strategies, "records": records, "leaderboard": board,
-                  "wise_curve": wise_summary(records), "recommendation": recommend(board)}
+                  "wise_curve": wise_summary(records), "recommendation": recommend(board, records)}
         plot_compare(board, out / OUTPUTS[2])
         write_leaderboard(out / OUTPUTS[1], result, OUTPUTS[2])
         write_json(out / OUTPUTS[0], result)
@@ -183,23 +187,36 @@ def mean_std(values: list[float | None]) -> tuple[float | None, float | None]:
     return float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
 
 
-def summarise(records: list[dict], *, name_key: str, score: str, means: tuple[str, ...] = (),
-              firsts: tuple[str, ...] = ()) -> list[dict]:
-    """One row per name (``name_key``): ``runs``, ``<score>_mean``/``_std`` over its seeds, ``<k>_mean``
-    for the ``means`` keys, the first record's ``firsts`` keys; best mean score first."""
+def summarise(records: list[dict], *, name_key: str, scores: tuple[str, ...], rank: str,
+              means: tuple[str, ...] = (), firsts: tuple[str, ...] = ()) -> list[dict]:
+    """One row per name (``name_key``): ``runs``, ``<k>_mean``/``_std`` over its seeds for the ``scores``
+    keys, ``<k>_mean`` for the ``means`` keys, the first record's ``firsts`` keys. Sorted by ``rank``'s
+    mean, best first (a validation score: the order is a choice); rows without it last, in run order."""
     rows = []
     for name in dict.fromkeys(r[name_key] for r in records):
         rs = [r for r in records if r[name_key] == name]
-        mean, std = mean_std([r.get(score) for r in rs])
-        rows.append({name_key: name, "runs": len(rs), f"{score}_mean": mean, f"{score}_std": std,
-                     **{f"{k}_mean": mean_std([r.get(k) for r in rs])[0] for k in means},
+        row = {name_key: name, "runs": len(rs)}
+        for k in scores:
+            row[f"{k}_mean"], row[f"{k}_std"] = mean_std([r.get(k) for r in rs])
+        rows.append({**row, **{f"{k}_mean": mean_std([r.get(k) for r in rs])[0] for k in means},
                      **{k: rs[0].get(k) for k in firsts}})
-    return sorted(rows, key=lambda r: -(r[f"{score}_mean"] if r[f"{score}_mean"] is not None else -1))
+    return sorted(rows, key=lambda r: (r[f"{rank}_mean"] is None, -(r[f"{rank}_mean"] or 0.0)))
+
+
+def paired_diff(records: list[dict], a: str, b: str, *, name_key: str = "strategy",
+                score: str = "val_accuracy") -> tuple[float | None, float | None, int]:
+    """``a``'s ``score`` minus ``b``'s, seed by seed, over the seeds where both have one: the mean and
+    std (ddof 1; 0 for one seed) of those differences and how many; ``(None, None, 0)`` when none."""
+    of_b = {r["seed"]: r.get(score) for r in records if r[name_key] == b}
+    diffs = [r[score] - of_b[r["seed"]] for r in records
+             if r[name_key] == a and r.get(score) is not None and of_b.get(r["seed"]) is not None]
+    mean, std = mean_std(diffs)
+    return mean, std, len(diffs)
 
 
 def leaderboard(records: list[dict]) -> list[dict]:
-    """One row per strategy, best mean test accuracy first."""
-    rows = summarise(records, name_key="strategy", score="test_accuracy",
+    """One row per strategy, best mean validation accuracy first; test accuracy is carried, not ranked on."""
+    rows = summarise(records, name_key="strategy", scores=("val_accuracy", "test_accuracy"), rank="val_accuracy",
                      means=("train_seconds", "source_agreement", "pixel_baseline_accuracy"),
                      firsts=("trainable_params", "total_params", "image_size", "epochs"))
     for r in rows:
@@ -226,54 +243,114 @@ def wise_summary(records: list[dict]) -> dict[str, list[dict]]:
     return out
 
 
-def recommend(board: list[dict]) -> str:
-    """A paragraph of advice derived from the leaderboard rows."""
-    scored = [r for r in board if r["test_accuracy_mean"] is not None]
+def _pts(fraction: float) -> float:
+    return 100 * fraction
+
+
+def _gap(records: list[dict], a: str, b: str) -> tuple[float | None, float, int]:
+    """``a``'s validation accuracy minus ``b``'s in points, paired by seed: mean, std, seeds."""
+    mean, std, n = paired_diff(records, a, b)
+    return (None, 0.0, 0) if mean is None else (_pts(mean), _pts(std), n)
+
+
+def within_noise(records: list[dict], best: str, other: str) -> bool:
+    """``other`` is as good as ``best`` on validation: their paired gap (mean over the shared seeds) is at
+    most :data:`TIE_POINTS` or the std of the per-seed gaps, whichever is larger. The std of the per-seed
+    differences is the spread that matters: a seed that is hard for both moves both, and pairing removes
+    it. Not within noise when no seed scored both (nothing measured, nothing claimed)."""
+    mean, std, _ = _gap(records, best, other)
+    return mean is not None and mean <= max(TIE_POINTS, std)
+
+
+def recommend(board: list[dict], records: list[dict]) -> str:
+    """A paragraph of advice derived from the leaderboard rows (best validation accuracy first) and their
+    per-seed ``records``. Everything chosen — the best, the ties (:func:`within_noise`), the better buy, the
+    verdict on scratch — is chosen on validation; test accuracy is quoted beside it, never compared."""
+    scored = [r for r in board if r["val_accuracy_mean"] is not None]
     if not scored:
-        return "No strategy produced a test accuracy (the data has no test split), so there is nothing to compare."
+        return ("No strategy has a validation accuracy (the validation split is empty: set val_split above 0, "
+                "e.g. in --config), so nothing is recommended: compare chooses on validation only, and the test "
+                "accuracies in the table are reports, not a ranking.")
     best = scored[0]
-    pts = lambda a: 100 * a  # noqa: E731
-    tie = max(TIE_POINTS, pts(best["test_accuracy_std"] or 0.0))
-    text = [f"**{best['strategy']}** scores best: {pts(best['test_accuracy_mean']):.1f}% test accuracy "
-            f"(± {pts(best['test_accuracy_std'] or 0):.1f} over {best['runs']} seed(s)) "
-            f"in {best['train_seconds_mean']:.0f} s of training."]
     pretrained = [r for r in scored if r["strategy"] != "scratch"]
-    speed = lambda r: best["train_seconds_mean"] / max(r["train_seconds_mean"], 1e-9)  # noqa: E731
-    ties = lambda r: pts(best["test_accuracy_mean"] - r["test_accuracy_mean"]) <= tie  # noqa: E731
-    close = [r for r in pretrained if r is not best and ties(r) and speed(r) >= FASTER]
-    cheap = max(close, key=speed) if close else None
-    if cheap:
-        text.append(f"**{cheap['strategy']}** is within {pts(best['test_accuracy_mean'] - cheap['test_accuracy_mean']):.1f} "
-                    f"points of it with {speed(cheap):.1f}× less training time"
-                    f"{' — the better buy when compute matters' if speed(cheap) >= 2 else ''}.")
-    small = [r for r in pretrained if r is not best and r is not cheap
-             and r["trainable_params"] < 0.05 * r["total_params"] and ties(r)]
-    if small:
-        s = min(small, key=lambda r: r["trainable_params"])
-        text.append(f"**{s['strategy']}** trains only {100 * s['trainable_params'] / s['total_params']:.1f}% of the "
-                    "parameters for a comparable score.")
+    ties = [r for r in pretrained if within_noise(records, best["strategy"], r["strategy"])]
+    cheap = _cheaper(best, ties)
+    text = [_headline(best), cheap and _cheaper_text(best, cheap, records),
+            _smallest(best, [r for r in ties if r is not cheap]), _scratch_verdict(scored, records),
+            _pixels(pretrained[0] if pretrained else None), _forgets_least(ties)]
+    return " ".join(t for t in text if t)
+
+
+def _headline(best: dict) -> str:
+    test = best["test_accuracy_mean"]
+    return (f"**{best['strategy']}** scores best on validation: {_pts(best['val_accuracy_mean']):.1f}% validation "
+            f"accuracy (± {_pts(best['val_accuracy_std'] or 0):.1f} over {best['runs']} seed(s)) in "
+            f"{best['train_seconds_mean']:.0f} s of training; "
+            + ("no test split." if test is None else f"{_pts(test):.1f}% on test (reported, not used to choose)."))
+
+
+def _speed(best: dict, r: dict) -> float:
+    return best["train_seconds_mean"] / max(r["train_seconds_mean"], 1e-9)
+
+
+def _cheaper(best: dict, ties: list[dict]) -> dict | None:
+    """The fastest of ``ties`` (within noise of ``best`` on validation) that trains :data:`FASTER` times faster."""
+    close = [r for r in ties if r is not best and _speed(best, r) >= FASTER]
+    return max(close, key=lambda r: _speed(best, r)) if close else None
+
+
+def _cheaper_text(best: dict, cheap: dict, records: list[dict]) -> str:
+    mean, std, n = _gap(records, best["strategy"], cheap["strategy"])
+    speed = _speed(best, cheap)
+    return (f"**{cheap['strategy']}** is within noise of it on validation ({mean:.1f} ± {std:.1f} points behind, "
+            f"paired over {n} seed(s)) with {speed:.1f}× less training time"
+            f"{' — the better buy when compute matters' if speed >= 2 else ''}.")
+
+
+def _smallest(best: dict, ties: list[dict]) -> str | None:
+    small = [r for r in ties if r is not best and r["trainable_params"] < 0.05 * r["total_params"]]
+    if not small:
+        return None
+    s = min(small, key=lambda r: r["trainable_params"])
+    return (f"**{s['strategy']}** trains only {100 * s['trainable_params'] / s['total_params']:.1f}% of the "
+            "parameters for a validation score within noise of the best.")
+
+
+def _scratch_verdict(scored: list[dict], records: list[dict]) -> str | None:
+    """Pretraining judged on validation: the best pretrained strategy against scratch, paired by seed."""
     scratch = next((r for r in scored if r["strategy"] == "scratch"), None)
-    top = max((r for r in pretrained), key=lambda r: r["test_accuracy_mean"], default=None)
-    if scratch and top:
-        gap = pts(top["test_accuracy_mean"] - scratch["test_accuracy_mean"])
-        if gap < -tie:
-            text.append(f"Training from scratch ({pts(scratch['test_accuracy_mean']):.1f}%) beats every pretrained "
-                        f"start by {-gap:.1f} points: negative transfer — the pretrained weights hurt on this data.")
-        elif gap <= tie:
-            text.append(f"Training from scratch ({pts(scratch['test_accuracy_mean']):.1f}%) is within {abs(gap):.1f} "
-                        "points of the best pretrained start: no measurable benefit from pretraining here.")
-        else:
-            text.append(f"Pretraining pays: scratch reaches {pts(scratch['test_accuracy_mean']):.1f}%, "
-                        f"{gap:.1f} points below the best pretrained strategy.")
-    baseline = best.get("pixel_baseline_accuracy")
-    if baseline is not None and top:
-        gain = pts(top["test_accuracy_mean"] - baseline)
-        text.append(f"Logistic regression on raw pixels scores {pts(baseline):.1f}%"
-                    + (f"; the best transfer strategy ({top['strategy']}) beats it by {gain:.1f} points." if gain > 0
-                       else " — no transfer strategy beats it here; try higher resolution, more epochs or more labels."))
-    forgetting = [r for r in scored if r["forgetting"] is not None and ties(r)]
-    if len(forgetting) > 1:
-        f = min(forgetting, key=lambda r: r["forgetting"])
-        text.append(f"Of the strategies within {tie:.1f} points of the best, **{f['strategy']}** forgets least: "
-                    f"its source head agrees with the pretrained model on {pts(1 - f['forgetting']):.0f}% of images.")
-    return " ".join(text)
+    top = next((r for r in scored if r["strategy"] != "scratch"), None)
+    mean, std, n = _gap(records, top["strategy"], "scratch") if scratch and top else (None, 0.0, 0)
+    if mean is None:
+        return None
+    diff = (f"{top['strategy']} − scratch: {mean:+.1f} ± {std:.1f} points on validation, paired over {n} "
+            f"seed(s); scratch {_pts(scratch['val_accuracy_mean']):.1f}%")
+    if mean < -max(TIE_POINTS, std):
+        return (f"**Negative transfer**: training from scratch beats every pretrained strategy on validation "
+                f"({diff}) — the pretrained weights hurt on this data.")
+    if mean <= max(TIE_POINTS, std):
+        return (f"**Scratch is not beaten**: training from scratch matches every pretrained strategy on "
+                f"validation ({diff}, within the seed spread) — no measurable benefit from pretraining here.")
+    return f"Pretraining pays: the best pretrained strategy beats training from scratch ({diff})."
+
+
+def _pixels(top: dict | None) -> str | None:
+    """The raw-pixel baseline is scored on test only: a report on the strategy validation picked, not a choice."""
+    baseline = top and top.get("pixel_baseline_accuracy")
+    if baseline is None or top["test_accuracy_mean"] is None:
+        return None
+    gain = _pts(top["test_accuracy_mean"] - baseline)
+    return (f"On test (a report, not a choice: the raw-pixel baseline has no validation score), logistic "
+            f"regression on raw pixels scores {_pts(baseline):.1f}% and {top['strategy']}, the best pretrained "
+            f"strategy on validation, {_pts(top['test_accuracy_mean']):.1f}% ({gain:+.1f} points)"
+            + ("." if gain > 0 else " — transfer does not beat raw pixels here; try higher resolution, more "
+                                    "epochs or more labels."))
+
+
+def _forgets_least(ties: list[dict]) -> str | None:
+    forgetting = [r for r in ties if r["forgetting"] is not None]
+    if len(forgetting) < 2:
+        return None
+    f = min(forgetting, key=lambda r: r["forgetting"])
+    return (f"Of the strategies within noise of the best on validation, **{f['strategy']}** forgets least: "
+            f"its source head agrees with the pretrained model on {_pts(1 - f['forgetting']):.0f}% of images.")

@@ -3,7 +3,9 @@
 Each loss and seed is one ordinary ``distill`` run under ``<out>/runs/<loss>-seed<N>/``; a seed fixes
 the splits, the unlabelled images, the student's init and the data order, so every loss of a seed
 sees the same images. ``none`` (the student alone) is always run: the leaderboard reports each loss
-against it, seed by seed. Reuses compare's machinery (finished runs reused, interrupted ones resumed).
+against it, seed by seed. The leaderboard is ranked by the student's validation accuracy; test accuracy
+(and the paired gain over the student alone on test) is reported, never used to rank. Reuses compare's
+machinery (finished runs reused, interrupted ones resumed).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from pathlib import Path
 from rich.console import Console
 
 from transferkit.config import DistillConfig
-from transferkit.engine.compare import grid_dir, mean_std, run_all, summarise
+from transferkit.engine.compare import grid_dir, mean_std, paired_diff, run_all, summarise
 from transferkit.engine.distill import distill, load_teacher, with_defaults
 from transferkit.errors import ConfigError
 from transferkit.report.compare import plot_scores
@@ -39,11 +41,23 @@ def plan_runs(base: DistillConfig, losses: list[str], seeds: list[int], out: Pat
 
 
 def paired_delta(records: list[dict], loss: str) -> tuple[float | None, float | None]:
-    """Mean ± std over seeds of (loss's student accuracy - the student alone's), paired by seed."""
-    alone = {r["seed"]: r["student_accuracy"] for r in records if r["loss"] == "none"}
-    deltas = [r["student_accuracy"] - alone[r["seed"]] for r in records
-              if r["loss"] == loss and r["student_accuracy"] is not None and alone.get(r["seed"]) is not None]
-    return mean_std(deltas)
+    """Mean ± std over seeds of (loss's student test accuracy - the student alone's), paired by seed: a report."""
+    return paired_diff(records, loss, "none", name_key="loss", score="student_accuracy")[:2]
+
+
+def leaderboard(records: list[dict]) -> list[dict]:
+    """One row per loss, best mean student validation accuracy first; test accuracy and the paired test gain
+    over the student alone (``delta_alone``) are carried, not ranked on."""
+    board = summarise(records, name_key="loss", scores=("student_val_accuracy", "student_accuracy"),
+                      rank="student_val_accuracy",
+                      means=("train_seconds", "teacher_accuracy", "student_images_per_second",
+                             "teacher_images_per_second"),
+                      firsts=("image_size", "epochs", "alpha", "temperature", "student_params", "teacher_params",
+                              "unlabelled_images"))
+    for row in board:
+        row["delta_alone"], row["delta_alone_std"] = (None, None) if row["loss"] == "none" else paired_delta(
+            records, row["loss"])
+    return board
 
 
 def distill_compare(base: DistillConfig, losses: list[str], seeds: list[int], out: Path | str, *,
@@ -57,25 +71,19 @@ def distill_compare(base: DistillConfig, losses: list[str], seeds: list[int], ou
                           score="student_accuracy", keys=RECORD_KEYS)
         if not is_global_zero():
             return {}
-        board = summarise(records, name_key="loss", score="student_accuracy",
-                          means=("train_seconds", "teacher_accuracy", "student_images_per_second",
-                                 "teacher_images_per_second"),
-                          firsts=("image_size", "epochs", "alpha", "temperature", "student_params", "teacher_params",
-                                  "unlabelled_images"))
-        for row in board:
-            row["delta_alone"], row["delta_alone_std"] = (None, None) if row["loss"] == "none" else paired_delta(
-                records, row["loss"])
+        board = leaderboard(records)
         result = {"data": base.data, "teacher": base.teacher, "teacher_model": records[0]["teacher_model"],
                   "teacher_accuracy": mean_std([r["teacher_accuracy"] for r in records])[0], "model": base.model,
                   "model_args": base.model_args,
                   "per_class": base.per_class, "seeds": seeds, "losses": [x for x, s, _ in plan if s == seeds[0]],
                   "records": records, "leaderboard": board}
         plot_scores(board, out / OUTPUTS[2], name_key="loss", score="student_accuracy",
-                    label="student test accuracy (%)", baseline=(result["teacher_accuracy"], "teacher"),
+                    label="student test accuracy (%; ranked by validation)",
+                    baseline=(result["teacher_accuracy"], "teacher"),
                     title=f"transferkit distill: {result['teacher_model']} -> {base.model}")
         write_distill_leaderboard(out / OUTPUTS[1], result, OUTPUTS[2])
         write_json(out / OUTPUTS[0], result)
     return result
 
 
-__all__ = ["OUTPUTS", "RECORD_KEYS", "distill_compare", "paired_delta", "plan_runs"]
+__all__ = ["OUTPUTS", "RECORD_KEYS", "distill_compare", "leaderboard", "paired_delta", "plan_runs"]

@@ -16,18 +16,27 @@ def percent(v: float | None, std: float | None = None) -> str:
     return f"{100 * v:.1f} ± {100 * std:.1f}" if std is not None else f"{100 * v:.1f}"
 
 
+def ranking_note(board: list[dict], rank: str, what: str, reported: str) -> str:
+    """The line under a leaderboard saying what ranked it (``rank``: a validation score) and what is only reported."""
+    if any(r[f"{rank}_mean"] is not None for r in board):
+        return f"Ranked by {what}; {reported} is reported, never used to choose."
+    return f"No {what} (empty validation split): the rows are in run order, unranked; {reported} is reported only."
+
+
 def leaderboard_table(board: list[dict]) -> list[str]:
-    """Markdown rows: one per strategy, best first."""
-    best = board[0]["test_accuracy_mean"] if board and board[0]["test_accuracy_mean"] is not None else None
+    """Markdown rows: one per strategy, best validation accuracy first; test accuracy beside it."""
+    best = board[0]["val_accuracy_mean"] if board else None
     show_forgetting = any(r["forgetting"] is not None for r in board)
-    head = ["#", "strategy", "test accuracy % (mean ± std)", "Δ best (points)", "train s", "trainable params",
-            "size px", "epochs", *(["forgetting %"] if show_forgetting else []), "seeds"]
+    head = ["#", "strategy", "val accuracy % (mean ± std)", "Δ best val (points)", "test accuracy % (mean ± std)",
+            "train s", "trainable params", "size px", "epochs", *(["forgetting %"] if show_forgetting else []),
+            "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(board, 1):
-        acc = r["test_accuracy_mean"]
-        delta = "-" if acc is None or best is None else f"{100 * (acc - best):+.1f}"
+        val = r["val_accuracy_mean"]
+        delta = "-" if val is None or best is None else f"{100 * (val - best):+.1f}"
         frac = 100 * r["trainable_params"] / r["total_params"]
-        cells = [str(i), r["strategy"], percent(acc, r["test_accuracy_std"]), delta,
+        cells = [str(i), r["strategy"], percent(val, r["val_accuracy_std"]), delta,
+                 percent(r["test_accuracy_mean"], r["test_accuracy_std"]),
                  f"{r['train_seconds_mean']:.0f}", f"{r['trainable_params']:,} ({frac:.1f}%)",
                  str(r["image_size"]), str(r["epochs"]),
                  *([percent(r["forgetting"])] if show_forgetting else []), str(r["runs"])]
@@ -41,11 +50,12 @@ def write_leaderboard(path: Path, result: dict, chart: str | None = None) -> Pat
     lines = [f"# transferkit compare: {result['data']} ({result['model']})", "",
              f"Per class: {result['per_class'] or 'all'} training images; seeds: "
              f"{', '.join(map(str, result['seeds']))}. Every strategy ran on the same splits per seed.", "",
-             *leaderboard_table(board)]
+             *leaderboard_table(board), "",
+             ranking_note(board, "val_accuracy", "validation accuracy (mean over seeds)", "test accuracy")]
     baselines = [r["pixel_baseline_accuracy"] for r in board if r.get("pixel_baseline_accuracy") is not None]
     if baselines:
-        lines += ["", f"Baseline to beat: logistic regression on raw pixels, {100 * baselines[0]:.1f}% "
-                      "(same splits, mean over seeds)."]
+        lines += ["", f"Baseline to beat: logistic regression on raw pixels, {100 * baselines[0]:.1f}% test "
+                      "accuracy (same splits, mean over seeds; scored on test only, so a report, not a choice)."]
     if any(r["forgetting"] is not None for r in board):
         lines += ["", "Forgetting = 1 − agreement of the fine-tuned backbone + original source head with the "
                       "pretrained model's top-1 source class on held-out images (0 = none)."]
@@ -63,16 +73,19 @@ def write_leaderboard(path: Path, result: dict, chart: str | None = None) -> Pat
 
 
 def plot_compare(board: list[dict], path: Path) -> Path:
-    """Bars: mean test accuracy ± std per strategy (pixel baseline dashed), and training time."""
+    """Bars: mean test accuracy ± std per strategy in the leaderboard's (validation) order, the pixel
+    baseline dashed, and training time."""
     base = next((r["pixel_baseline_accuracy"] for r in board if r.get("pixel_baseline_accuracy") is not None), None)
-    return plot_scores(board, path, baseline=(base, "raw-pixel logistic regression") if base is not None else None)
+    return plot_scores(board, path, label="test accuracy (%; ranked by validation)",
+                       baseline=(base, "raw-pixel logistic regression") if base is not None else None)
 
 
 def plot_scores(board: list[dict], path: Path, *, name_key: str = "strategy", score: str = "test_accuracy",
                 label: str = "test accuracy (%)", title: str = "transferkit compare",
                 baseline: tuple[float, str] | None = None) -> Path:
-    """Bars: mean ``score`` ± std per row of a leaderboard (``baseline``: a dashed line), and training time."""
-    rows = [r for r in board if r[f"{score}_mean"] is not None][::-1]  # best on top
+    """Bars: mean ``score`` ± std per row of a leaderboard, in its order (``baseline``: a dashed line), and
+    training time."""
+    rows = [r for r in board if r[f"{score}_mean"] is not None][::-1]  # the leaderboard's first on top
     names = [r[name_key] for r in rows]
     fig = new_figure(figsize=(11, 0.45 * len(rows) + 1.8))
     ax_acc, ax_time = fig.subplots(1, 2, sharey=True)

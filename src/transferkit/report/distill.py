@@ -61,9 +61,9 @@ def plot_distill(metrics: dict, path: Path) -> Path:
 
 
 def write_distill_leaderboard(path: Path, result: dict, chart: str | None = None) -> Path:
-    """``leaderboard.md`` of ``distill --loss a,b``: one row per loss, best student accuracy first, each
-    against the student alone (paired by seed) and the teacher."""
-    from transferkit.report.compare import percent
+    """``leaderboard.md`` of ``distill --loss a,b``: one row per loss, best student validation accuracy first,
+    test accuracy beside it, each loss against the student alone (paired by seed, on test) and the teacher."""
+    from transferkit.report.compare import percent, ranking_note
     from transferkit.report.markdown import relative_link
     from transferkit.rundir import atomic_write
 
@@ -73,16 +73,27 @@ def write_distill_leaderboard(path: Path, result: dict, chart: str | None = None
              f"Student arguments: "
              f"{result['model_args'] or '-'}. Seeds: {', '.join(map(str, result['seeds']))}; every loss of a seed "
              "ran on the same splits and images.", "",
-             "| # | loss | student accuracy % (mean ± std) | Δ student alone (points, paired) | train s | "
-             "images/s student / teacher | size px | epochs | seeds |", "|---|---|---|---|---|---|---|---|---|"]
-    for i, r in enumerate(board, 1):
-        delta = ("-" if r["loss"] == "none" or r["delta_alone"] is None
-                 else f"{100 * r['delta_alone']:+.1f} ± {100 * (r['delta_alone_std'] or 0):.1f}")
-        lines.append(f"| {i} | {r['loss']} | {percent(r['student_accuracy_mean'], r['student_accuracy_std'])} | "
-                     f"{delta} | {r['train_seconds_mean']:.0f} | {r['student_images_per_second_mean']:.0f} / "
-                     f"{r['teacher_images_per_second_mean']:.0f} | {r['image_size']} | {r['epochs']} | {r['runs']} |")
+             "| # | loss | student val accuracy % (mean ± std) | student test accuracy % (mean ± std) | "
+             "Δ student alone (test points, paired) | train s | images/s student / teacher | size px | epochs | "
+             "seeds |", "|---|---|---|---|---|---|---|---|---|---|", *_distill_rows(board), "",
+             ranking_note(board, "student_val_accuracy", "the student's validation accuracy (mean over seeds)",
+                          "test accuracy (and Δ student alone)")]
     if chart:
         lines += ["", f"![student accuracy and training time per loss]({relative_link(chart, path)})"]
     lines += ["", "`none` is the student trained alone with the same budget. Each run's report, weights and logs: "
                   "`runs/<loss>-seed<N>/`.", ""]
     return atomic_write(Path(path), lambda p: p.write_text("\n".join(lines)))
+
+
+def _distill_rows(board: list[dict]) -> list[str]:
+    from transferkit.report.compare import percent
+
+    lines = []
+    for i, r in enumerate(board, 1):
+        delta = ("-" if r["loss"] == "none" or r["delta_alone"] is None
+                 else f"{100 * r['delta_alone']:+.1f} ± {100 * (r['delta_alone_std'] or 0):.1f}")
+        lines.append(f"| {i} | {r['loss']} | {percent(r['student_val_accuracy_mean'], r['student_val_accuracy_std'])} "
+                     f"| {percent(r['student_accuracy_mean'], r['student_accuracy_std'])} | "
+                     f"{delta} | {r['train_seconds_mean']:.0f} | {r['student_images_per_second_mean']:.0f} / "
+                     f"{r['teacher_images_per_second_mean']:.0f} | {r['image_size']} | {r['epochs']} | {r['runs']} |")
+    return lines
