@@ -23,7 +23,7 @@ from transferkit.config import AdaptConfig
 from transferkit.data import TransformedSubset, load_source
 from transferkit.engine.finetune import Setup, choose_recipe, resume_hint, run_path
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
-                                       loader, save_model, seed_all, train_lightning)
+                                       loader, save_model, seed_all, train_lightning, train_loader)
 from transferkit.errors import ConfigError, DataError
 from transferkit.rundir import RunDir, is_global_zero, write_json
 
@@ -144,7 +144,7 @@ def train_loader(cfg: AdaptConfig, domains: Domains, built: Built):
     from lightning.pytorch.utilities import CombinedLoader
 
     def shuffled(ds):
-        return loader(ds, cfg, shuffle=True, drop_last=len(ds) > cfg.batch_size)  # no 1-row last batch
+        return train_loader(ds, cfg, drop_last=len(ds) > cfg.batch_size)  # full batches when there are any
 
     if cfg.method == "oracle":  # the one place target labels reach training
         return CombinedLoader({"labelled": shuffled(domains.target.images("adapt", built.train_tf))}, "max_size_cycle")

@@ -42,10 +42,13 @@ def resumed_config(run: RunDir, cfg: FinetuneConfig) -> tuple[FinetuneConfig, di
 
 def check_run_options(cfg: FinetuneConfig, setup, data, run: RunDir, *, overwrite: bool, resume: bool) -> None:
     """Refuse, in one line and before any file is written, what cannot work."""
+    from transferkit.engine.stages import world_size
+
     _check_source_eval(cfg, data)
     if not setup.recipe.cached_features:
         check_trainer(cfg)
-        if setup.recipe.name == "gradual" and _device_count(cfg) > 1:
+        check_train_images(data.size("train"), cfg)
+        if setup.recipe.name == "gradual" and world_size(cfg) > 1:
             raise ConfigError("gradual unfreezing runs on one device (DDP fixes the trainable parameters when it "
                               "wraps the model); use --devices 1 or --strategy full")
     check_device_and_run_dir(cfg, run, overwrite=overwrite, resume=resume)
@@ -90,11 +93,17 @@ def check_trainer(cfg: FinetuneConfig) -> None:
                           f"--dist {cfg.dist}, --precision {cfg.precision}): {first}") from None
 
 
-def _device_count(cfg: FinetuneConfig) -> int:
-    from transferkit.engine.stages import _devices
+def check_train_images(count: int, cfg: FinetuneConfig, what: str = "the training split",
+                       hint: str = " (or lower --val-split/--test-split)") -> None:
+    """A training loop needs 2 images or more per process: BatchNorm cannot normalise a batch of one
+    (``stages.train_loader`` drops a last batch of one, which would leave nothing to train on)."""
+    from transferkit.engine.stages import world_size
 
-    d = _devices(cfg.devices)
-    return len(d) if isinstance(d, list) else (1 if d == "auto" else abs(d)) * cfg.num_nodes
+    world = world_size(cfg)
+    if count <= world:
+        shared = f" ({world} training processes share them)" if world > 1 else ""
+        raise DataError(f"{what} holds {count} image(s){shared}; training needs at least {world + 1}: "
+                        f"add images{hint}")
 
 
 def _check_source_eval(cfg: FinetuneConfig, data) -> None:

@@ -22,7 +22,7 @@ import yaml
 from transferkit.config import DistillConfig
 from transferkit.engine.finetune import Setup, choose_recipe, resume_hint, run_path
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
-                                       loader, save_model, seed_all, train_lightning)
+                                       loader, save_model, seed_all, train_lightning, train_loader)
 from transferkit.errors import ConfigError, DataError, RunDirError
 from transferkit.rundir import RunDir, is_global_zero, write_json
 
@@ -199,7 +199,7 @@ def train(cfg: DistillConfig, setup: Setup, data: Data, built: Built, teacher: T
     hint = feature_hint(net, view, setup.image_size) if cfg.loss == "feature" else None
     module = DistillModule(net, len(data.classes), plan, setup.optim, loss=cfg.loss, alpha=cfg.alpha,
                            temperature=cfg.temperature, teacher=view, hint=hint)
-    loaders = {"train": loader(train_set(cfg, data, built, view), cfg, shuffle=True),
+    loaders = {"train": train_loader(train_set(cfg, data, built, view), cfg),
                "val": loader(data.images("val", built.eval_tf), cfg)}
     resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
     return train_lightning(module, cfg, run, loaders, setup.epochs, callbacks=recipe.callbacks(cfg),

@@ -22,7 +22,8 @@ from torch.utils.data import TensorDataset
 from transferkit.config import FinetuneConfig
 from transferkit.engine.forgetting import Drift
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
-                                       loader, save_model, seed_all, train_lightning, write_run_report)
+                                       loader, save_model, seed_all, train_lightning, train_loader,
+                                       write_run_report)
 from transferkit.errors import Interrupted
 from transferkit.optim import OptimSettings
 from transferkit.rundir import RunDir, is_global_zero, write_json
@@ -145,7 +146,7 @@ def train(cfg: FinetuneConfig, setup: Setup, data: Data, built: Built, run: RunD
     net = recipe.prepare(model, cfg)
     plan = recipe.plan(net, cfg.model_copy(update={"freeze_groups": setup.freeze_groups}), setup.freeze_bn)
     module = _module(cfg, setup, net, plan, data, built)
-    loaders = {"train": loader(data.images("train", built.train_tf), cfg, shuffle=True),
+    loaders = {"train": train_loader(data.images("train", built.train_tf), cfg),
                "val": loader(data.images("val", built.eval_tf), cfg)}
     resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
     trained = train_lightning(module, cfg, run, loaders, setup.epochs, callbacks=recipe.callbacks(cfg),

@@ -1,0 +1,99 @@
+"""Defects a hostile probe found in the newer commands (issue "Nothing lost in the newer commands"),
+one test each, named after the defect's number in the issue.
+
+Every refusal is checked the way tests/test_hostile_cli.py checks them: exit code 2, one line on
+stderr, no traceback, no stub folder, every file that existed before byte-identical.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import write_digit_folder
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+TINY = ["--epochs", "1", "--image-size", "32", "--no-baseline", "--no-progress"]
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every file under ``root`` -> content hash, and every folder -> 'dir'."""
+    return {str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_dir() or p.is_file()}
+
+
+def _refused(run_cli, world: Path, *args, words: str = "") -> str:
+    """Run the CLI; assert exit 2, one line naming ``words``, no traceback, nothing changed on disk."""
+    before = _snapshot(world)
+    code, _, err = run_cli(*args)
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert words.lower() in lines[0].lower(), lines[0]
+    assert _snapshot(world) == before
+    return lines[0]
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    """A user's scratch folder (the working directory): ``imgs`` (2 classes of 8 digits)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / ".cache"))
+    write_digit_folder(tmp_path / "imgs", per_class=8, classes=(0, 1))
+    return tmp_path
+
+
+# ----------------------------------------------------------------------------- 3, 4: a batch of one image
+def test_defect_03_train_loader_drops_only_a_last_batch_of_one():
+    """The loader every training command fits on: a last batch of exactly one image (per process under
+    DDP) is dropped, any other last batch kept."""
+    import torch
+
+    from transferkit.config import FinetuneConfig
+    from transferkit.engine.stages import train_loader
+
+    def sizes(n, batch, devices="1", drop_last=False):
+        cfg = FinetuneConfig.build(data="x", batch_size=batch, devices=devices)
+        return [len(x) for (x,) in train_loader(torch.utils.data.TensorDataset(torch.zeros(n, 1)), cfg, drop_last)]
+
+    assert sizes(81, 16) == [16] * 5                   # the probe's case: 5 x 16 + 1
+    assert sizes(82, 16) == [16] * 5 + [2]
+    assert sizes(17, 16, drop_last=True) == [16]
+    assert sizes(10, 3) == [3, 3, 3]                   # 10 = 3 x 3 + 1
+    cfg = FinetuneConfig.build(data="x", batch_size=4, devices="2")
+    assert train_loader(torch.utils.data.TensorDataset(torch.zeros(9, 1)), cfg).drop_last  # 5 per process = 4 + 1
+    assert not train_loader(torch.utils.data.TensorDataset(torch.zeros(8, 1)), cfg).drop_last
+
+
+@pytest.mark.slow
+def test_defect_03_last_batch_of_one_does_not_crash(world, run_cli):
+    """``finetune --strategy full`` whose training split is one image more than a whole number of
+    batches: BatchNorm would see a batch of one (ValueError, exit 1, a stub folder); now it trains."""
+    from transferkit.config import FinetuneConfig
+    from transferkit.engine.stages import load_data
+
+    n = load_data(FinetuneConfig.build(data="imgs")).size("train")
+    assert n > 3
+    code, _, err = run_cli("finetune", "--data", "imgs", "--strategy", "full", "--batch-size", n - 1,
+                           "--bn", "train", "--out", "bn3", *TINY)  # BatchNorm trains (auto: from batch 16)
+    assert code == 0, err
+    assert json.loads((world / "bn3" / "metrics.json").read_text())["train_images"] == n
+
+
+def test_defect_04_one_image_is_refused_before_any_folder(world, run_cli):
+    """``pretrain`` on a folder of one image, and ``finetune`` whose training split leaves one image to a
+    process: one line up front, no run folder."""
+    (world / "one").mkdir()
+    (world / "imgs" / "0" / "0.png").rename(world / "one" / "0.png")
+    line = _refused(run_cli, world, "pretrain", "--data", "one", "--epochs", "1", "--image-size", "32",
+                    "--batch-size", "8", "--out", "p1", "--no-progress", words="1 image")
+    assert "at least 2" in line
+    # finetune keeps an image per class (2 here); shared by 2 processes, each would get one
+    _refused(run_cli, world, "finetune", "--data", "imgs", "--strategy", "full", "--per-class", "1",
+             "--accelerator", "cpu", "--devices", "2", "--dist", "ddp", "--out", "f1", *TINY,
+             words="the training split holds 2 image(s) (2 training processes")
