@@ -97,3 +97,30 @@ def test_defect_04_one_image_is_refused_before_any_folder(world, run_cli):
     _refused(run_cli, world, "finetune", "--data", "imgs", "--strategy", "full", "--per-class", "1",
              "--accelerator", "cpu", "--devices", "2", "--dist", "ddp", "--out", "f1", *TINY,
              words="the training split holds 2 image(s) (2 training processes")
+
+
+# ----------------------------------------------------------------------------- 7: links back into the data
+def test_defect_07_symlink_loop_is_not_a_class(tmp_path):
+    """``ln -s . loop`` in a data folder made a class ``loop`` holding every image again; links back
+    into the root (to it, into it, or to a folder above it) are skipped, a cycle of links too. A class
+    folder linked from elsewhere is still followed (tests/test_hostile_data.py: symlinked-class)."""
+    from transferkit.data import load_source
+
+    root = write_digit_folder(tmp_path / "imgs", per_class=8, classes=(0, 1))
+    (root / "loop").symlink_to(".", target_is_directory=True)
+    (root / "up").symlink_to("..", target_is_directory=True)
+    (root / "again").symlink_to(root / "1", target_is_directory=True)
+    (root / "cycle").symlink_to("cycle")
+    write_digit_folder(tmp_path / "elsewhere", per_class=3, classes=(2,))
+    (root / "2").symlink_to(tmp_path / "elsewhere" / "2", target_is_directory=True)
+    source = load_source(str(root))
+    assert source.classes == ["0", "1", "2"] and len(source.train) == 19
+    (root / "train").mkdir()  # the split layout: a class linked back to the root is skipped there too
+    for name in ("0", "1"):
+        (root / name).rename(root / "train" / name)
+    (root / "2").unlink()
+    for name in ("loop", "up", "again", "cycle"):
+        (root / name).unlink()
+    (root / "train" / "loop").symlink_to("..", target_is_directory=True)
+    source = load_source(str(root))
+    assert source.classes == ["0", "1"] and len(source.train) == 16

@@ -346,10 +346,10 @@ def _load_folder(spec: str, root: Path, skip_bad: bool) -> Source:
                 f"{quoted(root)} has train/ next to {', '.join(extra)}/; a split layout may only "
                 "contain train/ and test/ (or put every class folder directly in the root)"
             )
-        train_files = _scan_class_folders(root / "train")
-        test_files = _scan_class_folders(test_dir) if test_dir.is_dir() else None
+        train_files = _scan_class_folders(root / "train", root)
+        test_files = _scan_class_folders(test_dir, root) if test_dir.is_dir() else None
     else:
-        train_files, test_files = _scan_class_folders(root), None
+        train_files, test_files = _scan_class_folders(root, root), None
 
     classes = sorted(train_files)
     if test_files is not None:
@@ -398,9 +398,10 @@ def _load_unlabelled_folder(spec: str, root: Path, skip_bad: bool) -> Source:
     return Source(train=train, test=None, classes=[], spec=spec, skipped=[display_name(p) for p in sorted(bad)])
 
 
-def _scan_class_folders(folder: Path) -> dict[str, list[Path]]:
-    """Map each class name (the sub-folder's ``display_name``) of ``folder`` to its image files."""
-    subdirs = subfolders(folder)
+def _scan_class_folders(folder: Path, root: Path) -> dict[str, list[Path]]:
+    """Map each class name (the sub-folder's ``display_name``) of ``folder`` to its image files (``root``: the
+    data root, which no class folder may lead back into)."""
+    subdirs = subfolders(folder, root)
     if not subdirs:
         has_images = any(True for _ in iter_image_files(folder))
         raise DataError(
