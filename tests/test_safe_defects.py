@@ -124,3 +124,27 @@ def test_defect_07_symlink_loop_is_not_a_class(tmp_path):
     (root / "train" / "loop").symlink_to("..", target_is_directory=True)
     source = load_source(str(root))
     assert source.classes == ["0", "1"] and len(source.train) == 16
+
+
+# ----------------------------------------------------------------------------- 16, 19: config files
+@pytest.mark.parametrize("command", ["finetune", "compare"])
+@pytest.mark.parametrize("text,words", [("- epochs: 1\n- lr: 0.1\n", "holds a YAML list"),
+                                        ("3\n", "holds a YAML int"),
+                                        ("data: imgs\n1: 2\n", "the key 1")])
+def test_defect_16_config_that_is_not_a_mapping(world, run_cli, command, text, words):
+    """``--config`` holding a YAML list (or a number, or a key that is not a name): a TypeError traceback;
+    now one line naming the file."""
+    (world / "list.yaml").write_text(text)
+    line = _refused(run_cli, world, command, "--config", "list.yaml", "--out", "r", words=words)
+    assert "list.yaml" in line
+
+
+@pytest.mark.parametrize("text,words", [("data: imgs\nepochs: [\n", "line 3, column 1: expected the node content"),
+                                        ("data: imgs\nepochs: 3\n  lr: 0.1\n", "line 3, column 5: mapping values"),
+                                        ("data: \"imgs\n", "(while scanning a quoted scalar at line 1, column 7)")])
+def test_defect_19_broken_yaml_is_one_line(world, run_cli, text, words):
+    """Broken YAML printed PyYAML's five-line message ending in a caret; now one line: the file, line and
+    column, the problem."""
+    (world / "broken.yaml").write_text(text)
+    line = _refused(run_cli, world, "finetune", "--config", "broken.yaml", "--out", "r", words=words)
+    assert "config broken.yaml is not valid yaml" in line.lower() and "^" not in line
