@@ -148,3 +148,23 @@ def test_defect_19_broken_yaml_is_one_line(world, run_cli, text, words):
     (world / "broken.yaml").write_text(text)
     line = _refused(run_cli, world, "finetune", "--config", "broken.yaml", "--out", "r", words=words)
     assert "config broken.yaml is not valid yaml" in line.lower() and "^" not in line
+
+
+# ----------------------------------------------------------------------------- 20: config.yaml on resume
+@pytest.mark.slow
+def test_defect_20_resume_records_applied_changes_in_config_yaml(world, run_cli):
+    """``--resume --epochs N`` recorded N in metrics.json but left the old epochs in config.yaml; now
+    config.yaml says what the run went on with (and a later ``--resume`` continues from it)."""
+    import yaml
+
+    args = ["--data", "imgs", "--strategy", "freeze", "--per-class", "4", "--out", "run", *TINY]
+    code, _, err = run_cli("finetune", *args)
+    assert code == 0, err
+    code, out, err = run_cli("finetune", "--out", "run", "--resume", "--epochs", "2", "--no-progress")
+    assert code == 0, err
+    assert "--epochs 2 applied on resume (was 1)" in out
+    saved = yaml.safe_load((world / "run" / "config.yaml").read_text())
+    assert saved["epochs"] == 2 == json.loads((world / "run" / "metrics.json").read_text())["epochs"]
+    assert not list((world / "run").glob(".*tktmp"))  # written atomically: no temporary file left
+    code, _, err = run_cli("finetune", "--out", "run", "--resume")
+    assert code == 2 and "already complete" in err  # the recorded epochs are the run's: nothing left to do

@@ -23,7 +23,7 @@ from transferkit.config import AdaptConfig
 from transferkit.data import TransformedSubset, load_source
 from transferkit.engine.finetune import Setup, choose_recipe, resume_hint, run_path
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
-                                       loader, save_model, seed_all, train_lightning, train_loader)
+                                       loader, record_run, save_model, seed_all, train_lightning, train_loader)
 from transferkit.errors import ConfigError, DataError
 from transferkit.rundir import RunDir, is_global_zero, write_json
 
@@ -67,10 +67,8 @@ def adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: bool = False, pr
     check_run_options(cfg, setup, domains.source, run, overwrite=overwrite, resume=resume)
     built = build_model(cfg, len(domains.source.classes), setup.image_size)
     with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run, "adapt"):
-        if not resume and is_global_zero():
-            cfg.save(run.config)
-            write_json(run.path / "data.json", {"classes": domains.source.classes, "source": cfg.source,
-                                                "target": cfg.target})
+        record_run(run, cfg, {"classes": domains.source.classes, "source": cfg.source, "target": cfg.target},
+                   resume=resume, changed=changed)
         before = domain_features(cfg, domains, built, built.model) if is_global_zero() else None
         trained = train(cfg, setup, domains, built, run, resume, progress)
         if not trained.is_global_zero:

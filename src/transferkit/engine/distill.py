@@ -22,9 +22,9 @@ import yaml
 from transferkit.config import DistillConfig
 from transferkit.engine.finetune import Setup, choose_recipe, resume_hint, run_path
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
-                                       loader, save_model, seed_all, train_lightning, train_loader)
+                                       loader, record_run, save_model, seed_all, train_lightning, train_loader)
 from transferkit.errors import ConfigError, DataError, RunDirError
-from transferkit.rundir import RunDir, is_global_zero, write_json
+from transferkit.rundir import RunDir, write_json
 
 #: The student's LR multiplier on its backbone when unset: a student from scratch has nothing to
 #: protect (1.0); a pretrained one is fine-tuned as ``full`` does (0.1).
@@ -68,9 +68,7 @@ def distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False
     built = build_model(cfg, len(data.classes), setup.image_size)
     check_student(cfg, built.model)
     with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run, "distill"):
-        if not resume and is_global_zero():
-            cfg.save(run.config)
-            write_json(run.path / "data.json", {"classes": data.classes, "data": cfg.data})
+        record_run(run, cfg, {"classes": data.classes, "data": cfg.data}, resume=resume, changed=changed)
         trained = train(cfg, setup, data, built, teacher, run, resume, progress)
         alone = student_alone(cfg, run)
         if not trained.is_global_zero:

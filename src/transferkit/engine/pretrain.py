@@ -19,7 +19,8 @@ import torch
 
 from transferkit.config import PretrainConfig
 from transferkit.engine.finetune import resume_hint, run_path
-from transferkit.engine.stages import device_of, load_data, loader, seed_all, train_lightning, train_loader
+from transferkit.engine.stages import (device_of, load_data, loader, record_run, seed_all, train_lightning,
+                                       train_loader)
 from transferkit.errors import ConfigError
 from transferkit.optim import OptimSettings
 from transferkit.rundir import RunDir, is_global_zero, write_json
@@ -59,9 +60,7 @@ def pretrain(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = Fal
     check_device_and_run_dir(cfg, run, overwrite=overwrite, resume=resume)
     method, data_cfg = build(cfg)  # refuses a method that does not fit the backbone: still nothing written
     with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run, "pretrain"):
-        if not resume and is_global_zero():
-            cfg.save(run.config)
-            write_json(run.path / "data.json", {"classes": images.classes, "data": cfg.data})
+        record_run(run, cfg, {"classes": images.classes, "data": cfg.data}, resume=resume, changed=changed)
         before = monitor_accuracy(cfg, method.backbone, images, data_cfg) if is_global_zero() else None
         trained, views = train(cfg, method, images, data_cfg, run, resume, progress)
         if not trained.is_global_zero:

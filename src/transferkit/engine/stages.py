@@ -51,6 +51,20 @@ class Data:
         return base.subset(idx).fingerprint()
 
 
+def record_run(run: RunDir, cfg: FinetuneConfig, data_record: dict, *, resume: bool, changed: dict) -> None:
+    """``config.yaml`` and ``data.json`` of a new run (global rank zero). On ``--resume``, ``config.yaml``
+    is written again when safe changes were applied (``--epochs``, ...): it states the settings the run
+    goes on with, as ``metrics.json`` will; ``data.json`` keeps what the run started from."""
+    from transferkit.rundir import write_json
+
+    if not is_global_zero():
+        return
+    if not resume or changed:
+        cfg.save(run.config)
+    if not resume:
+        write_json(run.path / "data.json", data_record)
+
+
 def seed_all(seed: int) -> None:
     """Seed Python, NumPy and torch (splits are seeded separately, by ``make_splits``), and tell
     Lightning to seed its data-loader workers from it — without importing Lightning, which the
