@@ -168,3 +168,29 @@ def test_defect_20_resume_records_applied_changes_in_config_yaml(world, run_cli)
     assert not list((world / "run").glob(".*tktmp"))  # written atomically: no temporary file left
     code, _, err = run_cli("finetune", "--out", "run", "--resume")
     assert code == 2 and "already complete" in err  # the recorded epochs are the run's: nothing left to do
+
+
+# ----------------------------------------------------------------------------- 17: predict --skip-bad-images
+def test_defect_17_predict_names_skipped_images(world, tiny_run, run_cli):
+    """``predict --skip-bad-images`` printed ``[]`` and exit 0 when every image was unreadable, and never
+    named the files it skipped; now the skipped files are named on stderr (one line; stdout keeps the
+    results alone), and none readable is one error line, exit 2."""
+    from transferkit.errors import DataError
+    from transferkit.predict import predict
+
+    folder = world / "mixed"
+    folder.mkdir()
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "text.jpg").write_text("not an image")
+    _refused(run_cli, world, "predict", tiny_run, folder, "--skip-bad-images", "--format", "json",
+             words="none of the 2 image(s) is readable (skipped: '")
+    with pytest.raises(DataError, match="empty.png"):
+        predict(tiny_run, [folder], skip_bad_images=True)
+    (world / "imgs" / "0" / "0.png").rename(folder / "ok.png")
+    code, out, err = run_cli("predict", tiny_run, folder, "--skip-bad-images", "--format", "json")
+    assert code == 0, err
+    assert [r["path"] for r in json.loads(out)] == [str(folder / "ok.png")]
+    assert err.count("\n") == 1 and err.startswith("warning: skipped 2 unreadable image(s)")
+    assert "empty.png" in err and "text.jpg" in err
+    assert predict(tiny_run, [folder], skip_bad_images=True).skipped == [str(folder / "empty.png"),
+                                                                          str(folder / "text.jpg")]
