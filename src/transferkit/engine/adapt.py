@@ -136,7 +136,7 @@ class ImagesOnly(torch.utils.data.Dataset):
         return self.dataset[i][0]
 
 
-def train_loader(cfg: AdaptConfig, domains: Domains, built: Built):
+def adapt_batches(cfg: AdaptConfig, domains: Domains, built: Built):
     """``{"labelled": (x, y), "unlabelled": x}`` batches (Lightning's CombinedLoader, ``max_size_cycle``:
     one epoch is one pass over the larger domain), both through the training transform."""
     from lightning.pytorch.utilities import CombinedLoader
@@ -166,7 +166,7 @@ def train(cfg: AdaptConfig, setup: Setup, domains: Domains, built: Built, run: R
     module = AdaptModule(net, len(domains.source.classes), plan, setup.optim, method=cfg.method,
                          trade_off=trade_off(cfg), regularizer=reg,
                          alignment=alignment_loss(cfg.method, features_dim, len(domains.source.classes), cfg.seed))
-    loaders = {"train": train_loader(cfg, domains, built),
+    loaders = {"train": adapt_batches(cfg, domains, built),
                "val": loader(domains.source.images("val", built.eval_tf), cfg)}
     resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
     return train_lightning(module, cfg, run, loaders, setup.epochs, callbacks=recipe.callbacks(cfg),
