@@ -194,3 +194,16 @@ def test_defect_17_predict_names_skipped_images(world, tiny_run, run_cli):
     assert "empty.png" in err and "text.jpg" in err
     assert predict(tiny_run, [folder], skip_bad_images=True).skipped == [str(folder / "empty.png"),
                                                                           str(folder / "text.jpg")]
+
+
+# ----------------------------------------------------------------------------- 18: adapt onto itself
+@pytest.mark.parametrize("target", ["imgs", "./imgs/../imgs/", "link", "imgs/0", "builtin:digits"])
+def test_defect_18_adapt_source_is_target_refused(world, run_cli, target):
+    """``adapt --source X --target X`` trained silently; now refused in one line, before any folder:
+    the same path (links resolved), one inside the other, the same builtin."""
+    (world / "link").symlink_to(world / "imgs", target_is_directory=True)
+    source = "builtin:digits" if target.startswith("builtin:") else "imgs"
+    _refused(run_cli, world, "adapt", "--source", source, "--target", target, "--out", "a", *TINY[:4], "--no-progress",
+             words="adaptation needs two domains")
+    _refused(run_cli, world, "adapt", "--source", target, "--target", source, "--method", "dann,coral",
+             "--out", "grid", *TINY[:4], "--no-progress", words="are the same images")

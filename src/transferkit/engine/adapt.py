@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -93,6 +94,7 @@ def trade_off(cfg: AdaptConfig) -> float:
 def load_domains(cfg: AdaptConfig) -> Domains:
     """The source's splits (as finetune), the target loaded and split; refuses a target whose classes
     differ from the source's, an oracle without target labels, too few target images."""
+    check_two_domains(cfg.source, cfg.target)
     source = load_data(cfg)
     target = load_source(cfg.target, skip_bad_images=cfg.skip_bad_images, allow_unlabelled=True)
     if target.labelled and target.classes != source.classes:
@@ -107,6 +109,18 @@ def load_domains(cfg: AdaptConfig) -> Domains:
         raise DataError(f"the target {cfg.target} leaves {len(subsets['adapt'][1])} image(s) for adaptation; "
                         "it needs at least 2 (add images or lower --target-test-split)")
     return Domains(source, Data(target, target.classes, subsets), target_eval)
+
+
+def check_two_domains(source: str, target: str) -> None:
+    """Refuse a target that is the source: the same builtin, the same path (links resolved), or a path
+    inside the other one (a class folder of the source given as the target, or the reverse)."""
+    same = source == target
+    if not same and not (source.startswith("builtin:") or target.startswith("builtin:")):
+        s, t = Path(source).expanduser().resolve(), Path(target).expanduser().resolve()
+        same = s == t or s.is_relative_to(t) or t.is_relative_to(s)
+    if same:
+        raise ConfigError(f"--source {source} and --target {target} are the same images (or one lies inside the "
+                          "other); adaptation needs two domains: give another --target")
 
 
 def target_split(target, cfg: AdaptConfig) -> tuple[dict, str]:
