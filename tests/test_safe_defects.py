@@ -85,6 +85,23 @@ def test_defect_03_last_batch_of_one_does_not_crash(world, run_cli):
     assert json.loads((world / "bn3" / "metrics.json").read_text())["train_images"] == n
 
 
+@pytest.mark.slow
+def test_defect_03_distill_last_batch_of_one_does_not_crash(world, tiny_run, run_cli):
+    """``distill`` fitted on the plain loader too: a last batch of one image crashed its student's
+    BatchNorm (adapt and pretrain dropped every partial last batch already; a one-image set: defect 4)."""
+    from transferkit.config import FinetuneConfig
+    from transferkit.engine.stages import load_data
+
+    write_digit_folder(world / "pets", per_class=8, classes=(0, 1, 2))
+    for digit, name in enumerate(["cat", "dog", "owl"]):  # the tiny teacher's classes
+        (world / "pets" / str(digit)).rename(world / "pets" / name)
+    n = load_data(FinetuneConfig.build(data="pets")).size("train")
+    code, _, err = run_cli("distill", "--teacher", tiny_run, "--data", "pets", "--batch-size", n - 1, "--bn", "train",
+                           "--out", "student", *TINY[:4], "--no-progress")
+    assert code == 0, err
+    assert json.loads((world / "student" / "metrics.json").read_text())["train_images"] == n
+
+
 def test_defect_04_one_image_is_refused_before_any_folder(world, run_cli):
     """``pretrain`` on a folder of one image, and ``finetune`` whose training split leaves one image to a
     process: one line up front, no run folder."""
