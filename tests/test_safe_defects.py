@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -224,3 +228,37 @@ def test_defect_18_adapt_source_is_target_refused(world, run_cli, target):
              words="adaptation needs two domains")
     _refused(run_cli, world, "adapt", "--source", target, "--target", source, "--method", "dann,coral",
              "--out", "grid", *TINY[:4], "--no-progress", words="are the same images")
+
+
+# ----------------------------------------------------------------------------- 9: a read-only run
+@contextmanager
+def unwritable(folder: Path):
+    """``folder`` made really unwritable for this process: ``chattr +i`` as root (root ignores modes),
+    else mode 0555; skips the test where neither takes (a file system without immutable flags)."""
+    root = os.geteuid() == 0
+    if root and shutil.which("chattr"):
+        subprocess.run(["chattr", "+i", str(folder)], capture_output=True)
+    elif not root:
+        folder.chmod(0o555)
+    try:
+        try:
+            (folder / ".probe").touch()
+        except OSError:
+            pass
+        else:
+            (folder / ".probe").unlink()
+            pytest.skip(f"cannot make {folder} unwritable here")
+        yield folder
+    finally:
+        if root and shutil.which("chattr"):
+            subprocess.run(["chattr", "-i", str(folder)], capture_output=True)
+        folder.chmod(0o755)
+
+
+def test_defect_09_export_on_read_only_run_is_one_line(world, tiny_run, run_cli):
+    """``export`` on a run folder it cannot write in: ``OSError: [Errno 30] Read-only file system:
+    '.../.lock'`` traceback; now one line saying the run directory is not writable, exit 2, nothing
+    written. (A read-only mount, EROFS, was checked by hand the same way: access(2) reports it too.)"""
+    with unwritable(tiny_run):
+        line = _refused(run_cli, tiny_run.parent, "export", tiny_run, words="is not writable")
+    assert str(tiny_run) in line and not (tiny_run / ".lock").exists()
