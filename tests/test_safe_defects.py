@@ -262,3 +262,60 @@ def test_defect_09_export_on_read_only_run_is_one_line(world, tiny_run, run_cli)
     with unwritable(tiny_run):
         line = _refused(run_cli, tiny_run.parent, "export", tiny_run, words="is not writable")
     assert str(tiny_run) in line and not (tiny_run / ".lock").exists()
+
+
+# ----------------------------------------------------------------------------- 10: disk full at a checkpoint
+@contextmanager
+def small_disk(folder: Path, size: str = "3m"):
+    """A real file system of ``size`` mounted on ``folder`` (tmpfs: root with CAP_SYS_ADMIN), room for a
+    run's config and logs but not for a checkpoint; skips the test where it cannot be mounted."""
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.decode().strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def _checkpoint_fault(code: int, err: str, run: Path, reason: str) -> None:
+    lines = err.strip().splitlines()
+    assert code == 1, err  # IOFault: the machine failed, not the command line (errors.py)
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert f"cannot write {run / 'checkpoints' / 'last.ckpt'}: {reason}" in lines[0], lines[0]
+    assert "epoch 0 not saved; no checkpoint was saved: continue with --resume" in lines[0]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == []  # no .last.ckpt.tmp left behind
+
+
+@pytest.mark.slow
+def test_defect_10_disk_full_while_saving_a_checkpoint(world, run_cli):
+    """The probe's case: the run's disk fills while Lightning copies the checkpoint from its temporary
+    file (on another file system) into ``checkpoints/.last.ckpt.tmp``: an ``OSError: [Errno 28]``
+    traceback and the partial file left; now one line, the partial file removed."""
+    with small_disk(world / "small"):
+        before = _snapshot(world / "imgs")
+        code, _, err = run_cli("finetune", "--data", "imgs", "--strategy", "full", "--out", "small/run", *TINY)
+        _checkpoint_fault(code, err, Path("small/run"), "No space left on device (ENOSPC)")
+        assert _snapshot(world / "imgs") == before
+
+
+@pytest.mark.slow
+def test_defect_10_file_too_large_while_saving_a_checkpoint(world):
+    """The same fault without root: the real CLI in a process whose files may not exceed 1 MB
+    (RLIMIT_FSIZE: the kernel refuses the checkpoint's writes with EFBIG). One line, exit 1, no
+    temporary file left in the run nor in TMPDIR (where Lightning's fsspec stages the checkpoint)."""
+    import resource
+    import signal
+    import sys
+
+    def limit_files():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2**20, 2**20))
+
+    (world / "systmp").mkdir()
+    done = subprocess.run([sys.executable, "-m", "transferkit.cli", "finetune", "--data", "imgs", "--strategy",
+                           "full", "--out", "run", *TINY], capture_output=True, text=True, preexec_fn=limit_files,
+                          env={**os.environ, "TMPDIR": str(world / "systmp")})
+    _checkpoint_fault(done.returncode, done.stderr, Path("run"), "File too large (EFBIG)")
+    assert list((world / "systmp").iterdir()) == []

@@ -125,14 +125,14 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         _fsync(tmp)
         os.replace(tmp, path)
     except OSError as e:
-        raise _io_fault(path, e) from e
+        raise io_fault(path, e) from e
     finally:
         with suppress(OSError):
             tmp.unlink(missing_ok=True)
     return path
 
 
-def _io_fault(path: Path, e: OSError) -> OSError | IOFault:
+def io_fault(path: Path, e: OSError) -> OSError | IOFault:
     """``e`` as a one-line IOFault when it is a fault of the disk, else ``e`` itself."""
     if e.errno not in IO_FAULTS:
         return e
@@ -185,7 +185,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
             shutil.rmtree(path)
         os.replace(tmp, path)
     except OSError as e:
-        raise _io_fault(path, e) from e
+        raise io_fault(path, e) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
