@@ -319,3 +319,33 @@ def test_defect_10_file_too_large_while_saving_a_checkpoint(world):
                           env={**os.environ, "TMPDIR": str(world / "systmp")})
     _checkpoint_fault(done.returncode, done.stderr, Path("run"), "File too large (EFBIG)")
     assert list((world / "systmp").iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- 8: resume on changed images
+@pytest.mark.slow
+def test_defect_08_resume_refuses_images_added_or_removed(world, run_cli):
+    """``--resume`` after images were added or removed (same classes) re-split the data silently; the
+    run now records the data's content in data.json and ``--resume`` refuses a change in one line."""
+    code, _, err = run_cli("finetune", "--data", "imgs", "--strategy", "freeze", "--out", "run", *TINY)
+    assert code == 0, err
+    assert json.loads((world / "run" / "data.json").read_text())["fingerprint"]["images"] == 16
+    (world / "run" / "metrics.json").unlink()  # as if stopped before the end: resumable
+    (world / "imgs" / "0" / "0.png").rename(world / "away.png")
+    _refused(run_cli, world, "finetune", "--out", "run", "--resume", words="16 -> 15 images")
+    (world / "away.png").rename(world / "imgs" / "0" / "new.png")  # as many images, not the same files
+    _refused(run_cli, world, "finetune", "--out", "run", "--resume", words="still 16 images, but not the same")
+    (world / "imgs" / "0" / "new.png").rename(world / "imgs" / "0" / "0.png")
+    code, _, err = run_cli("finetune", "--out", "run", "--resume", "--no-progress")
+    assert code == 0, err
+
+
+def test_defect_08_fingerprint_is_the_content_not_the_place(world):
+    """The recorded content survives a copy of the data elsewhere (names, sizes, classes), not an
+    added image."""
+    from transferkit.data import content_fingerprint, load_source
+
+    shutil.copytree(world / "imgs", world / "copy")
+    first = load_source("imgs").content()
+    assert load_source(str(world / "copy")).content() == first == content_fingerprint(load_source("imgs").train)
+    shutil.copy(world / "imgs" / "0" / "0.png", world / "copy" / "0" / "extra.png")
+    assert load_source(str(world / "copy")).content()["images"] == 17

@@ -53,10 +53,15 @@ class Domains:
     def target_labelled(self) -> bool:
         return bool(self.target.classes)
 
+    def record(self, cfg: AdaptConfig) -> dict:
+        """``data.json``: the source's record (``Data.record``) and the target's content."""
+        return self.source.record(source=cfg.source, target=cfg.target,
+                                  target_fingerprint=self.target.source.content())
+
 
 def adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) a domain-adaptation run; returns its ``metrics.json`` content ({} on non-zero ranks)."""
-    from transferkit.engine.checks import check_run_options, resumed_config, run_inputs
+    from transferkit.engine.checks import check_run_options, check_same_data, resumed_config, run_inputs
 
     cfg = cfg.model_copy(update={"out": str(run_path(cfg, cfg.method))})
     run, changed = RunDir(cfg.out, kind="adapt"), {}
@@ -66,10 +71,11 @@ def adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: bool = False, pr
     domains = load_domains(cfg)
     setup = choose_recipe(with_defaults(cfg), domains.source)
     check_run_options(cfg, setup, domains.source, run, overwrite=overwrite, resume=resume)
+    if resume:  # the source was checked with the options; the target's images too
+        check_same_data(run, {"target_fingerprint": domains.target.source.content()})
     built = build_model(cfg, len(domains.source.classes), setup.image_size)
     with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run, "adapt"):
-        record_run(run, cfg, {"classes": domains.source.classes, "source": cfg.source, "target": cfg.target},
-                   resume=resume, changed=changed)
+        record_run(run, cfg, domains.record(cfg), resume=resume, changed=changed)
         before = domain_features(cfg, domains, built, built.model) if is_global_zero() else None
         trained = train(cfg, setup, domains, built, run, resume, progress)
         if not trained.is_global_zero:

@@ -53,7 +53,7 @@ def check_run_options(cfg: FinetuneConfig, setup, data, run: RunDir, *, overwrit
                               "wraps the model); use --devices 1 or --strategy full")
     check_device_and_run_dir(cfg, run, overwrite=overwrite, resume=resume)
     if resume:
-        _check_same_classes(run, data.classes)
+        check_same_data(run, data.record())
 
 
 def check_device_and_run_dir(cfg: FinetuneConfig, run: RunDir, *, overwrite: bool, resume: bool) -> None:
@@ -121,15 +121,37 @@ def _check_source_eval(cfg: FinetuneConfig, data) -> None:
                           "set --test-split or give --source-data")
 
 
-def _check_same_classes(run: RunDir, classes: list[str]) -> None:
-    path = run.path / "data.json"
-    if not path.is_file():
+def check_same_data(run: RunDir, now: dict) -> None:
+    """Refuse ``--resume`` when the data differs from what the run started from (its ``data.json``): other
+    classes, or images added, removed or replaced (each ``*fingerprint`` entry of ``now``, a
+    ``content_fingerprint``), which would split the data differently. A run without such a record passes."""
+    saved = _data_json(run)
+    if saved is None:
         return
-    try:
-        saved = json.loads(path.read_text())["classes"]
-    except (OSError, ValueError, KeyError):
-        raise RunDirError(f"{path} is unreadable; the run cannot be resumed safely — start a new run") from None
-    if saved != classes:
-        added, gone = sorted(set(classes) - set(saved)), sorted(set(saved) - set(classes))
+    if "classes" in saved and "classes" in now and saved["classes"] != now["classes"]:
+        added, gone = (sorted(set(a) - set(b)) for a, b in ((now["classes"], saved["classes"]),
+                                                            (saved["classes"], now["classes"])))
         raise DataError(f"the classes of {run.path}'s data changed since the run started (added: {added or '-'}, "
                         f"removed: {gone or '-'}); --resume needs the same classes — start a new run")
+    for key in (k for k in now if k.endswith("fingerprint") and k in saved):
+        was, new = saved[key], now[key]
+        if was != new:
+            which = "target" if key.startswith("target") else "data"
+            count = (f"{was.get('images')} -> {new['images']} images" if was.get("images") != new["images"]
+                     else f"still {new['images']} images, but not the same files")
+            raise DataError(f"the images of {run.path}'s {which} changed since the run started ({count}); --resume "
+                            "would split them differently: put them back as they were, or start a new run")
+
+
+def _data_json(run: RunDir) -> dict | None:
+    """The run's ``data.json`` (None when it has none), or one line when it is unreadable."""
+    path = run.path / "data.json"
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise RunDirError(f"{path} is unreadable; the run cannot be resumed safely — start a new run")
+    return saved

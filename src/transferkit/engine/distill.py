@@ -68,7 +68,7 @@ def distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False
     built = build_model(cfg, len(data.classes), setup.image_size)
     check_student(cfg, built.model)
     with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run, "distill"):
-        record_run(run, cfg, {"classes": data.classes, "data": cfg.data}, resume=resume, changed=changed)
+        record_run(run, cfg, data.record(data=cfg.data), resume=resume, changed=changed)
         trained = train(cfg, setup, data, built, teacher, run, resume, progress)
         alone = student_alone(cfg, run)
         if not trained.is_global_zero:

@@ -79,7 +79,7 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     _settle_freeze_groups(cfg, setup, data, built.model)
     drift = Drift(cfg, setup.image_size, built, data) if is_global_zero() else None
     with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run):
-        record_run(run, cfg, {"classes": data.classes, "data": cfg.data}, resume=resume, changed=changed)
+        record_run(run, cfg, data.record(data=cfg.data), resume=resume, changed=changed)
         trained, extra = train(cfg, setup, data, built, run, resume, progress)
         if not trained.is_global_zero:
             return {}

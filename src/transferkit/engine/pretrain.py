@@ -42,11 +42,17 @@ class Images:
     query: tuple | None
     classes: list[str]
 
+    def record(self, cfg: PretrainConfig) -> dict:
+        """``data.json``: the classes and the content of the images the training split is drawn from."""
+        from transferkit.data import content_fingerprint
+
+        return {"classes": self.classes, "data": cfg.data, "fingerprint": content_fingerprint(self.train[0])}
+
 
 def pretrain(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) a pretraining run; returns its ``metrics.json`` content ({} on non-zero ranks)."""
-    from transferkit.engine.checks import (check_device_and_run_dir, check_train_images, check_trainer,
-                                           resumed_config, run_inputs)
+    from transferkit.engine.checks import (check_device_and_run_dir, check_same_data, check_train_images,
+                                           check_trainer, resumed_config, run_inputs)
 
     cfg = cfg.model_copy(update={"out": str(run_path(cfg, f"pretrain-{cfg.method}"))})
     run, changed = RunDir(cfg.out, kind="pretrain"), {}
@@ -58,9 +64,11 @@ def pretrain(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = Fal
     check_train_images(len(images.train[1]), cfg, f"the pretraining set of {cfg.data}", "" if not images.classes
                        else " (or lower --val-split/--test-split)")
     check_device_and_run_dir(cfg, run, overwrite=overwrite, resume=resume)
+    if resume:
+        check_same_data(run, images.record(cfg))
     method, data_cfg = build(cfg)  # refuses a method that does not fit the backbone: still nothing written
     with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run, "pretrain"):
-        record_run(run, cfg, {"classes": images.classes, "data": cfg.data}, resume=resume, changed=changed)
+        record_run(run, cfg, images.record(cfg), resume=resume, changed=changed)
         before = monitor_accuracy(cfg, method.backbone, images, data_cfg) if is_global_zero() else None
         trained, views = train(cfg, method, images, data_cfg, run, resume, progress)
         if not trained.is_global_zero:

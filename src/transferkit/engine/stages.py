@@ -44,6 +44,11 @@ class Data:
         base, idx = self.subsets[split]
         return TransformedSubset(base, idx, transform)
 
+    def record(self, **extra) -> dict:
+        """What ``data.json`` records of the data: its classes and content (``Source.content``), so that
+        ``--resume`` can refuse data that changed (``checks.check_same_data``); ``extra`` added."""
+        return {"classes": self.classes, **extra, "fingerprint": self.source.content()}
+
     def fingerprint(self, split: str) -> str:
         """Identifies the images of ``split`` for the feature cache, as ``rank`` does:
         :meth:`ImageSet.fingerprint` of the selected images."""
