@@ -81,7 +81,7 @@ def refuse_finetune_only(cfg, names: tuple[str, ...], command: str) -> None:
 class FinetuneConfig(BaseModel):
     """Everything that defines a ``transferkit finetune`` run."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)  # no inf/NaN option
 
     data: str = Field(description="builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label[,split])")
     model: str = Field("efficientnet_lite0", description="any timm model name (see `transferkit models`)")
@@ -373,7 +373,7 @@ TTA_METHODS = ("none", "bn", "tent", "eata")
 class TTAConfig(BaseModel):
     """Everything that defines a ``transferkit tta`` run (saved as its ``config.yaml``)."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)  # no inf/NaN option
 
     run: str = Field(description="a finished finetune/adapt run directory (model.json + model.safetensors)")
     data: str = Field(description="the test stream: builtin:..., an image folder (class folders or flat) or a CSV; "
