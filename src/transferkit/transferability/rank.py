@@ -467,12 +467,12 @@ def rank_candidates(
         ``negative_transfer`` (the flagged candidates).
 
     Raises:
-        ConfigError: unknown layer spec, layer out of range, image size too small.
+        ConfigError: unknown layer spec, layer out of range, image size too small, seed outside 0..2**32-1.
         ModelError / WeightsError: unknown model, weights not installed or unreachable.
         DataError: bad data source or a per-class count the data cannot give.
     """
     models, weights, layers = _as_list(models, "models"), _as_list(weights, "weights"), _as_list(layers, "layers")
-    _check_request(models, weights, layers, image_size)
+    _check_request(models, weights, layers, image_size, seed)
     job = _job(data, per_class, image_size, seed, FeatureCache(cache_dir), resolve_device(device), progress)
     info = {"data": data, "classes": len(job.source.classes), "per_class": per_class, "image_size": image_size,
             "seed": seed, "train_images": len(job.subsets["train"]), "val_images": len(job.subsets["val"]),
@@ -488,10 +488,12 @@ def rank_candidates(
     return RankResult(rows=rows, recommendation=_recommend(rows, info), info=info)
 
 
-def _check_request(models: list[str], weights: list[str], layers: list[str], image_size: int) -> None:
-    """Every layer spec, the image size and every candidate, before any data is read."""
+def _check_request(models: list[str], weights: list[str], layers: list[str], image_size: int, seed: int) -> None:
+    """Every layer spec, the image size, the seed and every candidate, before any data is read."""
     for layer in layers:
         _parse_layer(layer)
+    if not 0 <= seed < 2**32:  # as finetune's --seed: numpy and scikit-learn take no other
+        raise ConfigError(f"--seed must be in 0..{2**32 - 1} (as finetune's), got {seed}")
     if image_size < MIN_IMAGE_SIZE:
         raise ConfigError(f"--image-size {image_size} is too small: below {MIN_IMAGE_SIZE} px the features "
                           f"are degenerate (EfficientNet-Lite at 32 px); use {MIN_IMAGE_SIZE} or more")
