@@ -471,6 +471,9 @@ def models(pattern: Optional[str] = typer.Argument(None, help="timm wildcard, e.
     from transferkit.backbones import list_backbones
 
     rows = list_backbones(pattern)
+    if not rows:  # a typo, not an empty answer: say so instead of printing an empty table
+        raise TransferkitError(f"no timm model matches '{pattern}'; try a wildcard, e.g. 'resnet*', or "
+                               "transferkit models for common backbones")
     table = Table("model", "params (M)", "offline weights", "pretrained tags")
     for r in rows:
         params = r.get("params")
