@@ -439,12 +439,15 @@ def predict(
     backend: str = typer.Option("torch", help="torch, or onnxruntime (the run's model.onnx: transferkit export)"),
 ) -> None:
     """Print the top-k classes with probabilities for each image."""
-    from transferkit.predict import predict as run_predict
+    from transferkit.predict import predict as run_predict, shown
 
     if format not in ("table", "json", "csv"):
         raise TransferkitError(f"unknown --format '{format}'; choose table, json or csv")
     results = run_predict(run_dir, paths, topk=topk, skip_bad_images=skip_bad_images, device=device,
                           backend=backend)
+    if results.skipped:  # stderr: stdout stays the results alone
+        print(f"warning: skipped {len(results.skipped)} unreadable image(s): {shown(results.skipped, 10)}",
+              file=sys.stderr)
     if format == "json":
         print(json.dumps(results, indent=2))
     elif format == "csv":

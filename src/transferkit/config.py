@@ -32,6 +32,45 @@ def parse_model_args(text: str) -> dict:
     return args
 
 
+def read_yaml_mapping(path: Path | str) -> dict:
+    """The ``option: value`` mapping a YAML config file holds (an empty file: ``{}``), or one ConfigError
+    line: the file unreadable, not YAML (``file:line:column: problem``), or not such a mapping."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {path} is not a text file (not UTF-8); give a YAML file of option: value "
+                          "lines") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {path} is not valid YAML: {yaml_problem(e)}; fix the file") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} holds a YAML {type(raw).__name__}, not a mapping; give option: value "
+                          "lines (e.g. epochs: 3)")
+    key = next((k for k in raw if not isinstance(k, str)), None)
+    if key is not None:
+        raise ConfigError(f"config {path} has the key {key!r}, which is not an option name; give option: value "
+                          "lines (e.g. epochs: 3)")
+    return raw
+
+
+def yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML parse error in one line: ``line L, column C: problem (context at line L', column C')``
+    (PyYAML's own message spans several lines and ends with a caret under the spot)."""
+    def at(mark) -> str:
+        return f"line {mark.line + 1}, column {mark.column + 1}"
+
+    mark, problem = getattr(e, "problem_mark", None), getattr(e, "problem", None)
+    if mark is None or not problem:
+        return " ".join(str(e).split())
+    context, where = getattr(e, "context", None), getattr(e, "context_mark", None)
+    began = f" at {at(where)}" if where and at(where) != at(mark) else ""
+    text = f"{at(mark)}: {problem}" + (f" ({context}{began})" if context else "")
+    return " ".join(text.split())
+
+
 def refuse_finetune_only(cfg, names: tuple[str, ...], command: str) -> None:
     """Refuse finetune options ``command`` does not offer when they differ from finetune's defaults."""
     given = [k for k in names if getattr(cfg, k) != FinetuneConfig.model_fields[k].default]
@@ -138,11 +177,7 @@ class FinetuneConfig(BaseModel):
 
     @classmethod
     def load(cls, path: Path, **overrides):
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"cannot read config {path}: {e}") from None
-        return cls.build(**{**raw, **overrides})
+        return cls.build(**{**read_yaml_mapping(path), **overrides})
 
     @classmethod
     def build(cls, **values):

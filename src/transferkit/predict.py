@@ -4,7 +4,9 @@ Every way a run folder or an input can be wrong ends in one line: a missing,
 truncated or empty ``model.safetensors`` or weights of another model
 (WeightsError), a missing, non-JSON or incomplete ``model.json`` or a run path
 that is a file (RunDirError), a bad ``topk`` or ``device`` (ConfigError),
-missing or unreadable images (DataError). Nothing is written.
+missing or unreadable images (DataError; with ``skip_bad_images`` the unreadable
+ones are skipped and listed in the result's ``skipped``, and none readable is a
+DataError). Nothing is written.
 """
 
 from __future__ import annotations
@@ -137,11 +139,38 @@ def collect_images(paths: list[Path | str]) -> list[Path]:
     return files
 
 
+class Predictions(list):
+    """``predict``'s result: one ``{path, top}`` per image, and ``skipped``: the ``display_name`` of each
+    unreadable file skipped under ``skip_bad_images``."""
+
+    def __init__(self, results=(), skipped=()):
+        super().__init__(results)
+        self.skipped = list(skipped)
+
+
+def shown(names: list[str], first: int = 3) -> str:
+    """The first few names, quoted, and how many more: ``'a.png', 'b.png' and 4 more``."""
+    more = f" and {len(names) - first} more" if len(names) > first else ""
+    return ", ".join(f"'{n}'" for n in names[:first]) + more
+
+
+def readable_images(files: list[Path], skip_bad_images: bool) -> tuple[list[Path], list[str]]:
+    """``(readable files, display names of the skipped ones)``; an unreadable file is a DataError unless
+    ``skip_bad_images``, and so is none being readable."""
+    bad = check_images(files, skip_bad_images)
+    skipped = [display_name(f) for f in files if f in bad]
+    if files and len(skipped) == len(files):
+        raise DataError(f"none of the {len(files)} image(s) is readable (skipped: {shown(skipped)}); "
+                        "fix or delete them, or give other images")
+    return [f for f in files if f not in bad], skipped
+
+
 @torch.inference_mode()
 def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 5,
             batch_size: int = 32, skip_bad_images: bool = False,
-            device: str | None = None, backend: str = "torch") -> list[dict]:
-    """Top-k classes with probabilities for each image: ``[{path, top: [{class, prob}]}]``.
+            device: str | None = None, backend: str = "torch") -> Predictions:
+    """Top-k classes with probabilities for each image: ``[{path, top: [{class, prob}]}]`` (a list whose
+    ``skipped`` names the unreadable files skipped under ``skip_bad_images``).
 
     ``topk`` larger than the number of classes is clamped to it (every class is
     listed); below 1 is a ConfigError. ``device``: see :func:`resolve_device`.
@@ -157,14 +186,12 @@ def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 5,
     model, meta = load_backend(run_dir, device, backend)
     target = next(model.parameters()).device if backend == "torch" else torch.device("cpu")
     batch_size = getattr(model, "fixed_batch", None) or batch_size  # an ONNX file exported for batch 1
-    files = collect_images(paths)
-    bad = check_images(files, skip_bad_images)
-    files = [f for f in files if f not in bad]
+    files, skipped = readable_images(collect_images(paths), skip_bad_images)
     classes = meta["classes"]
     images = ImageSet(files, np.zeros(len(files), dtype=np.int64), classes)
     dataset = TransformedSubset(images, range(len(files)), eval_transform(meta))
     k = min(topk, len(classes))
-    results = []
+    results = Predictions(skipped=skipped)
     for i, (x, _) in enumerate(DataLoader(dataset, batch_size=batch_size)):
         top = model(x.to(target)).softmax(-1).topk(k, dim=-1)
         for j in range(len(x)):

@@ -125,14 +125,14 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         _fsync(tmp)
         os.replace(tmp, path)
     except OSError as e:
-        raise _io_fault(path, e) from e
+        raise io_fault(path, e) from e
     finally:
         with suppress(OSError):
             tmp.unlink(missing_ok=True)
     return path
 
 
-def _io_fault(path: Path, e: OSError) -> OSError | IOFault:
+def io_fault(path: Path, e: OSError) -> OSError | IOFault:
     """``e`` as a one-line IOFault when it is a fault of the disk, else ``e`` itself."""
     if e.errno not in IO_FAULTS:
         return e
@@ -185,7 +185,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
             shutil.rmtree(path)
         os.replace(tmp, path)
     except OSError as e:
-        raise _io_fault(path, e) from e
+        raise io_fault(path, e) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -478,12 +478,25 @@ class RunDir:
     @contextmanager
     def locked(self, command: list[str] | None = None) -> Iterator[RunDir]:
         """Hold the run's lock for the ``with`` block, to add files to a finished run (``export``):
-        refused at once, naming the holder, while another process has it."""
-        self._acquire(command if command is not None else sys.argv)
+        refused at once, naming the holder, while another process has it, and in one line when the
+        folder is not writable (``check_writable``)."""
+        self.check_writable()
+        try:
+            self._acquire(command if command is not None else sys.argv)
+        except OSError as e:  # not writable after all (a file system access() cannot see through)
+            raise RunDirError(f"cannot lock run directory {self.path}: {e.strerror or e}; copy the run to a "
+                              "writable folder and use the copy") from None
         try:
             yield self
         finally:
             self._release()
+
+    def check_writable(self) -> None:
+        """One line when this process cannot add files to the run's folder: a read-only file system, no
+        permission, an immutable folder (``access(2)`` sees all three, for root too)."""
+        if not os.access(self.path, os.W_OK | os.X_OK):
+            raise RunDirError(f"run directory {self.path} is not writable (read-only file system or no "
+                              "permission); copy the run to a writable folder and use the copy")
 
     def _acquire(self, command: list[str]) -> None:
         """Take ``.lock`` without waiting, and write who holds it into it (in place: the locked file stays)."""

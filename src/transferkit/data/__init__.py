@@ -9,7 +9,7 @@ from transferkit.data.files import (
     quoted,
     subfolders,
 )
-from transferkit.data.sources import ImageSet, Source, check_images, load_source, open_image
+from transferkit.data.sources import ImageSet, Source, check_images, content_fingerprint, load_source, open_image
 from transferkit.data.splits import Splits, cap_per_class, few_shot_indices, make_splits
 from transferkit.data.transforms import TransformedSubset, build_transform, data_config_for
 
@@ -22,6 +22,7 @@ __all__ = [
     "TransformedSubset",
     "build_transform",
     "check_images",
+    "content_fingerprint",
     "data_config_for",
     "display_name",
     "few_shot_indices",

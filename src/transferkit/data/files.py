@@ -6,7 +6,10 @@ link to one), and neither it nor a folder above it (below the scanned folder)
 is junk: hidden (``.x``, which includes AppleDouble ``._x`` and
 ``.ipynb_checkpoints/``) or ``__MACOSX/``. Folders are searched recursively in
 sorted order; links to folders below the scanned folder are not followed (no
-loops), the scanned folder itself may be a link.
+loops), the scanned folder itself may be a link. A class folder may be a link
+to a folder elsewhere, but never one that leads back into the data root, to
+the root itself or to a folder holding it (``ln -s . loop``): its images would
+be read twice, or forever, as another class.
 
 File names are bytes on Linux; Python decodes the ones that are not UTF-8
 with surrogate escapes (``b"caf\\xe9"`` -> ``"caf\\udce9"``), which open fine
@@ -49,9 +52,23 @@ def iter_image_files(folder: Path | str) -> Iterator[Path]:
             yield entry
 
 
-def subfolders(folder: Path | str) -> list[Path]:
-    """The non-junk sub-folders of ``folder`` (links to folders included), sorted by name."""
-    return [d for d in _listing(Path(folder)) if d.is_dir() and not is_junk(d.name)]
+def subfolders(folder: Path | str, root: Path | str | None = None) -> list[Path]:
+    """The non-junk sub-folders of ``folder`` (links to folders included, but not those leading back into
+    ``root``, default ``folder``: see :func:`loops_back`), sorted by name."""
+    top = Path(root or folder).resolve()
+    return [d for d in _listing(Path(folder)) if d.is_dir() and not is_junk(d.name) and not loops_back(d, top)]
+
+
+def loops_back(entry: Path, root: Path) -> bool:
+    """Whether ``entry`` is a link to ``root`` (resolved), to a folder inside it or to a folder holding it:
+    following it would read ``root``'s images again, or without end."""
+    if not entry.is_symlink():
+        return False
+    try:
+        target = entry.resolve(strict=True)
+    except (OSError, RuntimeError):  # a cycle of links (ELOOP), or one that vanished meanwhile
+        return True
+    return target == root or root in target.parents or target in root.parents
 
 
 def _listing(folder: Path) -> list[Path]:

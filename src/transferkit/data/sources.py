@@ -200,6 +200,29 @@ class Source:
         """False for a folder of images without class folders (``allow_unlabelled``)."""
         return bool(self.classes)
 
+    def content(self) -> dict:
+        """:func:`content_fingerprint` of the train set and the test set it ships with (if any)."""
+        return content_fingerprint(self.train, *([self.test] if self.test is not None else []))
+
+
+def content_fingerprint(*sets: ImageSet) -> dict:
+    """What ``sets`` hold, to tell whether images were added, removed or replaced since a run started:
+    ``{"images": count, "hash": ...}``. A file set hashes each image's path relative to the set's common
+    folder, its size and its class (so a copy of the data elsewhere is the same data; a rewritten image
+    of the same size is not noticed); an in-memory set its content key and positions."""
+    h = hashlib.sha256()
+    for s in sets:
+        h.update(b"\1")
+        paths = s.paths
+        if paths is None:
+            h.update(s.fingerprint().encode())
+            continue
+        top = os.path.commonpath(paths) if paths else ""
+        for p, t in zip(paths, s.targets):
+            rel = os.path.relpath(p, top) if len(paths) > 1 else p.name
+            h.update(f"\0{rel}\0{p.stat().st_size}\0{t}".encode("utf-8", "surrogatepass"))
+    return {"images": sum(len(s) for s in sets), "hash": h.hexdigest()[:16]}
+
 
 def load_source(spec: str, skip_bad_images: bool = False, allow_unlabelled: bool = False) -> Source:
     """Load the data source named by ``spec`` (see the module docstring).
@@ -346,10 +369,10 @@ def _load_folder(spec: str, root: Path, skip_bad: bool) -> Source:
                 f"{quoted(root)} has train/ next to {', '.join(extra)}/; a split layout may only "
                 "contain train/ and test/ (or put every class folder directly in the root)"
             )
-        train_files = _scan_class_folders(root / "train")
-        test_files = _scan_class_folders(test_dir) if test_dir.is_dir() else None
+        train_files = _scan_class_folders(root / "train", root)
+        test_files = _scan_class_folders(test_dir, root) if test_dir.is_dir() else None
     else:
-        train_files, test_files = _scan_class_folders(root), None
+        train_files, test_files = _scan_class_folders(root, root), None
 
     classes = sorted(train_files)
     if test_files is not None:
@@ -398,9 +421,10 @@ def _load_unlabelled_folder(spec: str, root: Path, skip_bad: bool) -> Source:
     return Source(train=train, test=None, classes=[], spec=spec, skipped=[display_name(p) for p in sorted(bad)])
 
 
-def _scan_class_folders(folder: Path) -> dict[str, list[Path]]:
-    """Map each class name (the sub-folder's ``display_name``) of ``folder`` to its image files."""
-    subdirs = subfolders(folder)
+def _scan_class_folders(folder: Path, root: Path) -> dict[str, list[Path]]:
+    """Map each class name (the sub-folder's ``display_name``) of ``folder`` to its image files (``root``: the
+    data root, which no class folder may lead back into)."""
+    subdirs = subfolders(folder, root)
     if not subdirs:
         has_images = any(True for _ in iter_image_files(folder))
         raise DataError(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +24,7 @@ from transferkit.config import AdaptConfig
 from transferkit.data import TransformedSubset, load_source
 from transferkit.engine.finetune import Setup, choose_recipe, resume_hint, run_path
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
-                                       loader, save_model, seed_all, train_lightning)
+                                       loader, record_run, save_model, seed_all, train_lightning, train_loader)
 from transferkit.errors import ConfigError, DataError
 from transferkit.rundir import RunDir, is_global_zero, write_json
 
@@ -52,10 +53,15 @@ class Domains:
     def target_labelled(self) -> bool:
         return bool(self.target.classes)
 
+    def record(self, cfg: AdaptConfig) -> dict:
+        """``data.json``: the source's record (``Data.record``) and the target's content."""
+        return self.source.record(source=cfg.source, target=cfg.target,
+                                  target_fingerprint=self.target.source.content())
+
 
 def adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) a domain-adaptation run; returns its ``metrics.json`` content ({} on non-zero ranks)."""
-    from transferkit.engine.checks import check_run_options, resumed_config, run_inputs
+    from transferkit.engine.checks import check_run_options, check_same_data, resumed_config, run_inputs
 
     cfg = cfg.model_copy(update={"out": str(run_path(cfg, cfg.method))})
     run, changed = RunDir(cfg.out, kind="adapt"), {}
@@ -65,12 +71,11 @@ def adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: bool = False, pr
     domains = load_domains(cfg)
     setup = choose_recipe(with_defaults(cfg), domains.source)
     check_run_options(cfg, setup, domains.source, run, overwrite=overwrite, resume=resume)
+    if resume:  # the source was checked with the options; the target's images too
+        check_same_data(run, {"target_fingerprint": domains.target.source.content()})
     built = build_model(cfg, len(domains.source.classes), setup.image_size)
     with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run, "adapt"):
-        if not resume and is_global_zero():
-            cfg.save(run.config)
-            write_json(run.path / "data.json", {"classes": domains.source.classes, "source": cfg.source,
-                                                "target": cfg.target})
+        record_run(run, cfg, domains.record(cfg), resume=resume, changed=changed)
         before = domain_features(cfg, domains, built, built.model) if is_global_zero() else None
         trained = train(cfg, setup, domains, built, run, resume, progress)
         if not trained.is_global_zero:
@@ -95,6 +100,7 @@ def trade_off(cfg: AdaptConfig) -> float:
 def load_domains(cfg: AdaptConfig) -> Domains:
     """The source's splits (as finetune), the target loaded and split; refuses a target whose classes
     differ from the source's, an oracle without target labels, too few target images."""
+    check_two_domains(cfg.source, cfg.target)
     source = load_data(cfg)
     target = load_source(cfg.target, skip_bad_images=cfg.skip_bad_images, allow_unlabelled=True)
     if target.labelled and target.classes != source.classes:
@@ -109,6 +115,18 @@ def load_domains(cfg: AdaptConfig) -> Domains:
         raise DataError(f"the target {cfg.target} leaves {len(subsets['adapt'][1])} image(s) for adaptation; "
                         "it needs at least 2 (add images or lower --target-test-split)")
     return Domains(source, Data(target, target.classes, subsets), target_eval)
+
+
+def check_two_domains(source: str, target: str) -> None:
+    """Refuse a target that is the source: the same builtin, the same path (links resolved), or a path
+    inside the other one (a class folder of the source given as the target, or the reverse)."""
+    same = source == target
+    if not same and not (source.startswith("builtin:") or target.startswith("builtin:")):
+        s, t = Path(source).expanduser().resolve(), Path(target).expanduser().resolve()
+        same = s == t or s.is_relative_to(t) or t.is_relative_to(s)
+    if same:
+        raise ConfigError(f"--source {source} and --target {target} are the same images (or one lies inside the "
+                          "other); adaptation needs two domains: give another --target")
 
 
 def target_split(target, cfg: AdaptConfig) -> tuple[dict, str]:
@@ -138,13 +156,13 @@ class ImagesOnly(torch.utils.data.Dataset):
         return self.dataset[i][0]
 
 
-def train_loader(cfg: AdaptConfig, domains: Domains, built: Built):
+def adapt_batches(cfg: AdaptConfig, domains: Domains, built: Built):
     """``{"labelled": (x, y), "unlabelled": x}`` batches (Lightning's CombinedLoader, ``max_size_cycle``:
     one epoch is one pass over the larger domain), both through the training transform."""
     from lightning.pytorch.utilities import CombinedLoader
 
     def shuffled(ds):
-        return loader(ds, cfg, shuffle=True, drop_last=len(ds) > cfg.batch_size)  # no 1-row last batch
+        return train_loader(ds, cfg, drop_last=len(ds) > cfg.batch_size)  # full batches when there are any
 
     if cfg.method == "oracle":  # the one place target labels reach training
         return CombinedLoader({"labelled": shuffled(domains.target.images("adapt", built.train_tf))}, "max_size_cycle")
@@ -168,7 +186,7 @@ def train(cfg: AdaptConfig, setup: Setup, domains: Domains, built: Built, run: R
     module = AdaptModule(net, len(domains.source.classes), plan, setup.optim, method=cfg.method,
                          trade_off=trade_off(cfg), regularizer=reg,
                          alignment=alignment_loss(cfg.method, features_dim, len(domains.source.classes), cfg.seed))
-    loaders = {"train": train_loader(cfg, domains, built),
+    loaders = {"train": adapt_batches(cfg, domains, built),
                "val": loader(domains.source.images("val", built.eval_tf), cfg)}
     resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
     return train_lightning(module, cfg, run, loaders, setup.epochs, callbacks=recipe.callbacks(cfg),

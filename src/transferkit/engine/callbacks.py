@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import lightning as L
 import torch
 
-from transferkit.errors import TrainingError
+from transferkit.errors import IOFault, TrainingError
 
 
 class AtomicCheckpoint(L.Callback):
@@ -18,7 +19,9 @@ class AtomicCheckpoint(L.Callback):
     The checkpoint is written to a temporary file and moved into place with
     ``os.replace``, so a run killed while saving still has its previous
     checkpoint intact. Validation of the epoch has run by then, so the epoch is
-    complete when the file appears; ``--resume`` restarts from the next epoch.
+    complete when the file appears; ``--resume`` restarts from the next epoch. A
+    disk that is full (or read-only, ...) while saving removes the temporary file
+    and stops training with one line (:class:`~transferkit.errors.IOFault`).
     """
 
     def __init__(self, dirpath: Path | str, filename: str = "last.ckpt"):
@@ -29,12 +32,29 @@ class AtomicCheckpoint(L.Callback):
         if bad is not None:  # never checkpoint a broken state: the previous one stays the last good one
             raise TrainingError(f"weights became non-finite ({bad}) in epoch {trainer.current_epoch}; "
                                 "training stopped — lower --lr")
-        if trainer.is_global_zero:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
-        trainer.save_checkpoint(tmp)
+        try:
+            if trainer.is_global_zero:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            trainer.save_checkpoint(tmp)
+            if trainer.is_global_zero:
+                os.replace(tmp, self.path)
+        except OSError as e:
+            self._failed(trainer, tmp, e)
+
+    def _failed(self, trainer: L.Trainer, tmp: Path, e: OSError) -> None:
+        """Remove the partial temporary file; a fault of the disk becomes one line saying what was kept."""
+        from transferkit.rundir import io_fault
+
         if trainer.is_global_zero:
-            os.replace(tmp, self.path)
+            with suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        fault = io_fault(self.path, e)
+        if not isinstance(fault, IOFault):
+            raise e
+        kept = "the previous checkpoint is kept" if self.path.is_file() else "no checkpoint was saved"
+        raise IOFault(f"{fault} (epoch {trainer.current_epoch} not saved; {kept}: continue with --resume once "
+                      "there is room)") from e
 
 
 class TrainTimer(L.Callback):

@@ -42,15 +42,18 @@ def resumed_config(run: RunDir, cfg: FinetuneConfig) -> tuple[FinetuneConfig, di
 
 def check_run_options(cfg: FinetuneConfig, setup, data, run: RunDir, *, overwrite: bool, resume: bool) -> None:
     """Refuse, in one line and before any file is written, what cannot work."""
+    from transferkit.engine.stages import world_size
+
     _check_source_eval(cfg, data)
     if not setup.recipe.cached_features:
         check_trainer(cfg)
-        if setup.recipe.name == "gradual" and _device_count(cfg) > 1:
+        check_train_images(data.size("train"), cfg)
+        if setup.recipe.name == "gradual" and world_size(cfg) > 1:
             raise ConfigError("gradual unfreezing runs on one device (DDP fixes the trainable parameters when it "
                               "wraps the model); use --devices 1 or --strategy full")
     check_device_and_run_dir(cfg, run, overwrite=overwrite, resume=resume)
     if resume:
-        _check_same_classes(run, data.classes)
+        check_same_data(run, data.record())
 
 
 def check_device_and_run_dir(cfg: FinetuneConfig, run: RunDir, *, overwrite: bool, resume: bool) -> None:
@@ -90,11 +93,17 @@ def check_trainer(cfg: FinetuneConfig) -> None:
                           f"--dist {cfg.dist}, --precision {cfg.precision}): {first}") from None
 
 
-def _device_count(cfg: FinetuneConfig) -> int:
-    from transferkit.engine.stages import _devices
+def check_train_images(count: int, cfg: FinetuneConfig, what: str = "the training split",
+                       hint: str = " (or lower --val-split/--test-split)") -> None:
+    """A training loop needs 2 images or more per process: BatchNorm cannot normalise a batch of one
+    (``stages.train_loader`` drops a last batch of one, which would leave nothing to train on)."""
+    from transferkit.engine.stages import world_size
 
-    d = _devices(cfg.devices)
-    return len(d) if isinstance(d, list) else (1 if d == "auto" else abs(d)) * cfg.num_nodes
+    world = world_size(cfg)
+    if count <= world:
+        shared = f" ({world} training processes share them)" if world > 1 else ""
+        raise DataError(f"{what} holds {count} image(s){shared}; training needs at least {world + 1}: "
+                        f"add images{hint}")
 
 
 def _check_source_eval(cfg: FinetuneConfig, data) -> None:
@@ -112,15 +121,37 @@ def _check_source_eval(cfg: FinetuneConfig, data) -> None:
                           "set --test-split or give --source-data")
 
 
-def _check_same_classes(run: RunDir, classes: list[str]) -> None:
-    path = run.path / "data.json"
-    if not path.is_file():
+def check_same_data(run: RunDir, now: dict) -> None:
+    """Refuse ``--resume`` when the data differs from what the run started from (its ``data.json``): other
+    classes, or images added, removed or replaced (each ``*fingerprint`` entry of ``now``, a
+    ``content_fingerprint``), which would split the data differently. A run without such a record passes."""
+    saved = _data_json(run)
+    if saved is None:
         return
-    try:
-        saved = json.loads(path.read_text())["classes"]
-    except (OSError, ValueError, KeyError):
-        raise RunDirError(f"{path} is unreadable; the run cannot be resumed safely — start a new run") from None
-    if saved != classes:
-        added, gone = sorted(set(classes) - set(saved)), sorted(set(saved) - set(classes))
+    if "classes" in saved and "classes" in now and saved["classes"] != now["classes"]:
+        added, gone = (sorted(set(a) - set(b)) for a, b in ((now["classes"], saved["classes"]),
+                                                            (saved["classes"], now["classes"])))
         raise DataError(f"the classes of {run.path}'s data changed since the run started (added: {added or '-'}, "
                         f"removed: {gone or '-'}); --resume needs the same classes — start a new run")
+    for key in (k for k in now if k.endswith("fingerprint") and k in saved):
+        was, new = saved[key], now[key]
+        if was != new:
+            which = "target" if key.startswith("target") else "data"
+            count = (f"{was.get('images')} -> {new['images']} images" if was.get("images") != new["images"]
+                     else f"still {new['images']} images, but not the same files")
+            raise DataError(f"the images of {run.path}'s {which} changed since the run started ({count}); --resume "
+                            "would split them differently: put them back as they were, or start a new run")
+
+
+def _data_json(run: RunDir) -> dict | None:
+    """The run's ``data.json`` (None when it has none), or one line when it is unreadable."""
+    path = run.path / "data.json"
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):
+        saved = None
+    if not isinstance(saved, dict):
+        raise RunDirError(f"{path} is unreadable; the run cannot be resumed safely — start a new run")
+    return saved

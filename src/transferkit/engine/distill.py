@@ -22,9 +22,9 @@ import yaml
 from transferkit.config import DistillConfig
 from transferkit.engine.finetune import Setup, choose_recipe, resume_hint, run_path
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
-                                       loader, save_model, seed_all, train_lightning)
+                                       loader, record_run, save_model, seed_all, train_lightning, train_loader)
 from transferkit.errors import ConfigError, DataError, RunDirError
-from transferkit.rundir import RunDir, is_global_zero, write_json
+from transferkit.rundir import RunDir, write_json
 
 #: The student's LR multiplier on its backbone when unset: a student from scratch has nothing to
 #: protect (1.0); a pretrained one is fine-tuned as ``full`` does (0.1).
@@ -68,9 +68,7 @@ def distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False
     built = build_model(cfg, len(data.classes), setup.image_size)
     check_student(cfg, built.model)
     with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run, "distill"):
-        if not resume and is_global_zero():
-            cfg.save(run.config)
-            write_json(run.path / "data.json", {"classes": data.classes, "data": cfg.data})
+        record_run(run, cfg, data.record(data=cfg.data), resume=resume, changed=changed)
         trained = train(cfg, setup, data, built, teacher, run, resume, progress)
         alone = student_alone(cfg, run)
         if not trained.is_global_zero:
@@ -199,7 +197,7 @@ def train(cfg: DistillConfig, setup: Setup, data: Data, built: Built, teacher: T
     hint = feature_hint(net, view, setup.image_size) if cfg.loss == "feature" else None
     module = DistillModule(net, len(data.classes), plan, setup.optim, loss=cfg.loss, alpha=cfg.alpha,
                            temperature=cfg.temperature, teacher=view, hint=hint)
-    loaders = {"train": loader(train_set(cfg, data, built, view), cfg, shuffle=True),
+    loaders = {"train": train_loader(train_set(cfg, data, built, view), cfg),
                "val": loader(data.images("val", built.eval_tf), cfg)}
     resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
     return train_lightning(module, cfg, run, loaders, setup.epochs, callbacks=recipe.callbacks(cfg),

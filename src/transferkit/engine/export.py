@@ -24,6 +24,7 @@ def export_run(run_dir: Path | str, *, fmt: str = "onnx", opset: int = 18, dynam
         raise ConfigError(f"unknown export format '{fmt}'; onnx is the one supported")
     model, meta = load_run_model(run_dir, "cpu")
     run = RunDir(run_dir)
+    run.check_writable()  # before the parity images and the export: the files go into the run
     size = int(meta["data_config"]["input_size"][-1])
     images, where = parity_images(run, meta)
     with run.locked():

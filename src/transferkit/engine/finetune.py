@@ -22,10 +22,11 @@ from torch.utils.data import TensorDataset
 from transferkit.config import FinetuneConfig
 from transferkit.engine.forgetting import Drift
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
-                                       loader, save_model, seed_all, train_lightning, write_run_report)
+                                       loader, record_run, save_model, seed_all, train_lightning, train_loader,
+                                       write_run_report)
 from transferkit.errors import Interrupted
 from transferkit.optim import OptimSettings
-from transferkit.rundir import RunDir, is_global_zero, write_json
+from transferkit.rundir import RunDir, is_global_zero
 from transferkit.strategies import Recipe, get_recipe
 
 
@@ -81,9 +82,7 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
     _settle_freeze_groups(cfg, setup, data, built.model)
     drift = Drift(cfg, setup.image_size, built, data) if is_global_zero() else None
     with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run):
-        if not resume and is_global_zero():
-            cfg.save(run.config)
-            write_json(run.path / "data.json", {"classes": data.classes, "data": cfg.data})
+        record_run(run, cfg, data.record(data=cfg.data), resume=resume, changed=changed)
         trained, extra = train(cfg, setup, data, built, run, resume, progress)
         if not trained.is_global_zero:
             return {}
@@ -148,7 +147,7 @@ def train(cfg: FinetuneConfig, setup: Setup, data: Data, built: Built, run: RunD
     net = recipe.prepare(model, cfg)
     plan = recipe.plan(net, cfg.model_copy(update={"freeze_groups": setup.freeze_groups}), setup.freeze_bn)
     module = _module(cfg, setup, net, plan, data, built)
-    loaders = {"train": loader(data.images("train", built.train_tf), cfg, shuffle=True),
+    loaders = {"train": train_loader(data.images("train", built.train_tf), cfg),
                "val": loader(data.images("val", built.eval_tf), cfg)}
     resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
     trained = train_lightning(module, cfg, run, loaders, setup.epochs, callbacks=recipe.callbacks(cfg),

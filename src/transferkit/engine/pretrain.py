@@ -19,7 +19,8 @@ import torch
 
 from transferkit.config import PretrainConfig
 from transferkit.engine.finetune import resume_hint, run_path
-from transferkit.engine.stages import device_of, load_data, loader, seed_all, train_lightning
+from transferkit.engine.stages import (device_of, load_data, loader, record_run, seed_all, train_lightning,
+                                       train_loader)
 from transferkit.errors import ConfigError
 from transferkit.optim import OptimSettings
 from transferkit.rundir import RunDir, is_global_zero, write_json
@@ -41,10 +42,17 @@ class Images:
     query: tuple | None
     classes: list[str]
 
+    def record(self, cfg: PretrainConfig) -> dict:
+        """``data.json``: the classes and the content of the images the training split is drawn from."""
+        from transferkit.data import content_fingerprint
+
+        return {"classes": self.classes, "data": cfg.data, "fingerprint": content_fingerprint(self.train[0])}
+
 
 def pretrain(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) a pretraining run; returns its ``metrics.json`` content ({} on non-zero ranks)."""
-    from transferkit.engine.checks import check_device_and_run_dir, check_trainer, resumed_config, run_inputs
+    from transferkit.engine.checks import (check_device_and_run_dir, check_same_data, check_train_images,
+                                           check_trainer, resumed_config, run_inputs)
 
     cfg = cfg.model_copy(update={"out": str(run_path(cfg, f"pretrain-{cfg.method}"))})
     run, changed = RunDir(cfg.out, kind="pretrain"), {}
@@ -53,12 +61,14 @@ def pretrain(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = Fal
     seed_all(cfg.seed)
     images = load_images(cfg)
     check_trainer(cfg)
+    check_train_images(len(images.train[1]), cfg, f"the pretraining set of {cfg.data}", "" if not images.classes
+                       else " (or lower --val-split/--test-split)")
     check_device_and_run_dir(cfg, run, overwrite=overwrite, resume=resume)
+    if resume:
+        check_same_data(run, images.record(cfg))
     method, data_cfg = build(cfg)  # refuses a method that does not fit the backbone: still nothing written
     with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run, "pretrain"):
-        if not resume and is_global_zero():
-            cfg.save(run.config)
-            write_json(run.path / "data.json", {"classes": images.classes, "data": cfg.data})
+        record_run(run, cfg, images.record(cfg), resume=resume, changed=changed)
         before = monitor_accuracy(cfg, method.backbone, images, data_cfg) if is_global_zero() else None
         trained, views = train(cfg, method, images, data_cfg, run, resume, progress)
         if not trained.is_global_zero:
@@ -138,7 +148,7 @@ def train(cfg: PretrainConfig, method, images: Images, data_cfg: dict, run: RunD
     monitored = images.bank is not None
     module = PretrainModule(method, optim, len(images.classes),
                             loader(TransformedSubset(*images.bank, eval_tf), cfg) if monitored else None, cfg.knn_k)
-    loaders = {"train": loader(TransformedSubset(base, idx, transform), cfg, shuffle=True, drop_last=len(idx) > cfg.batch_size),
+    loaders = {"train": train_loader(TransformedSubset(base, idx, transform), cfg, drop_last=len(idx) > cfg.batch_size),
                "val": loader(TransformedSubset(*(images.query if monitored else (base, idx[:0])), eval_tf), cfg)}
     resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
     trained = train_lightning(module, cfg, run, loaders, epochs, callbacks=[], resume_from=resume_from,

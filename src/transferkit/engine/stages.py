@@ -9,6 +9,7 @@ sequence, and later commands (adapt, distill, pretrain) reuse them with other re
 from __future__ import annotations
 
 import copy
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -43,11 +44,30 @@ class Data:
         base, idx = self.subsets[split]
         return TransformedSubset(base, idx, transform)
 
+    def record(self, **extra) -> dict:
+        """What ``data.json`` records of the data: its classes and content (``Source.content``), so that
+        ``--resume`` can refuse data that changed (``checks.check_same_data``); ``extra`` added."""
+        return {"classes": self.classes, **extra, "fingerprint": self.source.content()}
+
     def fingerprint(self, split: str) -> str:
         """Identifies the images of ``split`` for the feature cache, as ``rank`` does:
         :meth:`ImageSet.fingerprint` of the selected images."""
         base, idx = self.subsets[split]
         return base.subset(idx).fingerprint()
+
+
+def record_run(run: RunDir, cfg: FinetuneConfig, data_record: dict, *, resume: bool, changed: dict) -> None:
+    """``config.yaml`` and ``data.json`` of a new run (global rank zero). On ``--resume``, ``config.yaml``
+    is written again when safe changes were applied (``--epochs``, ...): it states the settings the run
+    goes on with, as ``metrics.json`` will; ``data.json`` keeps what the run started from."""
+    from transferkit.rundir import write_json
+
+    if not is_global_zero():
+        return
+    if not resume or changed:
+        cfg.save(run.config)
+    if not resume:
+        write_json(run.path / "data.json", data_record)
 
 
 def seed_all(seed: int) -> None:
@@ -116,6 +136,23 @@ def build_model(cfg: FinetuneConfig, num_classes: int, image_size: int) -> Built
 def loader(dataset, cfg: FinetuneConfig, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=cfg.workers,
                       persistent_workers=cfg.workers > 0, drop_last=drop_last)
+
+
+def train_loader(dataset, cfg: FinetuneConfig, drop_last: bool = False) -> DataLoader:
+    """Shuffled training batches, the loader every training command fits on. A last batch of exactly
+    one image is dropped (BatchNorm cannot normalise one image in training mode); under DDP the count
+    is each process's share, ``ceil(n / world_size)`` (Lightning's sampler pads the shares even).
+    ``drop_last``: drop any partial last batch. Fewer than 2 images per process are refused before
+    the run starts (``checks.check_train_images``)."""
+    per_process = math.ceil(len(dataset) / world_size(cfg))
+    return loader(dataset, cfg, shuffle=True, drop_last=drop_last or per_process % cfg.batch_size == 1)
+
+
+def world_size(cfg: FinetuneConfig) -> int:
+    """How many training processes share the data: devices (a count, or a list's length; ``auto``
+    counted as 1) times nodes."""
+    d = _devices(cfg.devices)
+    return max(len(d) if isinstance(d, list) else 1 if d == "auto" else abs(d), 1) * cfg.num_nodes
 
 
 def device_of(cfg: FinetuneConfig) -> torch.device:
