@@ -120,9 +120,9 @@ class FinetuneConfig(BaseModel):
     lora_alpha: float | None = Field(None, gt=0, description="lora: scale alpha/r; None: 2 x rank")
     lora_targets: str | None = Field(None, description="lora: comma-separated module names (or suffixes); "
                                      "None: 1x1 convolutions (CNN) or attention qkv/proj (ViT)")
-    ema_decay: float | None = Field(None, ge=0, lt=1, description="keep an exponential moving average of the weights "
-                                    "(decay per step; Lightning's EMAWeightAveraging): validation and the saved model "
-                                    "use the average; 0: off; None: the strategy's default")
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="keep an exponential moving average of the weights (decay "
+                             "per step; Lightning's EMAWeightAveraging): validation and the saved model use the "
+                             "average; 0: off (the main job's default: it did not beat the last epoch on validation)")
     weight_decay: float = Field(0.05, ge=0, description="decoupled weight decay (none on norms and biases)")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw or sgd")
     momentum: float = Field(0.9, ge=0, lt=1, description="sgd: momentum")

@@ -59,9 +59,8 @@ def choose_recipe(cfg: FinetuneConfig, data: Data | None = None) -> Setup:
                           optimizer=cfg.optimizer, momentum=cfg.momentum, warmup_epochs=cfg.warmup_epochs,
                           label_smoothing=cfg.label_smoothing)
     groups = cfg.freeze_groups if cfg.freeze_groups is not None else defaults.freeze_groups
-    ema = cfg.ema_decay if cfg.ema_decay is not None else defaults.ema_decay
     return Setup(recipe, reason, cfg.image_size or defaults.image_size,
-                 cfg.epochs or defaults.epochs, freeze_bn, optim, groups, ema)
+                 cfg.epochs or defaults.epochs, freeze_bn, optim, groups, cfg.ema_decay)
 
 
 def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = False,

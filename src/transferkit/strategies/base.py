@@ -66,8 +66,6 @@ class Defaults:
     lr: float
     #: bottom layer groups kept as pretrained (``--freeze-groups``)
     freeze_groups: int = 0
-    #: per-step decay of the weights' exponential moving average (``--ema-decay``; 0: none)
-    ema_decay: float = 0.0
 
 
 @dataclass(frozen=True)
