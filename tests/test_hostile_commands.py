@@ -156,6 +156,16 @@ def corrupted_with_user_files(world, run_cli):
     (world / "c" / "mine" / "keep.txt").write_text("mine\n")
 
 
+def user_file_in_checkpoints(world, run_cli):
+    (world / "run" / "checkpoints" / "mine.txt").write_text("mine\n")
+
+
+def corrupted_with_a_user_file_inside(world, run_cli):
+    """corrupt's output, then the user's own file inside one of its folders."""
+    cli("corrupt", "images", "--corruption", "gaussian_noise", "--out", "c")(world, run_cli)
+    (world / "c" / "gaussian_noise-3" / "mine.txt").write_text("mine\n")
+
+
 opencv = pytest.mark.needs_opencv
 #: the student of every distill case: the tiny model, one epoch
 STUDENT = ["--student", "test_efficientnet", "--epochs", "1", "--no-progress"]
@@ -198,6 +208,11 @@ CASES: dict[str, Case] = {
                                   words="norm"),
     "finetune-val-split-one": Case(["finetune", "--data", "images", *TINY, "--val-split", "1", "--out", "r"],
                                    words="val_split"),
+    "finetune-overwrite-keeps-a-user-file-in-checkpoints": Case(
+        ["finetune", "--data", "images", *TINY, "--strategy", "full", "--no-baseline", "--out", "run", "--overwrite"],
+        code=0, words="test accuracy", setup=user_file_in_checkpoints, outputs=("run",),
+        kept=("run/checkpoints/mine.txt",), expect=("run/metrics.json",),
+        marks=(on_branch("corrupt", "--overwrite keeps user files inside a run's sub-folders"),)),
     # ------------------------------------------------------------------ predict
     "predict-not-a-run": Case(["predict", "notes", "images/0"], words="model.json"),
     "predict-unfinished-run": Case(["predict", "run", "images/0"], words="--resume", setup=unfinished_run),
@@ -424,6 +439,16 @@ CASES: dict[str, Case] = {
                                                     setup=corrupted_with_user_files, outputs=("c",),
                                                     kept=("c/mine",),
                                                     expect=("c/gaussian_noise-3/labels.csv",), marks=(opencv,)),
+    "corrupt-overwrite-keeps-a-user-file-inside-its-folder": Case(
+        ["corrupt", "images", "--corruption", "gaussian_noise", "--out", "c", "--overwrite"], code=0,
+        words="gaussian_noise-3", setup=corrupted_with_a_user_file_inside, outputs=("c",),
+        kept=("c/gaussian_noise-3/mine.txt",), expect=("c/gaussian_noise-3/labels.csv",),
+        marks=(opencv, on_branch("corrupt", "--overwrite keeps user files inside a run's sub-folders"))),
+    "corrupt-adds-beside-earlier-corruptions": Case(["corrupt", "images", "--corruption", "fog", "--out", "c"],
+                                                    code=0, words="fog-3", outputs=("c",),
+                                                    kept=("c/gaussian_noise-3",), expect=("c/fog-3/labels.csv",),
+                                                    setup=cli("corrupt", "images", "--corruption",
+                                                              "gaussian_noise", "--out", "c"), marks=(opencv,)),
     "corrupt-writes-only-its-folder": Case(["corrupt", "images", "--corruption", "gaussian_noise", "--out", "c"],
                                            code=0, words="gaussian_noise-3", outputs=("c",),
                                            expect=("c/gaussian_noise-3/labels.csv",), marks=(opencv,)),
