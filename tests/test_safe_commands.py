@@ -1,0 +1,173 @@
+"""``corrupt``, ``tta``, ``distill``, ``export`` and ``--overwrite`` through the shared run-directory
+transaction (rundir.RunDir: check, create, own, lock, write atomically, undo, an honest interrupt).
+
+One test per defect of the hostile probe, on real small data through the real CLI entry point:
+exit code, one line on stderr without a traceback, no stub left, the user's files byte-identical.
+Interrupts are real SIGTERMs, sent to the process when a file shows the command is mid-way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import transferkit
+from conftest import write_digit_folder
+
+SRC = str(Path(transferkit.__file__).parents[1])
+TINY = ["--model", "test_efficientnet", "--weights", "none", "--image-size", "32", "--epochs", "1",
+        "--strategy", "full", "--no-baseline", "--no-progress"]
+
+
+# ----------------------------------------------------------------------------- helpers
+def _snapshot(folder: Path) -> dict[str, bytes | None]:
+    """Every entry under ``folder`` with its bytes (None for folders); the lock's holder note aside."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() and p.name != ".lock" else None
+            for p in sorted(folder.rglob("*"))}
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _temporary(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if p.name.endswith((".tktmp", ".partial", ".tmp"))]
+
+
+@contextmanager
+def _sigterm_when(condition, timeout: float = 300):
+    """Send this process a real SIGTERM as soon as ``condition()`` holds (polled by a thread); yields
+    an Event set once it was sent. The watch ends with the block."""
+    sent, done = threading.Event(), threading.Event()
+
+    def watch():
+        end = time.monotonic() + timeout
+        while not done.is_set() and time.monotonic() < end:
+            if condition():
+                sent.set()
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield sent
+    finally:
+        done.set()
+        thread.join()
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-m", "transferkit.cli", *map(str, args)]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": SRC, "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def imgs(tmp_path):
+    """Two classes of 8 real digit images (32x32 PNGs), filed as cat and dog (classes of the tiny run)."""
+    root = write_digit_folder(tmp_path / "imgs", per_class=8, classes=(0, 1))
+    (root / "0").rename(root / "cat")
+    (root / "1").rename(root / "dog")
+    return root
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 32 kB file system: a real ENOSPC from the kernel."""
+    d = tmp_path / "small"
+    d.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(d)], capture_output=True).returncode:
+        pytest.skip("no permission to mount a small tmpfs")
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], check=True)
+
+
+@pytest.fixture(scope="module")
+def race2(tmp_path_factory):
+    """A finished finetune run (test_efficientnet from random weights, 32 px, 1 epoch) on two classes
+    of 12 digits: its data folder and run folder."""
+    from transferkit.config import FinetuneConfig
+    from transferkit.engine.finetune import finetune
+
+    root = tmp_path_factory.mktemp("race")
+    data = write_digit_folder(root / "data", per_class=12, classes=(0, 1))
+    cfg = FinetuneConfig.build(data=str(data), model="test_efficientnet", weights="none", image_size=32, epochs=1,
+                               strategy="full", baseline=False, out=str(root / "race2"))
+    finetune(cfg, progress=False)
+    return data, root / "race2"
+
+
+# ----------------------------------------------------------------------------- tta
+@pytest.mark.slow
+def test_defect_13_tta_sigterm_undoes_and_the_rerun_works(run_cli, tiny_run, imgs, tmp_path):
+    out = tmp_path / "t"
+    args = ("tta", tiny_run, "--data", imgs, "--method", "tent", "--batch-size", "1", "--steps", "3",
+            "--out", out, "--no-progress")
+    before = _snapshot(tmp_path)
+    with _sigterm_when(lambda: (out / "config.yaml").exists()) as sent:
+        code, _, err = run_cli(*args)
+    assert sent.is_set()
+    line = _one_line(err)
+    assert code == 143 and "undone" in line and "same command" in line
+    assert _snapshot(tmp_path) == before  # no config.yaml, no marker, no folder
+    code, _, err = run_cli(*args)
+    assert code == 0, err
+    assert json.loads((out / "metrics.json").read_text())["method"] == "tent"
+
+
+# ----------------------------------------------------------------------------- --overwrite
+@pytest.mark.slow
+def test_defect_05_overwrite_keeps_users_files_in_run_subfolders(run_cli, race2, tmp_path):
+    data, template = race2
+    run = shutil.copytree(template, tmp_path / "race2")
+    assert (run / "logs" / "attempt_0" / "metrics.csv").is_file()
+    (run / "logs" / "mynotes.txt").write_text("my notes\n")
+    (run / "checkpoints" / "best_backup.ckpt").write_bytes(b"my own checkpoint")
+    (run / "logs" / "attempt_0" / "plot.png").write_bytes(b"\x89PNG mine")
+    mine = {k: v for k, v in _snapshot(run).items() if "mynotes" in k or "best_backup" in k or "plot.png" in k}
+    old_checkpoint = (run / "checkpoints" / "last.ckpt").stat().st_ino
+    code, _, err = run_cli("finetune", "--data", data, *TINY, "--out", run, "--overwrite")
+    assert code == 0, err
+    assert {k: v for k, v in _snapshot(run).items() if k in mine} == mine
+    assert (run / "checkpoints" / "last.ckpt").stat().st_ino != old_checkpoint  # transferkit's were replaced
+    assert (run / "metrics.json").is_file() and not _temporary(run)
+
+
+def test_defect_05_overwrite_of_a_grid_keeps_users_files_in_its_runs(tmp_path):
+    """``compare``'s ``runs/<name>/`` are run directories of their own: each removes what its kind owns."""
+    from transferkit.rundir import RunDir, write_json
+
+    grid = tmp_path / "grid"
+    with RunDir(grid, kind="compare").open(command=["transferkit", "compare"]) as run:
+        with RunDir(run.path / "runs" / "full-seed0").open(command=["transferkit", "finetune"]) as sub:
+            write_json(sub.metrics_json, {"test_accuracy": 0.5})
+            sub.checkpoints.mkdir()
+            sub.last_checkpoint.write_bytes(b"ckpt")
+        write_json(run.path / "compare.json", {})
+    (grid / "runs" / "full-seed0" / "checkpoints" / "mine.ckpt").write_bytes(b"mine")
+    (grid / "runs" / "notes.txt").write_text("mine\n")
+    with RunDir(grid, kind="compare").open(overwrite=True, command=["transferkit", "compare"]):
+        pass
+    left = sorted(str(p.relative_to(grid)) for p in grid.rglob("*"))
+    assert left == [".lock", "runs", "runs/full-seed0", "runs/full-seed0/checkpoints",
+                    "runs/full-seed0/checkpoints/mine.ckpt", "runs/notes.txt", "transferkit.json"]
+
+
