@@ -115,6 +115,114 @@ def race2(tmp_path_factory):
     return data, root / "race2"
 
 
+# ----------------------------------------------------------------------------- corrupt
+@pytest.mark.needs_opencv
+def test_defect_01_corrupt_overwrite_keeps_foreign_folders(run_cli, imgs, tmp_path):
+    user = tmp_path / "userdata" / "gaussian_noise-3"
+    user.mkdir(parents=True)
+    (user / "mywork.txt").write_text("x\n")
+    data = shutil.copytree(imgs, tmp_path / "imgs_c2")
+    shutil.copytree(imgs / "cat", data / "fog-3")  # the data's own folder of that name
+    before = _snapshot(tmp_path)
+    for args, words in (((imgs, "--corruption", "gaussian_noise", "--out", user.parent), "not a transferkit run"),
+                        ((data, "--corruption", "fog", "--out", data), "lies inside it")):
+        code, _, err = run_cli("corrupt", *args, "--overwrite")
+        assert code == 2 and words in _one_line(err)
+    assert _snapshot(tmp_path) == before
+
+    out = tmp_path / "c"  # transferkit's own folder: --overwrite replaces its files, not the user's
+    assert run_cli("corrupt", imgs, "--corruption", "fog", "--out", out)[0] == 0
+    (out / "fog-3" / "mywork.txt").write_text("mine\n")
+    first = (out / "fog-3" / "images" / "00000.png").read_bytes()
+    code, _, err = run_cli("corrupt", imgs, "--corruption", "fog", "--seed", "1", "--out", out, "--overwrite")
+    assert code == 0, err
+    assert (out / "fog-3" / "mywork.txt").read_text() == "mine\n"
+    assert (out / "fog-3" / "images" / "00000.png").read_bytes() != first
+    assert len(list((out / "fog-3" / "images").iterdir())) == 16 and not _temporary(out)
+
+
+@pytest.mark.needs_opencv
+def test_defect_02_corrupt_refuses_out_inside_its_input(run_cli, imgs, tmp_path):
+    before = _snapshot(imgs)
+    code, _, err = run_cli("corrupt", imgs, "--corruption", "gaussian_noise", "--out", imgs / "cor")
+    assert code == 2 and "lies inside it" in _one_line(err)
+    link = tmp_path / "link"  # the same through a symlink
+    link.symlink_to(imgs)
+    code, _, err = run_cli("corrupt", link, "--corruption", "gaussian_noise", "--out", imgs / "cor")
+    assert code == 2 and "lies inside it" in _one_line(err)
+    assert _snapshot(imgs) == before
+
+
+@pytest.mark.needs_opencv
+@pytest.mark.slow
+def test_defect_06_two_corrupt_on_one_out_one_is_refused(run_cli, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import imagecorruptions  # noqa: F401  (this process imports OpenCV & co now, not while the first one runs)
+
+    from transferkit.data import load_source
+    from transferkit.data.corruptions import corrupt_images
+
+    data = write_digit_folder(tmp_path / "many", per_class=40, classes=(0, 1))
+    out, args = tmp_path / "c", ("corrupt", data, "--corruption", "glass_blur", "--overwrite")
+    first = subprocess.Popen(_cli(*args, "--seed", "1", "--out", out), env=_env(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    end = time.monotonic() + 240
+    while not (out.is_dir() and any(out.iterdir())):  # the first one has started writing
+        assert first.poll() is None and time.monotonic() < end, first.communicate()
+        time.sleep(0.01)
+    code, _, err = run_cli(*args, "--seed", "2", "--out", out)
+    overlapped = first.poll() is None
+    _, first_err = first.communicate(timeout=600)
+    assert first.returncode == 0, first_err
+    assert overlapped, "the first command ended before the second started: nothing was tested"
+    assert code == 2 and f"in use by pid {first.pid}" in _one_line(err)
+    images = load_source(str(data)).train
+    expected = corrupt_images([np.asarray(images[i][0]) for i in range(3)], "glass_blur", 3, seed=1)
+    for i, want in enumerate(expected):  # seed 1's images alone, not mixed with seed 2's
+        assert (np.asarray(Image.open(out / "glass_blur-3" / "images" / f"{i:05d}.png")) == want).all()
+    assert len(list((out / "glass_blur-3" / "images").iterdir())) == 80 and not _temporary(out)
+
+
+@pytest.mark.needs_opencv
+def test_defect_11_corrupt_on_a_full_disk_one_line_no_partial(run_cli, imgs, small_fs):
+    code, _, err = run_cli("corrupt", imgs, "--corruption", "gaussian_noise", "--out", small_fs / "c")
+    assert code == 1 and "No space left on device" in _one_line(err) and "--out" in err
+    assert list(small_fs.iterdir()) == []  # neither a partial folder nor a stub
+
+
+@pytest.mark.needs_opencv
+def test_defect_12_corrupt_sigterm_says_what_was_finished(run_cli, imgs, tmp_path):
+    out = tmp_path / "c"
+    args = ("corrupt", imgs, "--corruption", "gaussian_noise,fog,glass_blur", "--out", out)
+    with _sigterm_when(lambda: any(p.name.startswith(".glass_blur-3") for p in out.glob(".*"))) as sent:
+        code, _, err = run_cli(*args)
+    assert sent.is_set()
+    line = _one_line(err)
+    assert code == 143 and "SIGTERM" in line and "nothing was written" not in line
+    assert "gaussian_noise-3, fog-3" in line and "not written: glass_blur-3" in line
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "fog-3", "gaussian_noise-3", "transferkit.json"]
+    for part in ("fog-3", "gaussian_noise-3"):
+        assert len(list((out / part / "images").iterdir())) == 16
+        assert len((out / part / "labels.csv").read_text().splitlines()) == 17
+    finished = _snapshot(out)
+    code, _, err = run_cli("corrupt", imgs, "--corruption", "glass_blur", "--out", out)  # what the line says
+    assert code == 0, err
+    assert {k: v for k, v in _snapshot(out).items() if k in finished} == finished
+    assert (out / "glass_blur-3" / "labels.csv").is_file()
+
+
+def test_corrupt_kind_owns_the_folders_of_every_corruption():
+    from transferkit.data.corruptions import BENCHMARK, EXTRA
+    from transferkit.rundir import CORRUPTIONS, RunDir
+
+    assert CORRUPTIONS == BENCHMARK + EXTRA
+    run = RunDir("c", kind="corrupt")
+    assert all(run.owns(f"{name}-{s}") for name in CORRUPTIONS for s in range(1, 6))
+    assert not run.owns("fog-6") and not run.owns("notes.txt")
+
+
 # ----------------------------------------------------------------------------- tta
 @pytest.mark.slow
 def test_defect_13_tta_sigterm_undoes_and_the_rerun_works(run_cli, tiny_run, imgs, tmp_path):

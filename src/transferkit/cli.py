@@ -581,13 +581,15 @@ def corrupt(
     severity: int = typer.Option(3, help="1..5"),
     seed: int = typer.Option(0, help="fixes the random parts of the corruptions"),
     out: Path = typer.Option(..., help="folder to write: <corruption>-<severity>/images/<n>.png + labels.csv"),
-    overwrite: bool = typer.Option(False, help="write into an existing folder"),
+    overwrite: bool = typer.Option(False, help="replace the <corruption>-<severity> folders this command writes "
+                                   "(only the files transferkit wrote in them)"),
 ) -> None:
     """Write corrupted copies of a dataset's test images (ImageNet-C / CIFAR-10-C corruptions): images + labels.csv."""
-    from transferkit.data.corruptions import corruption_names, write_corrupted
+    from transferkit.data.corruptions import corruption_names
+    from transferkit.engine.corrupt import corrupt as run_corrupt
 
     names = corruption_names(corruption)
-    folders = write_corrupted(data, names, severity, out, seed=seed, overwrite=overwrite)
+    folders = run_corrupt(data, names, severity, out, seed=seed, overwrite=overwrite)
     console.print(f"-> {', '.join(str(f) for f in folders)}", highlight=False)
 
 
