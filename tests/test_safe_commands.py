@@ -241,6 +241,34 @@ def test_defect_13_tta_sigterm_undoes_and_the_rerun_works(run_cli, tiny_run, img
     assert json.loads((out / "metrics.json").read_text())["method"] == "tent"
 
 
+# ----------------------------------------------------------------------------- distill
+def _distill(run_cli, teacher: Path, out: Path, *extra):
+    return run_cli("distill", "--teacher", teacher, "--student", "test_efficientnet", "--epochs", "1",
+                   "--out", out, "--no-progress", *extra)
+
+
+@pytest.mark.slow
+def test_defect_14_distill_baseline_run_is_checked_before_disk(run_cli, race2, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("not a run\n")
+    before = _snapshot(tmp_path)
+    code, _, err = _distill(run_cli, race2[1], tmp_path / "d", "--baseline-run", notes)
+    assert code == 2 and "--baseline-run" in _one_line(err) and "metrics.json" in err
+    assert _snapshot(tmp_path) == before  # no checkpoint, no stub
+
+
+@pytest.mark.slow
+def test_defect_15_distill_unlabelled_is_checked_before_disk(run_cli, race2, tmp_path):
+    out = tmp_path / "d"
+    code, _, err = _distill(run_cli, race2[1], out, "--per-class", "4", "--unlabelled", "100000")
+    assert code == 2 and "--unlabelled 100000" in _one_line(err)
+    assert not out.exists()
+    code, _, err = _distill(run_cli, race2[1], out, "--per-class", "4", "--unlabelled", "2")  # corrected
+    assert code == 0, err
+    assert json.loads((out / "metrics.json").read_text())["unlabelled_images"] == 2
+
+
 # ----------------------------------------------------------------------------- --overwrite
 @pytest.mark.slow
 def test_defect_05_overwrite_keeps_users_files_in_run_subfolders(run_cli, race2, tmp_path):
