@@ -307,3 +307,17 @@ def test_defect_05_overwrite_of_a_grid_keeps_users_files_in_its_runs(tmp_path):
                     "runs/full-seed0/checkpoints/mine.ckpt", "runs/notes.txt", "transferkit.json"]
 
 
+# ----------------------------------------------------------------------------- export
+@pytest.mark.slow
+def test_export_latency_median_and_spread_on_the_same_threads(run_cli, tiny_run):
+    code, stdout, err = run_cli("export", tiny_run)
+    assert code == 0, err
+    lat = json.loads((tiny_run / "export.json").read_text())["latency"]
+    assert lat["threads"] == 1 and lat["load_average"] >= 0
+    for backend in ("torch", "onnxruntime"):
+        for b in (1, 8, 32):
+            t = lat["spread"][f"{backend}_ms_batch{b}"]
+            assert 0 < t["min"] <= t["p25"] <= t["median"] <= t["p75"] <= t["max"] and t["calls"] >= 5
+            assert lat[f"{backend}_ms_batch{b}"] == t["median"]
+    assert "| 8 |" in (tiny_run / "export.md").read_text() and "load average" in (tiny_run / "export.md").read_text()
+    assert not _temporary(tiny_run)
