@@ -171,14 +171,6 @@ opencv = pytest.mark.needs_opencv
 STUDENT = ["--student", "test_efficientnet", "--epochs", "1", "--no-progress"]
 
 
-VALIDATE_FIRST = "corrupt through the run-directory transaction: validate before disk"
-
-
-def on_branch(branch: str, what: str):
-    """A case for a defect fixed on another branch, not merged here yet: it must fail until the merge."""
-    return pytest.mark.xfail(strict=True, reason=f"{what}: fixed on branch {branch}")
-
-
 CASES: dict[str, Case] = {
     # ------------------------------------------------------------------ finetune
     "finetune-empty-data-folder": Case(["finetune", "--data", "empty", *TINY, "--out", "r"],
@@ -211,8 +203,7 @@ CASES: dict[str, Case] = {
     "finetune-overwrite-keeps-a-user-file-in-checkpoints": Case(
         ["finetune", "--data", "images", *TINY, "--strategy", "full", "--no-baseline", "--out", "run", "--overwrite"],
         code=0, words="test accuracy", setup=user_file_in_checkpoints, outputs=("run",),
-        kept=("run/checkpoints/mine.txt",), expect=("run/metrics.json",),
-        marks=(on_branch("corrupt", "--overwrite keeps user files inside a run's sub-folders"),)),
+        kept=("run/checkpoints/mine.txt",), expect=("run/metrics.json",)),
     # ------------------------------------------------------------------ predict
     "predict-not-a-run": Case(["predict", "notes", "images/0"], words="model.json"),
     "predict-unfinished-run": Case(["predict", "run", "images/0"], words="--resume", setup=unfinished_run),
@@ -321,12 +312,9 @@ CASES: dict[str, Case] = {
     "distill-baseline-and-baseline-run": Case(["distill", "--teacher", "run", "--baseline", "--baseline-run", "run",
                                                *STUDENT, "--out", "d"], words="not both"),
     "distill-baseline-run-missing": Case(["distill", "--teacher", "run", "--data", "images", *STUDENT,
-                                          "--baseline-run", "nowhere", "--out", "d"], words="nowhere",
-                                         marks=(on_branch("corrupt", "distill checks --baseline-run before disk"),)),
+                                          "--baseline-run", "nowhere", "--out", "d"], words="nowhere"),
     "distill-unlabelled-more-than-there-are": Case(["distill", "--teacher", "run", "--data", "images", *STUDENT,
-                                                    "--unlabelled", "100000", "--out", "d"], words="unlabelled",
-                                                   marks=(on_branch("corrupt", "distill checks --unlabelled before "
-                                                                    "disk"),)),
+                                                    "--unlabelled", "100000", "--out", "d"], words="unlabelled"),
     "distill-config-broken-yaml": Case(["distill", "--config", "broken.yaml", "--out", "d"], words="YAML"),
     # ------------------------------------------------------------------ pretrain
     "pretrain-unknown-method": Case(["pretrain", "--data", "images", "--method", "magic", *TINY, "--out", "p"],
@@ -412,20 +400,19 @@ CASES: dict[str, Case] = {
     "corrupt-unknown-corruption": Case(["corrupt", "images", "--corruption", "magic", "--out", "c"],
                                        words="magic"),
     "corrupt-severity-zero": Case(["corrupt", "images", "--corruption", "fog", "--severity", "0", "--out", "c"],
-                                  words="severity", marks=(opencv, on_branch("corrupt", VALIDATE_FIRST))),
+                                  words="severity", marks=(opencv,)),
     "corrupt-severity-six": Case(["corrupt", "images", "--corruption", "fog", "--severity", "6", "--out", "c"],
-                                 words="severity", marks=(opencv, on_branch("corrupt", VALIDATE_FIRST))),
+                                 words="severity", marks=(opencv,)),
     "corrupt-out-is-a-file": Case(["corrupt", "images", "--corruption", "fog", "--out", "afile"], words="afile",
-                                  marks=(opencv, on_branch("corrupt", VALIDATE_FIRST))),
+                                  marks=(opencv,)),
     "corrupt-out-under-a-file": Case(["corrupt", "images", "--corruption", "fog", "--out", "afile/c"],
-                                     words="afile", marks=(opencv, on_branch("corrupt", VALIDATE_FIRST))),
+                                     words="afile", marks=(opencv,)),
     "corrupt-out-inside-the-data": Case(["corrupt", "images", "--corruption", "fog", "--out", "images/c"],
-                                        words="input", marks=(opencv, on_branch("corrupt", "corrupt refuses --out "
-                                                                                "inside its input"))),
+                                        words="input", marks=(opencv,)),
     "corrupt-out-over-a-foreign-folder-overwrite": Case(["corrupt", "images", "--corruption", "fog",
                                                          "--out", "notes", "--overwrite"],
                                                         words="not a transferkit run",
-                                                        marks=(opencv, on_branch("corrupt", VALIDATE_FIRST))),
+                                                        marks=(opencv,)),
     "corrupt-existing-output-without-overwrite": Case(["corrupt", "images", "--corruption", "gaussian_noise",
                                                        "--out", "c"], words="--overwrite",
                                                       setup=cli("corrupt", "images", "--corruption",
@@ -443,7 +430,7 @@ CASES: dict[str, Case] = {
         ["corrupt", "images", "--corruption", "gaussian_noise", "--out", "c", "--overwrite"], code=0,
         words="gaussian_noise-3", setup=corrupted_with_a_user_file_inside, outputs=("c",),
         kept=("c/gaussian_noise-3/mine.txt",), expect=("c/gaussian_noise-3/labels.csv",),
-        marks=(opencv, on_branch("corrupt", "--overwrite keeps user files inside a run's sub-folders"))),
+        marks=(opencv,)),
     "corrupt-adds-beside-earlier-corruptions": Case(["corrupt", "images", "--corruption", "fog", "--out", "c"],
                                                     code=0, words="fog-3", outputs=("c",),
                                                     kept=("c/gaussian_noise-3",), expect=("c/fog-3/labels.csv",),
