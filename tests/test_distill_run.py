@@ -144,6 +144,13 @@ def test_loss_grid_reports_each_loss_against_the_student_alone(teacher, tmp_path
             "student_accuracy"]
         assert row["delta_alone"] == (expected if expected is None else pytest.approx(expected))
     assert (out / "leaderboard.md").is_file() and (out / "distill-compare.png").is_file()
+    losers = [x for x in ("soft", "hard") if records[x]["student_accuracy"] <= records["none"]["student_accuracy"]]
+    if losers:  # one seed: a loss that does not beat the student alone is named, in the summary and the leaderboard
+        assert result["baseline_verdict"].startswith(f"baseline wins: {', '.join(losers)} do")
+        assert result["baseline_verdict"] in stdout.splitlines()
+        assert f"> **{result['baseline_verdict']}**" in (out / "leaderboard.md").read_text()
+    else:
+        assert result["baseline_verdict"] is None
 
 
 @pytest.mark.slow

@@ -76,7 +76,8 @@ def distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False
         if not trained.is_global_zero:
             return {}
         metrics = evaluate_and_save(cfg, setup, data, built, teacher, run, trained)
-        metrics["student_alone_accuracy"] = alone
+        metrics["student_alone_accuracy"], metrics["student_alone_val_accuracy"] = alone["test"], alone["val"]
+        metrics["baseline_verdict"] = alone_verdict(metrics)
         if changed:
             metrics["resume_changes"] = changed
         write_distill_report(run, cfg, metrics, data.classes)
@@ -206,9 +207,10 @@ def train(cfg: DistillConfig, setup: Setup, data: Data, built: Built, teacher: T
                            resume_from=resume_from, prep_seconds=time.perf_counter() - start, progress=progress)
 
 
-def student_alone(cfg: DistillConfig, run: RunDir) -> float | None:
-    """The same student and budget without a teacher (``--baseline``: trained in ``student-alone/``,
-    reused when finished), or read from ``--baseline-run``; None without either."""
+def student_alone(cfg: DistillConfig, run: RunDir) -> dict:
+    """``{"test": accuracy, "val": accuracy}`` of the same student and budget without a teacher
+    (``--baseline``: trained in ``student-alone/``, reused when finished), or read from
+    ``--baseline-run``; None values without either."""
     import json
 
     from transferkit.engine.compare import _run_or_reuse
@@ -220,11 +222,24 @@ def student_alone(cfg: DistillConfig, run: RunDir) -> float | None:
         except (OSError, ValueError):
             raise RunDirError(f"--baseline-run {cfg.baseline_run} has no readable metrics.json; is it a finished "
                               "run?") from None
-        return metrics.get("student_accuracy", metrics.get("test_accuracy"))
+        return {"test": metrics.get("student_accuracy", metrics.get("test_accuracy")),
+                "val": metrics.get("student_val_accuracy", metrics.get("val_accuracy"))}
     if not cfg.baseline or cfg.loss == "none":
-        return None
+        return {"test": None, "val": None}
     alone = cfg.model_copy(update={"loss": "none", "baseline": False, "out": str(run.path / BASELINE_DIR)})
-    return _run_or_reuse(alone, distill).get("student_accuracy")
+    metrics = _run_or_reuse(alone, distill)
+    return {"test": metrics.get("student_accuracy"), "val": metrics.get("student_val_accuracy")}
+
+
+def alone_verdict(metrics: dict) -> str | None:
+    """The baseline verdict: the distilled student against the student alone on test accuracy, the
+    same comparison on validation alongside (``evaluation.baselines.verdict``)."""
+    from transferkit.evaluation.baselines import compared, verdict
+
+    return verdict(f"{metrics['loss']} distillation", metrics["student_accuracy"], "the student alone",
+                   metrics["student_alone_accuracy"],
+                   detail=compared("validation", metrics["student_val_accuracy"],
+                                   metrics["student_alone_val_accuracy"]))
 
 
 # ----------------------------------------------------------------------------- evaluate

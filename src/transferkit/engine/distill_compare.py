@@ -16,6 +16,7 @@ from transferkit.config import DistillConfig
 from transferkit.engine.compare import grid_dir, mean_std, run_all, summarise
 from transferkit.engine.distill import distill, load_teacher, with_defaults
 from transferkit.errors import ConfigError
+from transferkit.evaluation.baselines import grid_verdict, paired_differences
 from transferkit.report.compare import plot_scores
 from transferkit.report.distill import write_distill_leaderboard
 from transferkit.rundir import is_global_zero, write_json
@@ -40,10 +41,14 @@ def plan_runs(base: DistillConfig, losses: list[str], seeds: list[int], out: Pat
 
 def paired_delta(records: list[dict], loss: str) -> tuple[float | None, float | None]:
     """Mean ± std over seeds of (loss's student accuracy - the student alone's), paired by seed."""
-    alone = {r["seed"]: r["student_accuracy"] for r in records if r["loss"] == "none"}
-    deltas = [r["student_accuracy"] - alone[r["seed"]] for r in records
-              if r["loss"] == loss and r["student_accuracy"] is not None and alone.get(r["seed"]) is not None]
-    return mean_std(deltas)
+    return mean_std(paired_differences(records, "loss", loss, "none", "student_accuracy"))
+
+
+def alone_verdict(records: list[dict]) -> str | None:
+    """The losses that do not beat the student alone on test accuracy by more than the seed spread
+    (validation alongside): ``evaluation.baselines.grid_verdict``."""
+    return grid_verdict(records, "loss", "none", "student_accuracy", measure="test accuracy",
+                        baseline_name="the student alone (none)", also=("student_val_accuracy", "on validation"))
 
 
 def distill_compare(base: DistillConfig, losses: list[str], seeds: list[int], out: Path | str, *,
@@ -69,7 +74,7 @@ def distill_compare(base: DistillConfig, losses: list[str], seeds: list[int], ou
                   "teacher_accuracy": mean_std([r["teacher_accuracy"] for r in records])[0], "model": base.model,
                   "model_args": base.model_args,
                   "per_class": base.per_class, "seeds": seeds, "losses": [x for x, s, _ in plan if s == seeds[0]],
-                  "records": records, "leaderboard": board}
+                  "records": records, "leaderboard": board, "baseline_verdict": alone_verdict(records)}
         plot_scores(board, out / OUTPUTS[2], name_key="loss", score="student_accuracy",
                     label="student test accuracy (%)", baseline=(result["teacher_accuracy"], "teacher"),
                     title=f"transferkit distill: {result['teacher_model']} -> {base.model}")
@@ -78,4 +83,4 @@ def distill_compare(base: DistillConfig, losses: list[str], seeds: list[int], ou
     return result
 
 
-__all__ = ["OUTPUTS", "RECORD_KEYS", "distill_compare", "paired_delta", "plan_runs"]
+__all__ = ["OUTPUTS", "RECORD_KEYS", "alone_verdict", "distill_compare", "paired_delta", "plan_runs"]

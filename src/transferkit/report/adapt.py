@@ -80,13 +80,14 @@ def adapt_sections(metrics: dict) -> list[str]:
 def write_adapt_leaderboard(path: Path, result: dict, chart: str | None = None) -> Path:
     """``leaderboard.md`` of ``adapt --method a,b,c``: one row per method, best target accuracy first."""
     from transferkit.report.compare import percent
-    from transferkit.report.markdown import relative_link
+    from transferkit.report.markdown import relative_link, verdict_lines
     from transferkit.rundir import atomic_write
 
     board = result["leaderboard"]
     base = next((r["target_accuracy_mean"] for r in board if r["method"] == "source-only"), None)
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
-    lines = [f"# transferkit adapt: {result['source']} -> {result['target']} ({result['model']})", "",
+    lines = [f"# transferkit adapt: {result['source']} -> {result['target']} ({result['model']})",
+             *verdict_lines(result), "",
              f"Seeds: {', '.join(map(str, result['seeds']))}; every method ran on the same source splits and "
              f"target split per seed; target scored on {board[0]['target_eval'] if board else '-'} images.", "",
              "| # | method | target accuracy % (mean ± std) | Δ source-only (points) | source accuracy % | "
