@@ -325,7 +325,8 @@ def _distill_cls():
                    loss=("soft", "soft, hard, token, feature or none (the student alone); several, comma-separated, "
                                  "run side by side into a leaderboard"),
                    image_size=(None, "the student's input size; None: the teacher's"),
-                   epochs=(None, "None: 6 (full's default)")),
+                   epochs=(None, "None: 20 for a student from scratch (--student-weights none), else 6 "
+                                 "(full's default)")),
     [_extra("seeds", int, 1, "seeds 0..N-1 (with several losses or N > 1: a leaderboard in --out)"), *RUN_OPTIONS])
 def distill(ctx: typer.Context, **values) -> None:
     """Knowledge distillation: train a student (any timm model, a ViT from scratch too) from a finished run."""

@@ -29,6 +29,12 @@ from transferkit.rundir import RunDir, is_global_zero, write_json
 #: The student's LR multiplier on its backbone when unset: a student from scratch has nothing to
 #: protect (1.0); a pretrained one is fine-tuned as ``full`` does (0.1).
 BACKBONE_LR_MULT = {"none": 1.0, "pretrained": 0.1}
+#: Epochs when unset for a student from scratch (``--student-weights none``); a pretrained student
+#: takes its recipe's (``full``: 6). Chosen on validation (benchmarks/RESULTS.md, "distill at small
+#: label counts"): EfficientNet-Lite0 from scratch at 32 px on digits, 10/30/100 labels per class, 3
+#: seeds: 20 epochs beat 6 on every seed, distilled and alone (10/class: chance at 6 epochs, 50% at 20;
+#: 30/class: 50% -> 90%); longer budgets not measured.
+SCRATCH_EPOCHS = 20
 #: Throughput is measured on this many images per forward pass (eval mode, this machine's threads).
 THROUGHPUT_BATCH = 32
 BASELINE_DIR = "student-alone"
@@ -99,7 +105,7 @@ def load_teacher(path: str) -> Teacher:
 
 def with_defaults(cfg: DistillConfig, teacher: Teacher) -> DistillConfig:
     """The teacher's data and input size where ``cfg`` leaves them unset; the backbone LR multiplier
-    for a student from scratch or a pretrained one."""
+    for a student from scratch or a pretrained one; a student from scratch's epochs (``SCRATCH_EPOCHS``)."""
     update = {}
     if cfg.data is None:
         if not teacher.config.get("data"):
@@ -109,6 +115,8 @@ def with_defaults(cfg: DistillConfig, teacher: Teacher) -> DistillConfig:
         update["image_size"] = teacher.image_size
     if cfg.backbone_lr_mult is None:
         update["backbone_lr_mult"] = BACKBONE_LR_MULT["none" if cfg.weights == "none" else "pretrained"]
+    if cfg.epochs is None and cfg.weights == "none":
+        update["epochs"] = SCRATCH_EPOCHS
     return cfg.model_copy(update=update)
 
 
