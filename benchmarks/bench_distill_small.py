@@ -12,10 +12,10 @@ the paired validation difference, and the paired test difference (reported, neve
 
 Usage::
 
-    python benchmarks/bench_distill_small.py --out /tmp/distill-small --per-class 10,30,100 --seeds 3
-    python benchmarks/bench_distill_small.py --out /tmp/distill-small --per-class 10,30,100 --seeds 3 \\
+    python benchmarks/bench_distill_small.py --out OUT --per-class 10,30,100 --seeds 3
+    python benchmarks/bench_distill_small.py --out OUT --per-class 10,30,100 --seeds 3 \\
         --alpha 0.5,0.9 --temperature 4,1 --epochs 6,20
-    python benchmarks/bench_distill_small.py --out /tmp/distill-small --per-class 10 --seeds 3 --epochs 20 \\
+    python benchmarks/bench_distill_small.py --out OUT --per-class 10 --seeds 3 --epochs 20 \\
         --alpha 0.5,0.2 --temperature 4,1 --teacher-per-class 100
 """
 
