@@ -336,11 +336,19 @@ def test_failed_start_leaves_no_stub(tmp_path):
             raise ValueError("bad data")
     assert empty.is_dir() and list(empty.iterdir()) == []
 
-    with pytest.raises(ValueError):  # something of value was written: kept for --resume
+    with pytest.raises(ValueError):  # files written, but nothing --resume could use: undone
         with RunDir(out).open() as run:
             write_json(run.model_json, {})
             raise ValueError("late")
-    assert {p.name for p in out.iterdir()} == {"transferkit.json", ".lock", "model.json"}
+    assert not (tmp_path / "a").exists()
+
+    with pytest.raises(ValueError):  # an epoch's checkpoint was written: kept for --resume
+        with RunDir(out).open() as run:
+            write_json(run.model_json, {})
+            run.checkpoints.mkdir()
+            run.last_checkpoint.write_bytes(b"ckpt")
+            raise ValueError("late")
+    assert {p.name for p in out.iterdir()} == {"transferkit.json", ".lock", "model.json", "checkpoints"}
 
 
 def test_refused_start_leaves_no_stub(tmp_path):

@@ -627,13 +627,15 @@ def corrupt(
     severity: int = typer.Option(3, help="1..5"),
     seed: int = typer.Option(0, help="fixes the random parts of the corruptions"),
     out: Path = typer.Option(..., help="folder to write: <corruption>-<severity>/images/<n>.png + labels.csv"),
-    overwrite: bool = typer.Option(False, help="write into an existing folder"),
+    overwrite: bool = typer.Option(False, help="replace the <corruption>-<severity> folders this command writes "
+                                   "(only the files transferkit wrote in them)"),
 ) -> None:
     """Write corrupted copies of a dataset's test images (ImageNet-C / CIFAR-10-C corruptions): images + labels.csv."""
-    from transferkit.data.corruptions import corruption_names, write_corrupted
+    from transferkit.data.corruptions import corruption_names
+    from transferkit.engine.corrupt import corrupt as run_corrupt
 
     names = corruption_names(corruption)
-    folders = write_corrupted(data, names, severity, out, seed=seed, overwrite=overwrite)
+    folders = run_corrupt(data, names, severity, out, seed=seed, overwrite=overwrite)
     console.print(f"-> {', '.join(_shown(f) for f in folders)}", highlight=False, soft_wrap=True)
 
 
@@ -643,17 +645,20 @@ def export(
     format: str = typer.Option("onnx", "--format", help="onnx"),
     opset: int = typer.Option(18, help="ONNX opset"),
     dynamic_batch: bool = typer.Option(True, help="any batch size (else batch 1 only)"),
+    threads: int = typer.Option(1, help="CPU threads both backends are timed on (1: the steadiest where other "
+                                "processes share the CPU)"),
 ) -> None:
     """Export a run's model for deployment (ONNX), checked and verified against PyTorch with onnxruntime."""
     from transferkit.engine.export import export_run
 
-    info = export_run(run_dir, fmt=format, opset=opset, dynamic_batch=dynamic_batch)
-    verdict = "within" if info["within_tolerance"] else "[red]OVER[/]"
+    info = export_run(run_dir, fmt=format, opset=opset, dynamic_batch=dynamic_batch, threads=threads)
+    verdict, lat = ("within" if info["within_tolerance"] else "[red]OVER[/]"), info["latency"]
     console.print(f"{_shown(run_dir / info['file'])}: {info['bytes'] / 1e6:.1f} MB, opset {info['opset']}, batch "
                   f"{'dynamic' if info['dynamic_batch'] else 1}; onnxruntime vs PyTorch max |diff| "
                   f"{info['max_abs_diff']:.2e} on {info['images']} {info['parity_images']} ({verdict} "
-                  f"{info['tolerance']:g}); batch 1: {info['latency']['torch_ms_batch1']:.1f} ms PyTorch, "
-                  f"{info['latency']['onnxruntime_ms_batch1']:.1f} ms onnxruntime", highlight=False, soft_wrap=True)
+                  f"{info['tolerance']:g}); batch 1, median: {lat['torch_ms_batch1']:.1f} ms PyTorch, "
+                  f"{lat['onnxruntime_ms_batch1']:.1f} ms onnxruntime ({lat['threads']} thread(s) each; spread "
+                  "in export.md)", highlight=False, soft_wrap=True)
 
 
 def _raise_interrupted(signum, frame) -> None:

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING
 from filelock import FileLock, Timeout
 
 from transferkit import __version__
-from transferkit.errors import IOFault, RunDirError
+from transferkit.errors import Interrupted, IOFault, RunDirError
 
 if TYPE_CHECKING:
     import torch
@@ -63,8 +63,8 @@ if TYPE_CHECKING:
 MARKER = "transferkit.json"
 LOCK = ".lock"
 TEMP_SUFFIX = ".tktmp"
-#: Owned by every kind: the marker, the lock and temporary files left by a killed writer.
-COMMON_OWNED = (MARKER, LOCK, f".*{TEMP_SUFFIX}")
+#: Owned by every kind: the marker, the lock and temporary files (at any depth) left by a killed writer.
+COMMON_OWNED = (MARKER, LOCK, f".*{TEMP_SUFFIX}", f"*/.*{TEMP_SUFFIX}")
 #: OS errors that are faults of the disk or its permissions, not of transferkit.
 IO_FAULTS = {errno.ENOSPC: "free some space or choose another --out",
              errno.EDQUOT: "free some space or choose another --out",
@@ -167,9 +167,12 @@ def _fsync(path: Path) -> None:
 
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
-    """A folder written whole or not at all: the ``with`` block fills a hidden temporary
-    folder beside ``path``, which then replaces ``path``. Rank zero only (others get a
-    throw-away temporary folder)."""
+    """A folder written whole or not at all: the ``with`` block fills a hidden temporary folder
+    beside ``path``, which then becomes ``path`` with one ``os.replace``. Where ``path`` is still
+    there (files a user left in it after ``--overwrite`` removed the owned ones), the new entries
+    are moved into it instead, replacing those of the same names: nothing else in it is touched.
+    Disk full, read-only or permission errors become a one-line :class:`IOFault`; the temporary
+    folder never stays. Rank zero only (others get a throw-away temporary folder)."""
     import tempfile
 
     path = Path(path)
@@ -181,13 +184,24 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     try:
         tmp.mkdir()
         yield tmp
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        if path.is_dir() and not path.is_symlink():
+            _move_into(tmp, path)
+        else:
+            os.replace(tmp, path)
     except OSError as e:
         raise io_fault(path, e) from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _move_into(src: Path, dst: Path) -> None:
+    """Move every entry of folder ``src`` into folder ``dst`` (folders that exist there: entry by entry)."""
+    for entry in sorted(src.iterdir()):
+        target = dst / entry.name
+        if entry.is_dir() and target.is_dir() and not target.is_symlink():
+            _move_into(entry, target)
+        else:
+            os.replace(entry, target)
 
 
 def write_json(path: Path, obj) -> Path:
@@ -246,6 +260,16 @@ def _check_writable(path: Path) -> None:
         raise RunDirError(f"cannot write in {existing} (read-only or no permission); choose another --out")
 
 
+def _under(rel: str, tops: list[str]) -> bool:
+    """Whether relative path ``rel`` lies under one of the top-level names ``tops`` (``""``: anywhere)."""
+    return any(not t or rel == t or rel.startswith(t + "/") for t in tops)
+
+
+def _unlink(path: Path) -> None:
+    with suppress(FileNotFoundError):
+        path.unlink()
+
+
 def _make_folder(path: Path) -> list[Path]:
     """``mkdir -p path``; returns the folders this call created, outermost first."""
     missing, p = [], path.absolute()
@@ -265,20 +289,61 @@ def _make_folder(path: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- the run directory
 #: what ``transferkit export`` adds to a run that has a model
 EXPORTED = ("model.onnx", "export.json", "export.md")
+#: the files of a trained model's run (finetune, adapt, distill, pretrain)
+MODEL_RUN = ("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json", "report.md", "data.json")
+#: what training writes below the run: Lightning's checkpoint (and ``AtomicCheckpoint``'s temporary
+#: name), its CSV logs (one folder per attempt), PEFT's adapter files (``--strategy lora``)
+TRAINING = ("checkpoints/last.ckpt", "checkpoints/.last.ckpt.tmp", "logs/attempt_*/metrics.csv",
+            "logs/attempt_*/hparams.yaml", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
+            "adapter/README.md")
+#: a failed or interrupted training run is kept, for ``--resume``, once an epoch has finished
+CHECKPOINTED = ("checkpoints/last.ckpt",)
+#: the corruptions ``transferkit corrupt`` writes, one ``<name>-<severity>/`` folder each (as
+#: ``data/corruptions.py``'s BENCHMARK + EXTRA; tests keep the two lists equal)
+CORRUPTIONS = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
+               "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
+               "jpeg_compression", "speckle_noise", "gaussian_blur", "spatter", "saturate")
 
 
 @dataclass(frozen=True)
 class Kind:
-    """What one kind of run directory owns.
+    """What one kind of run directory owns, and what a failed run leaves.
 
-    ``owned``: glob patterns of the top-level names the kind writes; ``--overwrite``
-    removes those and nothing else. ``result``: written last, its presence means the
-    run is complete. ``resume_needs``: a file without which the run cannot resume.
+    ``owned``: glob patterns (``fnmatch``: ``*`` crosses ``/`` too) of the paths, relative to the
+    folder, of the files the kind writes; one ending in ``/`` is a folder holding a run directory of its
+    own (its marker says what it owns). ``--overwrite`` removes the files that match, then the folders
+    on their way that this leaves empty: a user's file anywhere in the run stays. ``result``: written
+    last, its presence means the run is complete. ``resume_needs``: a file without which the run cannot
+    resume. ``keep``: patterns of the paths that make a failed or interrupted run worth keeping (None:
+    any file); a run without any is undone, so the same command starts again. ``parts``: the folder
+    collects results that runs add one by one (``corrupt``'s ``<name>-<severity>/``): a run needs only
+    the parts it writes to be absent, and ``--overwrite`` replaces those alone.
     """
 
     owned: tuple[str, ...]
-    result: str
+    result: str | None = None
     resume_needs: str | None = None
+    keep: tuple[str, ...] | None = None
+    parts: bool = False
+
+    def owns(self, rel: str) -> bool:
+        """Whether the file at relative path ``rel`` (``/``-separated) is one this kind writes."""
+        return any(fnmatchcase(rel, p) for p in COMMON_OWNED + self.owned if not p.endswith("/"))
+
+    def owns_folder(self, rel: str) -> bool:
+        """Whether the folder ``rel`` lies on the way to owned files (removed when they leave it empty)."""
+        return any(fnmatchcase(rel, folder) for p in self.owned for folder in _folders(p))
+
+    def nests_run(self, rel: str) -> bool:
+        """Whether the folder ``rel`` holds a run directory of its own (``compare``'s ``runs/<name>/``)."""
+        return any(fnmatchcase(rel, p.rstrip("/")) for p in self.owned if p.endswith("/"))
+
+
+def _folders(pattern: str) -> list[str]:
+    """The folders on the way of an owned pattern: ``logs/attempt_*/metrics.csv`` -> ``logs``,
+    ``logs/attempt_*``; ``runs/*/`` -> ``runs``, ``runs/*``."""
+    parts = pattern.split("/")[:-1]
+    return ["/".join(parts[:k]) for k in range(1, len(parts) + 1)]
 
 
 class RunDir:
@@ -296,25 +361,25 @@ class RunDir:
     #: named one by one (no ``*.png``) so that a user's own picture in the folder survives
     #: ``--overwrite``: a new plot adds its name here.
     KINDS: dict[str, Kind] = {
-        "finetune": Kind(("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json",
-                          "report.md", "learning_curve.png", "confusion_matrix.png", "wise_curve.png",
-                          "checkpoints", "logs", "adapter", "data.json", *EXPORTED), result="metrics.json",
-                         resume_needs="config.yaml"),
-        "compare": Kind(("compare.json", "leaderboard.md", "compare.png", "runs"), result="compare.json"),
-        "rank": Kind(("rank.json", "rank.md"), result="rank.json"),
-        "adapt": Kind(("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json", "report.md",
-                       "learning_curve.png", "confusion_matrix.png", "embedding.png", "checkpoints", "logs",
-                       "data.json", *EXPORTED), result="metrics.json", resume_needs="config.yaml"),
-        "adapt-compare": Kind(("adapt.json", "leaderboard.md", "adapt.png", "runs"), result="adapt.json"),
-        "distill": Kind(("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json", "report.md",
-                         "learning_curve.png", "confusion_matrix.png", "distill.png", "checkpoints", "logs",
-                         "data.json", "student-alone", *EXPORTED), result="metrics.json", resume_needs="config.yaml"),
-        "distill-compare": Kind(("distill.json", "leaderboard.md", "distill-compare.png", "runs"), result="distill.json"),
-        "pretrain": Kind(("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json", "report.md",
-                          "pretrain_curves.png", "checkpoints", "logs", "data.json"), result="metrics.json",
-                         resume_needs="config.yaml"),
-        "tta": Kind(("config.yaml", "metrics.json", "report.md", "tta.png", "model.safetensors", "model.json", *EXPORTED),
-                    result="metrics.json"),
+        "finetune": Kind((*MODEL_RUN, "learning_curve.png", "confusion_matrix.png", "wise_curve.png", *TRAINING,
+                          *EXPORTED), result="metrics.json", resume_needs="config.yaml", keep=CHECKPOINTED),
+        "compare": Kind(("compare.json", "leaderboard.md", "compare.png", "runs/*/"), result="compare.json"),
+        "rank": Kind(("rank.json", "rank.md"), result="rank.json", keep=()),
+        "adapt": Kind((*MODEL_RUN, "learning_curve.png", "confusion_matrix.png", "embedding.png", *TRAINING,
+                       *EXPORTED), result="metrics.json", resume_needs="config.yaml", keep=CHECKPOINTED),
+        "adapt-compare": Kind(("adapt.json", "leaderboard.md", "adapt.png", "runs/*/"), result="adapt.json"),
+        "distill": Kind((*MODEL_RUN, "learning_curve.png", "confusion_matrix.png", "distill.png", *TRAINING,
+                         "student-alone/", *EXPORTED), result="metrics.json", resume_needs="config.yaml",
+                        keep=CHECKPOINTED),
+        "distill-compare": Kind(("distill.json", "leaderboard.md", "distill-compare.png", "runs/*/"),
+                                result="distill.json"),
+        "pretrain": Kind((*MODEL_RUN, "pretrain_curves.png", *TRAINING), result="metrics.json",
+                         resume_needs="config.yaml", keep=CHECKPOINTED),
+        "tta": Kind(("config.yaml", "metrics.json", "report.md", "tta.png", "model.safetensors", "model.json",
+                     *EXPORTED), result="metrics.json", keep=()),
+        "corrupt": Kind(tuple(f"{name}-[1-5]/{file}" for name in CORRUPTIONS
+                              for file in ("labels.csv", "images/[0-9][0-9][0-9][0-9][0-9]*.png")),
+                        keep=tuple(f"{name}-[1-5]" for name in CORRUPTIONS), parts=True),
     }
 
     def __init__(self, path: Path | str, kind: str = "finetune"):
@@ -345,12 +410,13 @@ class RunDir:
     @property
     def is_complete(self) -> bool:
         """The run finished: its result file (``metrics.json`` for finetune), written last, is present."""
-        return (self.path / self.KINDS[self.kind].result).is_file()
+        result = self.KINDS[self.kind].result
+        return result is not None and (self.path / result).is_file()
 
     def owns(self, name: str, kind: str | None = None) -> bool:
-        """Whether top-level entry ``name`` is one that runs of ``kind`` (default: ours) write."""
-        patterns = COMMON_OWNED + self.KINDS[kind or self.kind].owned
-        return any(fnmatchcase(name, p) for p in patterns)
+        """Whether top-level entry ``name`` is one that runs of ``kind`` (default: ours) write, or hold files in."""
+        k = self.KINDS[kind or self.kind]
+        return k.owns(name) or k.owns_folder(name) or k.nests_run(name)
 
     def read_marker(self) -> dict | None:
         """The marker's content, or None when there is none."""
@@ -371,22 +437,24 @@ class RunDir:
         return sorted(e.name for e in self.path.iterdir() if e.name != LOCK and not e.name.endswith(TEMP_SUFFIX))
 
     # ------------------------------------------------------------------------- check
-    def check(self, *, overwrite: bool = False, resume: bool = False,
-              inputs: Iterable[Path | str] = ()) -> RunDir:
+    def check(self, *, overwrite: bool = False, resume: bool = False, inputs: Iterable[Path | str] = (),
+              parts: Iterable[str] | None = None) -> RunDir:
         """Refuse, with one line, a folder this run must not use; changes nothing.
 
         Refused: a path that is a file or cannot be created or written; an ``out``
         that is or lies inside an input (see ``check_output_not_input``); a non-empty
         folder without the marker, or with another kind's marker; a run holding
-        results unless ``overwrite`` or ``resume``; ``resume`` of anything but a
-        started run of this kind (a pre-marker run whose entries are all owned
-        names and which has its ``resume_needs`` file is accepted too).
+        results unless ``overwrite`` or ``resume`` (a kind of ``parts``: one of the
+        ``parts`` this run writes); ``resume`` of anything but a started run of this
+        kind (a pre-marker run whose entries are all owned names and which has its
+        ``resume_needs`` file is accepted too).
         On ranks other than global zero nothing is checked: rank zero did.
         """
         if not self.writer:
             return self
         if overwrite and resume:
             raise RunDirError("--overwrite and --resume exclude each other; pass one of them")
+        parts = self._parts(parts)
         _check_writable(self.path)
         check_output_not_input(self.path, inputs, overwrite=overwrite)
         entries = self._entries()
@@ -394,11 +462,28 @@ class RunDir:
             self._check_resumable(entries)
         elif entries:
             self._check_kind(self.read_marker(), entries)
-            if not overwrite and entries != [MARKER]:
-                resumable = " or --resume to continue it" if self.KINDS[self.kind].resume_needs else ""
-                raise RunDirError(f"run directory {self.path} already exists; pass --overwrite to replace it"
-                                  f"{resumable}")
+            if not overwrite:
+                self._check_new(entries, parts)
         return self
+
+    def _parts(self, parts: Iterable[str] | None) -> list[str] | None:
+        """``parts`` as a list: required by, and only by, a kind of parts, each a name the kind owns."""
+        if self.KINDS[self.kind].parts != (parts is not None):
+            raise ValueError(f"a {self.kind} run directory {'needs' if parts is None else 'takes no'} parts")
+        if parts is not None and not all(self.KINDS[self.kind].owns_folder(p) for p in parts):
+            raise ValueError(f"{parts} are not all folders a {self.kind} run directory owns")
+        return None if parts is None else list(parts)
+
+    def _check_new(self, entries: list[str], parts: list[str] | None) -> None:
+        """Without ``--overwrite``: nothing of a run there yet (a kind of parts: none of ``parts``)."""
+        if parts is not None:
+            taken = [p for p in parts if p in entries]
+            if taken:
+                raise RunDirError(f"{self.path / taken[0]} exists; pass --overwrite to replace it (only the files "
+                                  "transferkit wrote there) or choose another --out")
+        elif entries != [MARKER]:
+            resumable = " or --resume to continue it" if self.KINDS[self.kind].resume_needs else ""
+            raise RunDirError(f"run directory {self.path} already exists; pass --overwrite to replace it{resumable}")
 
     def _check_kind(self, marker: dict | None, entries: list[str]) -> None:
         if marker is None:
@@ -424,24 +509,28 @@ class RunDir:
     # ------------------------------------------------------------------------- open
     @contextmanager
     def open(self, *, overwrite: bool = False, resume: bool = False, command: list[str] | None = None,
-             inputs: Iterable[Path | str] = ()) -> Iterator[RunDir]:
+             inputs: Iterable[Path | str] = (), parts: Iterable[str] | None = None) -> Iterator[RunDir]:
         """Take the run directory for the ``with`` block; yields ``self``.
 
         In order: ``check`` (no side effects) -> create the folder -> take the lock
         (refused at once, naming the holder, if another process has it) -> ``check``
-        again under the lock (a run may have finished meanwhile) -> with
-        ``overwrite``, remove the owned entries -> write the marker (``command``,
-        default ``sys.argv``; a resume keeps the one there). The lock is held until the block ends. If the start
-        fails, or the block raises before anything of value was written (a file
-        other than the marker, the lock and temporary files), what this call created
-        is removed again: no stub is left behind. On ranks other than global zero
-        nothing happens and ``writer`` is False.
+        again under the lock (a run may have finished meanwhile) -> remove temporary
+        files a killed writer left -> with ``overwrite``, remove the owned files (a
+        kind of parts: those of ``parts``) -> write the marker (``command``, default
+        ``sys.argv``; a resume, or a run adding parts, keeps the one there). The lock
+        is held until the block ends. If the start fails, what this call created is
+        removed again. If the block raises (or is interrupted), a run worth keeping
+        (``Kind.keep``; a resume always) is kept, and an interrupt says what it holds;
+        any other is undone: the files it wrote, the marker and the folders it made
+        go, so the same command starts again (and an interrupt says so). On ranks
+        other than global zero nothing happens and ``writer`` is False.
         """
         if not self.writer:
             yield self
             return
         inputs, command = list(inputs), [str(c) for c in (sys.argv if command is None else command)]
-        self.check(overwrite=overwrite, resume=resume, inputs=inputs)
+        parts = self._parts(parts)
+        self.check(overwrite=overwrite, resume=resume, inputs=inputs, parts=parts)
         made: list[Path] = []
         had_marker = had_lock = True
         try:
@@ -449,11 +538,12 @@ class RunDir:
             had_lock = self.lock_file.exists()
             self._acquire(command)
             had_marker = self.marker.exists()
-            self.check(overwrite=overwrite, resume=resume, inputs=inputs)
+            self.check(overwrite=overwrite, resume=resume, inputs=inputs, parts=parts)
+            self._remove_temporary()
             if overwrite:
-                self.remove_owned()
-            if not resume or not had_marker:  # a new run (or an adopted pre-marker one) signs the folder
-                write_json(self.marker, self._marker_content(command))
+                self.remove_owned(parts)
+            if not had_marker or not (resume or parts is not None):  # a new run (or an adopted pre-marker
+                write_json(self.marker, self._marker_content(command))  # one) signs; parts keep the first
         except OSError as e:
             self._undo(made, had_marker, had_lock)
             raise RunDirError(f"cannot set up run directory {self.path}: {e.strerror}; "
@@ -463,9 +553,12 @@ class RunDir:
             raise
         try:
             yield self
-        except BaseException:
-            if not self._holds_value():
-                self._undo(made, had_marker, had_lock)
+        except BaseException as e:
+            if resume or self._worth_keeping():
+                self._say_kept(e, parts)
+            else:
+                self._undo(made, had_marker, had_lock, written=parts or [""])
+                self._say_undone(e, made)
             raise
         finally:
             self._release()
@@ -535,13 +628,42 @@ class RunDir:
             self._lock.release()
             self._lock = None
 
+    # ------------------------------------------------------------------------- failure
     def _holds_value(self) -> bool:
         """Whether the folder holds a file other than the marker, the lock and temporary files."""
         return any(p.is_file() or p.is_symlink() for p in self.path.rglob("*")
                    if p.name not in (MARKER, LOCK) and not p.name.endswith(TEMP_SUFFIX))
 
-    def _undo(self, made: list[Path], had_marker: bool, had_lock: bool) -> None:
-        """Remove what a failed start created: marker, lock, empty owned folders, the folders made.
+    def _worth_keeping(self) -> bool:
+        """Whether a failed run leaves something to keep: its result, or a path its kind's ``keep`` names."""
+        keep = self.KINDS[self.kind].keep
+        if keep is None:
+            return self._holds_value()
+        if self.is_complete:
+            return True
+        return any(fnmatchcase(p.relative_to(self.path).as_posix(), k) for p in self.path.rglob("*") for k in keep)
+
+    def _say_kept(self, e: BaseException, parts: list[str] | None) -> None:
+        """On an interrupt that no inner layer explained: what the kept folder holds."""
+        if not isinstance(e, Interrupted) or e.where:
+            return
+        if parts is None:
+            e.where = f"kept the unfinished run in {self.path} ({', '.join(self._entries())})"
+            return
+        done = [p for p in parts if (self.path / p).is_dir()]
+        missing = [p for p in parts if p not in done]
+        e.where = (f"finished in {self.path}: {', '.join(done)}; not written: {', '.join(missing) or '-'}"
+                   " (no partial folder is left)")
+
+    def _say_undone(self, e: BaseException, made: list[Path]) -> None:
+        if isinstance(e, Interrupted):
+            e.where = (f"the unfinished {self.kind} run was undone ({self.path} "
+                       f"{'removed' if made and not self.path.exists() else 'is as it was before'}); "
+                       "the same command starts it again")
+
+    def _undo(self, made: list[Path], had_marker: bool, had_lock: bool, written: list[str] | None = None) -> None:
+        """Remove what a failed start created: marker, lock, empty owned folders, the folders made; with
+        ``written`` (top-level names; ``""``: all), the owned files the run wrote there too.
 
         Only the lock's holder touches the folder's content (another process may be
         starting in it); the folders this call made go only if they are empty.
@@ -550,11 +672,7 @@ class RunDir:
             if not had_marker:
                 with suppress(OSError):
                     self.marker.unlink(missing_ok=True)
-            for top in self.path.iterdir() if self.path.is_dir() else ():
-                if top.is_dir() and not top.is_symlink() and self.owns(top.name):
-                    for d in sorted([top, *top.rglob("*")], key=lambda p: -len(p.parts)):
-                        with suppress(OSError):
-                            d.rmdir()  # only empty folders go
+            self._remove(written or [""], files=written is not None)
             if not had_lock:
                 with suppress(OSError):  # unlinked while held: a waiter then retries on a new file
                     self.lock_file.unlink(missing_ok=True)
@@ -563,24 +681,73 @@ class RunDir:
             with suppress(OSError):
                 d.rmdir()
 
-    def remove_owned(self) -> list[str]:
-        """Delete the top-level entries this kind owns (the marker and lock aside); keep all else.
+    def _remove_temporary(self) -> None:
+        """Under the lock: temporary files and folders a killed writer left at the top (``atomic_dir``'s)."""
+        for entry in self.path.iterdir():
+            if entry.name.endswith(TEMP_SUFFIX):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
 
-        Only global rank zero deletes, and only in a folder marked with this kind.
-        Returns the names removed.
+    def remove_owned(self, parts: Iterable[str] | None = None) -> list[str]:
+        """Delete the files this kind owns (the marker and lock aside), and nested runs (``runs/*/``) by
+        their own kind; then the owned folders this leaves empty. Everything else stays, at any depth.
+
+        ``parts``: only under these top-level names. Only global rank zero deletes, and only in a folder
+        marked with this kind. Returns the relative paths removed.
         """
         if not is_global_zero() or (self.read_marker() or {}).get("kind") != self.kind:
             return []
-        removed = []
-        for entry in sorted(self.path.iterdir()):
-            if entry.name in (MARKER, LOCK) or not self.owns(entry.name):
-                continue
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry)
-            else:
-                entry.unlink()
-            removed.append(entry.name)
+        return self._remove([""] if parts is None else list(parts), files=True)
+
+    def _remove(self, tops: list[str], *, files: bool) -> list[str]:
+        """The removal: under the top-level names ``tops`` (``""``: all), owned files (with ``files``) and
+        nested runs, then owned folders left empty (bottom up)."""
+        kind, removed = self.KINDS[self.kind], []
+        for root, dirs, names in os.walk(self.path, topdown=True):
+            rel_root = Path(root).relative_to(self.path).as_posix()
+            for d in list(dirs):
+                rel = d if rel_root == "." else f"{rel_root}/{d}"
+                if not _under(rel, tops) or os.path.islink(os.path.join(root, d)):
+                    dirs.remove(d)  # a symlink is listed as a folder: never followed
+                    names.append(d)
+                elif kind.nests_run(rel):
+                    dirs.remove(d)
+                    if self._remove_nested(Path(root, d), files):
+                        removed.append(rel)
+            for name in names:
+                rel = name if rel_root == "." else f"{rel_root}/{name}"
+                if files and _under(rel, tops) and kind.owns(rel) and rel not in (MARKER, LOCK):
+                    _unlink(Path(root, name))
+                    removed.append(rel)
+        self._prune(tops)
         return removed
+
+    def _remove_nested(self, folder: Path, files: bool) -> bool:
+        """A nested run directory (``compare``'s ``runs/<name>/``): its owned files by its own kind, its
+        marker and lock; the folder if left empty. False when it is not a transferkit run (kept)."""
+        marker = RunDir(folder).read_marker() if (folder / MARKER).is_file() else None
+        if marker is None:
+            return False
+        if files:
+            nested = RunDir(folder, kind=marker["kind"])
+            nested._remove([""], files=True)
+            for name in (MARKER, LOCK):
+                _unlink(folder / name)
+        with suppress(OSError):
+            folder.rmdir()
+        return True
+
+    def _prune(self, tops: list[str]) -> None:
+        """Remove the owned folders (on the way to owned files, nested runs) that are empty, deepest first."""
+        kind = self.KINDS[self.kind]
+        for root, dirs, _ in os.walk(self.path, topdown=False):
+            for d in dirs:
+                rel = Path(root, d).relative_to(self.path).as_posix()
+                if _under(rel, tops) and (kind.owns_folder(rel) or kind.nests_run(rel)):
+                    with suppress(OSError):
+                        os.rmdir(os.path.join(root, d))  # only an empty folder goes (a symlink: NotADirectory)
 
     # ------------------------------------------------------------------------- logs
     def next_attempt(self) -> str:

@@ -49,6 +49,11 @@ def _at_least(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(pil)
 
 
+def check_opencv() -> None:
+    """One ConfigError line, before anything is written, where OpenCV cannot load."""
+    _corrupt_function()
+
+
 def _corrupt_function():
     """``imagecorruptions.corrupt``, imported only where corruptions are made (numba, OpenCV: heavy); OpenCV's
     system libraries missing (a bare Debian) is one actionable line, not a traceback."""
@@ -66,8 +71,7 @@ def corrupt_images(images, name: str, severity: int, seed: int = 0) -> list[np.n
     global generator, which the package draws from, is restored afterwards)."""
     corrupt = _corrupt_function()
     corruption_names(name)
-    if not 1 <= int(severity) <= 5:
-        raise ConfigError(f"--severity must be 1..5, got {severity}")
+    check_severity(severity)
     rng = np.random.default_rng(zlib.crc32(f"{seed}/{name}/{severity}".encode()))
     state, out = np.random.get_state(), []
     try:
@@ -82,36 +86,27 @@ def corrupt_images(images, name: str, severity: int, seed: int = 0) -> list[np.n
     return [(o if o.ndim == 3 else np.repeat(o[..., None], 3, axis=2)).astype(np.uint8) for o in out]
 
 
-def write_corrupted(spec: str, names: list[str], severity: int, out, *, seed: int = 0,
-                    overwrite: bool = False) -> list[Path]:
-    """Corrupt DATA's test split (else all of it) with each of ``names`` at ``severity`` and write
-    ``out/<name>-<severity>/`` = ``images/<n>.png`` + ``labels.csv`` (path,label: any transferkit
-    command reads it as data; class names may hold any character). Each folder is written under a
-    temporary name and renamed when complete; an existing one is refused unless ``overwrite``."""
+def check_severity(severity: int) -> int:
+    """``severity`` when it is 1..5, else one ConfigError line."""
+    if not 1 <= int(severity) <= 5:
+        raise ConfigError(f"--severity must be 1..5, got {severity}")
+    return int(severity)
+
+
+def write_corrupted(images, name: str, severity: int, folder, *, seed: int = 0) -> Path:
+    """Corrupt ``images`` (an ImageSet) with ``name`` at ``severity`` into the existing, empty
+    ``folder``: ``images/<n>.png`` + ``labels.csv`` (path,label: any transferkit command reads it as
+    data; class names may hold any character). Returns the CSV. The caller makes the folder appear
+    whole (``rundir.atomic_dir``)."""
     import csv
-    import os
-    import shutil
 
-    from transferkit.data.sources import load_source
-
-    source = load_source(spec)
-    images = source.test if source.test is not None else source.train
+    folder = Path(folder)
     pixels = [np.asarray(im) for im, _ in images]
-    out, written = Path(out), []
-    for name in names:
-        final = out / f"{name}-{severity}"
-        if final.exists() and not overwrite:
-            raise ConfigError(f"{final} exists; pass --overwrite to replace it or choose another --out")
-        tmp = out / f".{name}-{severity}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        (tmp / "images").mkdir(parents=True)
-        rows = []
-        for i, (im, label) in enumerate(zip(corrupt_images(pixels, name, severity, seed), images.targets)):
-            Image.fromarray(im).save(tmp / "images" / f"{i:05d}.png")
-            rows.append((f"images/{i:05d}.png", images.classes[label]))
-        with open(tmp / "labels.csv", "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows([("path", "label"), *rows])
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-        written.append(final / "labels.csv")
-    return written
+    (folder / "images").mkdir()
+    rows = []
+    for i, (im, label) in enumerate(zip(corrupt_images(pixels, name, severity, seed), images.targets)):
+        Image.fromarray(im).save(folder / "images" / f"{i:05d}.png")
+        rows.append((f"images/{i:05d}.png", images.classes[label]))
+    with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([("path", "label"), *rows])
+    return folder / "labels.csv"

@@ -71,12 +71,15 @@ def distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False
                         f"({', '.join(data.classes[:5])}...); distil on the data the teacher was trained for")
     setup = choose_recipe(cfg, data)
     check_run_options(cfg, setup, data, run, overwrite=overwrite, resume=resume)
+    baseline_run = read_baseline_run(cfg)
+    if cfg.unlabelled:
+        unlabelled_indices(data, cfg.unlabelled, cfg.seed)  # refuses too many before the folder exists
     built = build_model(cfg, len(data.classes), setup.image_size)
     check_student(cfg, built.model)
     with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run, "distill"):
         record_run(run, cfg, data.record(data=cfg.data), resume=resume, changed=changed)
         trained = train(cfg, setup, data, built, teacher, run, resume, progress)
-        alone = student_alone(cfg, run)
+        alone = baseline_run if cfg.baseline_run else student_alone(cfg, run)
         if not trained.is_global_zero:
             return {}
         metrics = evaluate_and_save(cfg, setup, data, built, teacher, run, trained)
@@ -213,23 +216,30 @@ def train(cfg: DistillConfig, setup: Setup, data: Data, built: Built, teacher: T
                            resume_from=resume_from, prep_seconds=time.perf_counter() - start, progress=progress)
 
 
-def student_alone(cfg: DistillConfig, run: RunDir) -> dict:
-    """``{"test": accuracy, "val": accuracy}`` of the same student and budget without a teacher
-    (``--baseline``: trained in ``student-alone/``, reused when finished), or read from
-    ``--baseline-run``; None values without either."""
+def read_baseline_run(cfg: DistillConfig) -> dict | None:
+    """``--baseline-run``'s ``{"test": accuracy, "val": accuracy}`` (its student's, or a finetune run's), read
+    before anything is written; one line when it is not a finished run. None without ``--baseline-run``."""
     import json
 
+    if not cfg.baseline_run:
+        return None
+    path = RunDir(cfg.baseline_run).metrics_json
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        metrics = None
+    if not isinstance(metrics, dict):
+        raise RunDirError(f"--baseline-run {cfg.baseline_run} has no readable metrics.json; give a finished "
+                          "distill or finetune run") from None
+    return {"test": metrics.get("student_accuracy", metrics.get("test_accuracy")),
+            "val": metrics.get("student_val_accuracy", metrics.get("val_accuracy"))}
+
+
+def student_alone(cfg: DistillConfig, run: RunDir) -> dict:
+    """``{"test": accuracy, "val": accuracy}`` of the same student and budget without a teacher
+    (``--baseline``: trained in ``student-alone/``, reused when finished); None values without it."""
     from transferkit.engine.compare import _run_or_reuse
 
-    if cfg.baseline_run:
-        path = RunDir(cfg.baseline_run).metrics_json
-        try:
-            metrics = json.loads(path.read_text())
-        except (OSError, ValueError):
-            raise RunDirError(f"--baseline-run {cfg.baseline_run} has no readable metrics.json; is it a finished "
-                              "run?") from None
-        return {"test": metrics.get("student_accuracy", metrics.get("test_accuracy")),
-                "val": metrics.get("student_val_accuracy", metrics.get("val_accuracy"))}
     if not cfg.baseline or cfg.loss == "none":
         return {"test": None, "val": None}
     alone = cfg.model_copy(update={"loss": "none", "baseline": False, "out": str(run.path / BASELINE_DIR)})

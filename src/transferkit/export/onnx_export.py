@@ -9,7 +9,6 @@ inputs, at batch 1 and at batch 8 (float32: expect <= 1e-4).
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -23,16 +22,22 @@ INPUT, OUTPUT = "images", "logits"
 DEFAULT_OPSET = 18
 
 
-def export_onnx(model: nn.Module, path: Path | str, image_size: int, *, opset: int = DEFAULT_OPSET,
-                dynamic_batch: bool = True) -> Path:
-    """Write ``model`` (eval mode, on CPU) as ONNX to ``path``, atomically: input ``images``
-    (B, 3, S, S) float32 -> output ``logits`` (B, C). B is dynamic with ``dynamic_batch``, else 1."""
+def check_opset(opset: int) -> int:
     if not 7 <= opset <= 23:
         raise ConfigError(f"--opset must be between 7 and 23, got {opset}")
+    return opset
+
+
+def export_onnx(model: nn.Module, path: Path | str, image_size: int, *, opset: int = DEFAULT_OPSET,
+                dynamic_batch: bool = True) -> Path:
+    """Write ``model`` (eval mode, on CPU) as ONNX to ``path``, checked, atomically (``rundir.atomic_write``):
+    input ``images`` (B, 3, S, S) float32 -> output ``logits`` (B, C). B is dynamic with ``dynamic_batch``,
+    else 1."""
     import onnx
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
+    from transferkit.rundir import atomic_write
+
+    check_opset(opset)
     model = model.eval().cpu()
     example = torch.zeros(2 if dynamic_batch else 1, 3, image_size, image_size)
     dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
@@ -40,10 +45,11 @@ def export_onnx(model: nn.Module, path: Path | str, image_size: int, *, opset: i
         warnings.simplefilter("ignore")
         program = torch.onnx.export(model, (example,), dynamo=True, opset_version=opset, input_names=[INPUT],
                                     output_names=[OUTPUT], dynamic_shapes=dynamic, verbose=False)
-    program.save(str(tmp), external_data=False)
-    onnx.checker.check_model(str(tmp), full_check=True)
-    os.replace(tmp, path)
-    return path
+
+    def write(tmp: Path) -> None:
+        program.save(str(tmp), external_data=False)
+        onnx.checker.check_model(str(tmp), full_check=True)
+    return atomic_write(Path(path), write)
 
 
 class OnnxModel:
@@ -51,13 +57,14 @@ class OnnxModel:
     ``OnnxModel(path)(images (B, 3, S, S) tensor) -> logits tensor``."""
 
     def __init__(self, path: Path | str, threads: int | None = None):
-        """``threads``: onnxruntime's intra-op threads (None: its default, one per core)."""
+        """``threads``: onnxruntime's intra-op threads (None: its default, one per core); given, the
+        operators run one at a time (one inter-op thread) on exactly that many, as PyTorch's do."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if threads:
-            options.intra_op_num_threads = threads
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
         self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input = self.session.get_inputs()[0]
 
@@ -87,16 +94,34 @@ def onnx_parity(path: Path | str, model: nn.Module, images: torch.Tensor) -> dic
     return {"max_abs_diff": float(np.max(diffs)), "batch_sizes": sorted(sizes), "images": len(images)}
 
 
-def latency_ms(fn, images: torch.Tensor, repeats: int = 20) -> float:
-    """Median milliseconds of ``fn(images)`` over ``repeats`` calls, after two warm-up calls."""
+def time_calls(fn, images: torch.Tensor, repeats: int = 30, warmup: int = 5, warmup_seconds: float = 0.3,
+               budget_seconds: float | None = None) -> list[float]:
+    """Milliseconds of each of ``repeats`` calls of ``fn(images)`` (no autograd), after at least
+    ``warmup`` untimed calls lasting at least ``warmup_seconds`` together (at most 200 calls): lazy
+    set-up (oneDNN primitives, onnxruntime's memory arena, thread pools) is past before timing.
+    ``budget_seconds``: stop early once the timed calls took that long (at least 5 calls)."""
     import time
 
     with torch.no_grad():
-        for _ in range(2):
+        start, calls = time.perf_counter(), 0
+        while calls < warmup or (time.perf_counter() - start < warmup_seconds and calls < 200):
             fn(images)
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
+            calls += 1
+        times: list[float] = []
+        while len(times) < repeats and (budget_seconds is None or len(times) < 5
+                                        or sum(times) < 1000 * budget_seconds):
+            t = time.perf_counter()
             fn(images)
-            times.append(time.perf_counter() - start)
-    return round(1000 * float(np.median(times)), 3)
+            times.append(1000 * (time.perf_counter() - t))
+    return times
+
+
+def latency_ms(fn, images: torch.Tensor, repeats: int = 20) -> float:
+    """Median milliseconds of ``fn(images)`` over ``repeats`` calls, after warm-up (``time_calls``)."""
+    return round(float(np.median(time_calls(fn, images, repeats))), 3)
+
+
+def spread(times: list[float]) -> dict:
+    """Median, quartiles and extremes of ``times`` (ms), rounded to the microsecond."""
+    q = np.percentile(times, [0, 25, 50, 75, 100])
+    return {**{k: round(float(v), 3) for k, v in zip(("min", "p25", "median", "p75", "max"), q)}, "calls": len(times)}

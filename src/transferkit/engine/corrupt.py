@@ -1,0 +1,48 @@
+"""``corrupt``: corrupted copies of a dataset's test images, one ``<name>-<severity>/`` folder per
+corruption (``images/<n>.png`` + ``labels.csv``), in a run directory of kind ``corrupt``.
+
+    check (options, OpenCV, --out: not the data, ours, no lock held) -> load the images
+    -> open --out (create, mark, lock) -> each folder written whole (``atomic_dir``)
+
+The folder collects corruptions: a later command adds its own folders beside the ones there, and
+``--overwrite`` replaces only the folders it writes, and in them only the files transferkit wrote.
+An interrupted or failed command keeps the folders it finished and no partial one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transferkit.errors import Interrupted
+from transferkit.rundir import RunDir, atomic_dir
+
+
+def corrupt(spec: str, names: list[str], severity: int, out: Path | str, *, seed: int = 0,
+            overwrite: bool = False) -> list[Path]:
+    """Write ``out/<name>-<severity>/`` for each of ``names``; returns their ``labels.csv`` paths."""
+    from transferkit.data.corruptions import check_opencv, check_severity, corruption_names, write_corrupted
+    from transferkit.data.sources import load_source
+
+    for name in names:
+        corruption_names(name)
+    check_opencv()
+    parts = [f"{name}-{check_severity(severity)}" for name in names]
+    inputs = [] if spec.startswith("builtin:") else [spec]
+    run = RunDir(out, kind="corrupt").check(overwrite=overwrite, inputs=inputs, parts=parts)
+    source = load_source(spec)
+    images = source.test if source.test is not None else source.train
+    try:
+        with run.open(overwrite=overwrite, inputs=inputs, parts=parts):
+            for name, part in zip(names, parts):
+                with atomic_dir(run.path / part) as tmp:
+                    write_corrupted(images, name, severity, tmp, seed=seed)
+    except Interrupted as e:
+        left = [name for name, part in zip(names, parts) if not (run.path / part).is_dir()]
+        if e.where and left:
+            e.where += (f"; to add them: transferkit corrupt {spec} --corruption {','.join(left)} "
+                        f"--severity {severity} --seed {seed} --out {out}")
+        raise
+    return [run.path / part / "labels.csv" for part in parts]
+
+
+__all__ = ["corrupt"]
