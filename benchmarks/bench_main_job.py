@@ -1,12 +1,12 @@
 """The README's main command, as a user runs it, on several seeds and float-order perturbations:
 test accuracy, the raw-pixel baseline, training time and whole-process wall time (start-up included).
 
-    python benchmarks/bench_main_job.py --seeds 0,1,2,3,4 [--perturb threads2,threads1,nodnn]
+    python benchmarks/bench_main_job.py --seeds 0,1,2,3,4 [--perturb threads2,threads1,avx2]
         [--candidates] [--out runs/main-job] [-- extra finetune options]
 
 Without ``--perturb`` each seed runs the ``transferkit`` command itself. With it, each cell runs
 ``benchmarks/main_job_cell.py`` (the same CLI, in one process, after setting the perturbation: thread
-count, oneDNN off, channels-first) — one machine standing in for another CPU's float order.
+count, an AVX2-only CPU, channels-first, oneDNN off) — one machine standing in for another CPU's float order.
 ``--candidates`` also records, per cell, what other endings of the same trajectory score (EMA
 weights, epoch averages, each epoch) into ``candidates.json`` beside the run; the summary then
 prints each candidate's validation mean (the choosing figure) and its test range.
@@ -101,7 +101,7 @@ def _float_order_shift(rows: list[dict], name: str) -> float:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", default="0,1,2,3,4")
-    p.add_argument("--perturb", default="", help="comma-separated: threads2, threads1, nodnn, nchw")
+    p.add_argument("--perturb", default="", help="comma-separated: threads2, threads1, avx2, nchw, nodnn")
     p.add_argument("--candidates", action="store_true")
     p.add_argument("--report-only", action="store_true", help="tabulate finished cells under --out, run nothing")
     p.add_argument("--data", default="builtin:digits")

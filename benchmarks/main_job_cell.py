@@ -8,8 +8,11 @@ Perturbations (applied before anything trains):
 
 * ``threads2``  torch.set_num_threads(2), oneDNN on (this machine's default)
 * ``threads1``  torch.set_num_threads(1): another reduction order in every kernel
-* ``nodnn``     torch.backends.mkldnn.enabled = False: ATen's own convolutions instead of oneDNN's
+* ``avx2``      an AVX2-only CPU: oneDNN limited to AVX2 (``ONEDNN_MAX_CPU_ISA``) and ATen's own
+                kernels dispatched for AVX2 (``ATEN_CPU_CAPABILITY``), on a host with AVX-512
 * ``nchw``      the engine's models stay channels-first (other convolution kernels)
+* ``nodnn``     torch.backends.mkldnn.enabled = False: ATen's own convolutions instead of oneDNN's
+                (impractical for EfficientNet's depthwise convolutions on CPU: see RESULTS.md)
 
 ``--candidates FILE`` adds a measuring callback to the fine-tuning (the recipe and the run are
 unchanged: it only copies weights) and writes, for the same trajectory, validation and test
@@ -27,11 +30,13 @@ import sys
 
 
 def perturb(name: str) -> None:
+    if name == "avx2":  # read when torch and oneDNN load
+        os.environ["ONEDNN_MAX_CPU_ISA"], os.environ["ATEN_CPU_CAPABILITY"] = "AVX2", "avx2"
     import torch
 
     if name == "threads1":
         torch.set_num_threads(1)
-    elif name == "threads2":
+    elif name in ("threads2", "avx2"):
         torch.set_num_threads(2)
     elif name == "nodnn":
         torch.set_num_threads(2)

@@ -36,6 +36,28 @@ def pytest_runtest_setup(item):
             pytest.skip(why)
 
 
+@pytest.fixture
+def small_fs_of(tmp_path):
+    """``small_fs_of("32k")``: a folder on a tmpfs of that size, for a real ENOSPC from the kernel
+    (skips without the right to mount); unmounted after the test."""
+    import subprocess
+
+    mounted = []
+
+    def make(size: str) -> Path:
+        d = tmp_path / f"small-{size}"
+        d.mkdir()
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(d)],
+                          capture_output=True).returncode:
+            pytest.skip("no permission to mount a small tmpfs")
+        mounted.append(d)
+        return d
+
+    yield make
+    for d in mounted:
+        subprocess.run(["umount", str(d)], check=True)
+
+
 def write_digit_folder(root, per_class=6, classes=(0, 1, 2)):
     """An ImageFolder of real digits (8x8 upscaled to 32x32 PNGs)."""
     d = load_digits()

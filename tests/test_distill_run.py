@@ -38,6 +38,20 @@ def teacher(tmp_path_factory):
     return out
 
 
+def test_a_student_from_scratch_gets_its_measured_epochs_unless_given(tiny_run):
+    """20 epochs (chosen on validation, benchmarks/RESULTS.md) for --student-weights none; a pretrained
+    student keeps its recipe's default (full: 6); --epochs always wins."""
+    from transferkit.engine.distill import SCRATCH_EPOCHS
+    from transferkit.engine.finetune import choose_recipe
+
+    teacher = load_teacher(str(tiny_run))
+    build = lambda **kw: with_defaults(DistillConfig(teacher=str(tiny_run), data="builtin:digits", **kw), teacher)  # noqa: E731
+    assert build().epochs == SCRATCH_EPOCHS == 20
+    pretrained = build(weights="packaged")
+    assert pretrained.epochs is None and choose_recipe(pretrained).epochs == 6
+    assert build(epochs=3).epochs == 3 and build(weights="packaged", epochs=3).epochs == 3
+
+
 def test_model_args_are_parsed_as_yaml_values():
     assert parse_model_args("patch_size=4, embed_dim=192,qkv_bias=false,act_layer=gelu,drop_rate=0.1") == {
         "patch_size": 4, "embed_dim": 192, "qkv_bias": False, "act_layer": "gelu", "drop_rate": 0.1}
@@ -145,6 +159,13 @@ def test_loss_grid_reports_each_loss_against_the_student_alone(teacher, tmp_path
             "student_accuracy"]
         assert row["delta_alone"] == (expected if expected is None else pytest.approx(expected))
     assert (out / "leaderboard.md").is_file() and (out / "distill-compare.png").is_file()
+    losers = [x for x in ("soft", "hard") if records[x]["student_accuracy"] <= records["none"]["student_accuracy"]]
+    if losers:  # one seed: a loss that does not beat the student alone is named, in the summary and the leaderboard
+        assert result["baseline_verdict"].startswith(f"baseline wins: {', '.join(losers)} do")
+        assert result["baseline_verdict"] in stdout.splitlines()
+        assert f"> **{result['baseline_verdict']}**" in (out / "leaderboard.md").read_text()
+    else:
+        assert result["baseline_verdict"] is None
 
 
 @pytest.mark.slow

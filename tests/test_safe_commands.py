@@ -88,16 +88,9 @@ def imgs(tmp_path):
 
 
 @pytest.fixture
-def small_fs(tmp_path):
+def small_fs(small_fs_of):
     """A 32 kB file system: a real ENOSPC from the kernel."""
-    d = tmp_path / "small"
-    d.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(d)], capture_output=True).returncode:
-        pytest.skip("no permission to mount a small tmpfs")
-    try:
-        yield d
-    finally:
-        subprocess.run(["umount", str(d)], check=True)
+    return small_fs_of("32k")
 
 
 @pytest.fixture(scope="module")

@@ -112,12 +112,35 @@ def finetune(ctx: typer.Context, **values) -> None:
         console.print(f"[bold]{metrics['strategy']}[/] on {metrics['model']}: test accuracy "
                       f"{_fmt(metrics['test_accuracy'])} (raw-pixel baseline {_fmt(metrics['pixel_baseline_accuracy'])}), "
                       f"val accuracy {_fmt(metrics['val_accuracy'])}, {metrics['train_seconds']:.0f} s training "
-                      f"-> {cfg.out}", highlight=False)
+                      f"-> {_run_dir(cfg)}", highlight=False, soft_wrap=True)
         console.print(f"why {metrics['strategy']}: {metrics['strategy_reason']}", highlight=False)
+        _say_verdict(metrics)
 
 
 def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4f}"
+
+
+def _shown(path) -> str:
+    """A path as summaries print it: relative to the working directory when it lies below it, else absolute."""
+    full = os.path.abspath(path)
+    rel = os.path.relpath(full)
+    return full if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
+
+
+def _run_dir(cfg) -> str:
+    """The run directory a one-run command wrote: ``--out``, else the ``runs/...`` folder it chose
+    (``engine.finetune.run_path`` decides it once per process, so asking again gives the same)."""
+    from transferkit.engine.finetune import run_path
+
+    return _shown(run_path(cfg))
+
+
+def _say_verdict(result: dict) -> None:
+    """The baseline verdict (the method lost to its baseline) and why none could be given, one line each."""
+    for key, style in (("baseline_verdict", "bold yellow"), ("baseline_note", None)):
+        if result.get(key):
+            console.print(result[key], style=style, markup=False, highlight=False, soft_wrap=True)
 
 
 def _one_run_config(ctx: typer.Context, values: dict, example: str, config_cls=None):
@@ -186,7 +209,7 @@ def compare(ctx: typer.Context, **values) -> None:
                       "-" if r["forgetting"] is None else f"{100 * r['forgetting']:.1f}")
     console.print(table)
     console.print(result["recommendation"].replace("**", ""), highlight=False)
-    console.print("-> " + ", ".join(str(Path(out) / name) for name in OUTPUTS))
+    console.print("-> " + ", ".join(_shown(Path(out) / name) for name in OUTPUTS), highlight=False, soft_wrap=True)
 
 
 def _pm(row: dict, score: str) -> str:
@@ -260,7 +283,8 @@ def adapt(ctx: typer.Context, **values) -> None:
                       f"{_fmt(metrics['target_accuracy'])} ({metrics['target_eval']}), source accuracy "
                       f"{_fmt(metrics['source_accuracy'])}, proxy A-distance {_fmt(metrics['proxy_a_distance_before'])} "
                       f"-> {_fmt(metrics['proxy_a_distance_after'])}, {metrics['train_seconds']:.0f} s training "
-                      f"-> {cfg.out}", highlight=False)
+                      f"-> {_run_dir(cfg)}", highlight=False, soft_wrap=True)
+        _say_verdict(metrics)
 
 
 def _adapt_leaderboard(base, methods: list[str], seeds: int, out, overwrite: bool, progress: bool) -> None:
@@ -281,7 +305,8 @@ def _adapt_leaderboard(base, methods: list[str], seeds: int, out, overwrite: boo
                       "-" if r["source_accuracy_mean"] is None else f"{100 * r['source_accuracy_mean']:.1f}",
                       "-" if pad is None else f"{pad:.2f}", f"{r['train_seconds_mean']:.0f}")
     console.print(table)
-    console.print("-> " + ", ".join(str(Path(out) / name) for name in OUTPUTS))
+    _say_verdict(result)
+    console.print("-> " + ", ".join(_shown(Path(out) / name) for name in OUTPUTS), highlight=False, soft_wrap=True)
 
 
 def _distill_fields() -> list[str]:
@@ -310,7 +335,8 @@ def _distill_cls():
                    loss=("soft", "soft, hard, token, feature or none (the student alone); several, comma-separated, "
                                  "run side by side into a leaderboard"),
                    image_size=(None, "the student's input size; None: the teacher's"),
-                   epochs=(None, "None: 6 (full's default)")),
+                   epochs=(None, "None: 20 for a student from scratch (--student-weights none), else 6 "
+                                 "(full's default)")),
     [_extra("seeds", int, 1, "seeds 0..N-1 (with several losses or N > 1: a leaderboard in --out)"), *RUN_OPTIONS])
 def distill(ctx: typer.Context, **values) -> None:
     """Knowledge distillation: train a student (any timm model, a ViT from scratch too) from a finished run."""
@@ -328,7 +354,9 @@ def distill(ctx: typer.Context, **values) -> None:
                       f"{_fmt(m['student_accuracy'])} (teacher {_fmt(m['teacher_accuracy'])}, student alone "
                       f"{_fmt(m['student_alone_accuracy'])}); {m['student_params']:,} vs {m['teacher_params']:,} "
                       f"parameters, {m['student_images_per_second']:.0f} vs {m['teacher_images_per_second']:.0f} "
-                      f"images/s; {m['train_seconds']:.0f} s training -> {cfg.out}", highlight=False)
+                      f"images/s; {m['train_seconds']:.0f} s training -> {_run_dir(cfg)}", highlight=False,
+                      soft_wrap=True)
+        _say_verdict(m)
 
 
 def _distill_leaderboard(base, losses: list[str], seeds: int, out, overwrite: bool, progress: bool) -> None:
@@ -348,7 +376,8 @@ def _distill_leaderboard(base, losses: list[str], seeds: int, out, overwrite: bo
         table.add_row(str(i), r["loss"], _pm(r, "student_val_accuracy"), _pm(r, "student_accuracy"),
                       "-" if delta is None else f"{100 * delta:+.1f}", f"{r['train_seconds_mean']:.0f}")
     console.print(table)
-    console.print("-> " + ", ".join(str(Path(out) / name) for name in OUTPUTS))
+    _say_verdict(result)
+    console.print("-> " + ", ".join(_shown(Path(out) / name) for name in OUTPUTS), highlight=False, soft_wrap=True)
 
 
 def _pretrain_fields() -> list[str]:
@@ -384,9 +413,10 @@ def pretrain(ctx: typer.Context, **values) -> None:
         console.print(f"[bold]{m['method']}[/] on {m['model']} ({m['weights']}): {m['train_images']} images, "
                       f"{m['epochs']} epochs, final loss {_fmt(m['final_train_loss'])}, kNN accuracy "
                       f"{_fmt(m['knn_accuracy_before'])} -> {_fmt(m['knn_accuracy'])}; {m['train_seconds']:.0f} s "
-                      f"training -> {cfg.out}", highlight=False)
-        console.print(f"next: transferkit finetune --weights {cfg.out} --model {m['model']} --data DATA",
-                      highlight=False)
+                      f"training -> {_run_dir(cfg)}", highlight=False, soft_wrap=True)
+        _say_verdict(m)
+        console.print(f"next: transferkit finetune --weights {_run_dir(cfg)} --model {m['model']} --data DATA",
+                      highlight=False, soft_wrap=True)
 
 
 def _floats(text: Optional[str], option: str) -> Optional[list[float]]:
@@ -532,7 +562,7 @@ def rank(
     if run is not None:
         with run.open(overwrite=True, inputs=[] if data.startswith("builtin:") else [data]):
             json_path, md_path = result.write(out)
-        console.print(f"-> {json_path}, {md_path}")
+        console.print(f"-> {_shown(json_path)}, {_shown(md_path)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -586,7 +616,8 @@ def tta(
         table.add_row(m, "-" if acc is None else f"{100 * acc:.1f}",
                       "-" if acc is None or before is None else f"{100 * (acc - before):+.1f}")
     console.print(table)
-    console.print(f"-> {out / 'report.md'}", highlight=False)
+    _say_verdict(metrics)
+    console.print(f"-> {_shown(out / 'report.md')}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -608,7 +639,7 @@ def corrupt(
 
     names = corruption_names(corruption)
     folders = run_corrupt(data, names, severity, out, seed=seed, overwrite=overwrite)
-    console.print(f"-> {', '.join(str(f) for f in folders)}", highlight=False)
+    console.print(f"-> {', '.join(_shown(f) for f in folders)}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -625,12 +656,12 @@ def export(
 
     info = export_run(run_dir, fmt=format, opset=opset, dynamic_batch=dynamic_batch, threads=threads)
     verdict, lat = ("within" if info["within_tolerance"] else "[red]OVER[/]"), info["latency"]
-    console.print(f"{run_dir / info['file']}: {info['bytes'] / 1e6:.1f} MB, opset {info['opset']}, batch "
+    console.print(f"{_shown(run_dir / info['file'])}: {info['bytes'] / 1e6:.1f} MB, opset {info['opset']}, batch "
                   f"{'dynamic' if info['dynamic_batch'] else 1}; onnxruntime vs PyTorch max |diff| "
                   f"{info['max_abs_diff']:.2e} on {info['images']} {info['parity_images']} ({verdict} "
                   f"{info['tolerance']:g}); batch 1, median: {lat['torch_ms_batch1']:.1f} ms PyTorch, "
                   f"{lat['onnxruntime_ms_batch1']:.1f} ms onnxruntime ({lat['threads']} thread(s) each; spread "
-                  "in export.md)", highlight=False)
+                  "in export.md)", highlight=False, soft_wrap=True)
 
 
 def _raise_interrupted(signum, frame) -> None:

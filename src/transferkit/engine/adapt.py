@@ -81,6 +81,7 @@ def adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: bool = False, pr
         if not trained.is_global_zero:
             return {}
         metrics, after = evaluate_and_save(cfg, setup, domains, built, run, trained, before)
+        metrics["baseline_verdict"], metrics["baseline_note"] = None, baseline_note(cfg.method, domains.target_labelled)
         if changed:
             metrics["resume_changes"] = changed
         write_adapt_report(run, cfg, metrics, domains.source.classes, before, after)
@@ -94,6 +95,17 @@ def with_defaults(cfg: AdaptConfig) -> AdaptConfig:
 
 def trade_off(cfg: AdaptConfig) -> float:
     return TRADE_OFFS[cfg.method] if cfg.trade_off is None else cfg.trade_off
+
+
+def baseline_note(method: str, target_labelled: bool) -> str | None:
+    """Why one adapt run gives no baseline verdict: its baseline, source-only, is another run (and an
+    unlabelled target scores neither)."""
+    if not target_labelled:
+        return "no baseline verdict: the target has no labels, so no target accuracy to compare with source-only"
+    if method == "source-only":
+        return None
+    return (f"no baseline verdict: source-only is not in this run; `--method source-only,{method}` trains both on "
+            "the same splits and says whether it wins")
 
 
 # ----------------------------------------------------------------------------- data

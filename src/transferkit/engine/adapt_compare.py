@@ -22,6 +22,7 @@ from transferkit.config import AdaptConfig
 from transferkit.engine.adapt import adapt, load_domains
 from transferkit.engine.compare import grid_dir, run_all, summarise
 from transferkit.errors import ConfigError
+from transferkit.evaluation.baselines import grid_verdict
 from transferkit.report.adapt import write_adapt_leaderboard
 from transferkit.report.compare import plot_scores
 from transferkit.rundir import is_global_zero, write_json
@@ -54,6 +55,17 @@ def leaderboard(records: list[dict]) -> list[dict]:
                      firsts=("image_size", "epochs", "trade_off", "target_eval", "uses_target_labels"))
 
 
+def source_only_verdict(records: list[dict], methods: list[str]) -> dict:
+    """``baseline_verdict``: the methods that do not beat source-only on target accuracy by more than the
+    seed spread (``evaluation.baselines.grid_verdict``); ``baseline_note`` when source-only is not in the
+    line-up (no verdict can be given)."""
+    if "source-only" not in methods:
+        return {"baseline_verdict": None, "baseline_note": "no baseline verdict: source-only is not in the line-up; "
+                                                           "add it to --method to judge the others against it"}
+    return {"baseline_verdict": grid_verdict(records, "method", "source-only", "target_accuracy",
+                                             measure="target accuracy"), "baseline_note": None}
+
+
 def adapt_compare(base: AdaptConfig, methods: list[str], seeds: list[int], out: Path | str, *,
                   overwrite: bool = False, progress: bool = True, console: Console | None = None) -> dict:
     """Run every ``methods`` x ``seeds`` and write ``adapt.json``, ``leaderboard.md``, ``adapt.png`` into ``out``."""
@@ -67,7 +79,8 @@ def adapt_compare(base: AdaptConfig, methods: list[str], seeds: list[int], out: 
             return {}
         board = leaderboard(records)
         result = {"source": base.source, "target": base.target, "model": base.model, "per_class": base.per_class,
-                  "seeds": seeds, "methods": methods, "records": records, "leaderboard": board}
+                  "seeds": seeds, "methods": methods, "records": records, "leaderboard": board,
+                  **source_only_verdict(records, methods)}
         plot_scores(board, out / OUTPUTS[2], name_key="method", score="target_accuracy",
                     label="target accuracy (%; ranked by source validation)",
                     title=f"transferkit adapt: {base.source} -> {base.target}")

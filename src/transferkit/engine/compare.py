@@ -207,9 +207,9 @@ def paired_diff(records: list[dict], a: str, b: str, *, name_key: str = "strateg
                 score: str = "val_accuracy") -> tuple[float | None, float | None, int]:
     """``a``'s ``score`` minus ``b``'s, seed by seed, over the seeds where both have one: the mean and
     std (ddof 1; 0 for one seed) of those differences and how many; ``(None, None, 0)`` when none."""
-    of_b = {r["seed"]: r.get(score) for r in records if r[name_key] == b}
-    diffs = [r[score] - of_b[r["seed"]] for r in records
-             if r[name_key] == a and r.get(score) is not None and of_b.get(r["seed"]) is not None]
+    from transferkit.evaluation.baselines import paired_differences
+
+    diffs = paired_differences(records, name_key, a, b, score)
     mean, std = mean_std(diffs)
     return mean, std, len(diffs)
 

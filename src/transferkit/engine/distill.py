@@ -29,6 +29,12 @@ from transferkit.rundir import RunDir, write_json
 #: The student's LR multiplier on its backbone when unset: a student from scratch has nothing to
 #: protect (1.0); a pretrained one is fine-tuned as ``full`` does (0.1).
 BACKBONE_LR_MULT = {"none": 1.0, "pretrained": 0.1}
+#: Epochs when unset for a student from scratch (``--student-weights none``); a pretrained student
+#: takes its recipe's (``full``: 6). Chosen on validation (benchmarks/RESULTS.md, "distill at small
+#: label counts"): EfficientNet-Lite0 from scratch at 32 px on digits, 10/30/100 labels per class, 3
+#: seeds: 20 epochs beat 6 on every seed, distilled and alone (10/class: chance at 6 epochs, 50% at 20;
+#: 30/class: 50% -> 90%); longer budgets not measured.
+SCRATCH_EPOCHS = 20
 #: Throughput is measured on this many images per forward pass (eval mode, this machine's threads).
 THROUGHPUT_BATCH = 32
 BASELINE_DIR = "student-alone"
@@ -77,7 +83,8 @@ def distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False
         if not trained.is_global_zero:
             return {}
         metrics = evaluate_and_save(cfg, setup, data, built, teacher, run, trained)
-        metrics["student_alone_accuracy"] = alone
+        metrics["student_alone_accuracy"], metrics["student_alone_val_accuracy"] = alone["test"], alone["val"]
+        metrics["baseline_verdict"] = alone_verdict(metrics)
         if changed:
             metrics["resume_changes"] = changed
         write_distill_report(run, cfg, metrics, data.classes)
@@ -99,7 +106,7 @@ def load_teacher(path: str) -> Teacher:
 
 def with_defaults(cfg: DistillConfig, teacher: Teacher) -> DistillConfig:
     """The teacher's data and input size where ``cfg`` leaves them unset; the backbone LR multiplier
-    for a student from scratch or a pretrained one."""
+    for a student from scratch or a pretrained one; a student from scratch's epochs (``SCRATCH_EPOCHS``)."""
     update = {}
     if cfg.data is None:
         if not teacher.config.get("data"):
@@ -109,6 +116,8 @@ def with_defaults(cfg: DistillConfig, teacher: Teacher) -> DistillConfig:
         update["image_size"] = teacher.image_size
     if cfg.backbone_lr_mult is None:
         update["backbone_lr_mult"] = BACKBONE_LR_MULT["none" if cfg.weights == "none" else "pretrained"]
+    if cfg.epochs is None and cfg.weights == "none":
+        update["epochs"] = SCRATCH_EPOCHS
     return cfg.model_copy(update=update)
 
 
@@ -207,9 +216,9 @@ def train(cfg: DistillConfig, setup: Setup, data: Data, built: Built, teacher: T
                            resume_from=resume_from, prep_seconds=time.perf_counter() - start, progress=progress)
 
 
-def read_baseline_run(cfg: DistillConfig) -> float | None:
-    """``--baseline-run``'s student (or test) accuracy, read before anything is written; one line when
-    it is not a finished run. None without ``--baseline-run``."""
+def read_baseline_run(cfg: DistillConfig) -> dict | None:
+    """``--baseline-run``'s ``{"test": accuracy, "val": accuracy}`` (its student's, or a finetune run's), read
+    before anything is written; one line when it is not a finished run. None without ``--baseline-run``."""
     import json
 
     if not cfg.baseline_run:
@@ -222,18 +231,31 @@ def read_baseline_run(cfg: DistillConfig) -> float | None:
     if not isinstance(metrics, dict):
         raise RunDirError(f"--baseline-run {cfg.baseline_run} has no readable metrics.json; give a finished "
                           "distill or finetune run") from None
-    return metrics.get("student_accuracy", metrics.get("test_accuracy"))
+    return {"test": metrics.get("student_accuracy", metrics.get("test_accuracy")),
+            "val": metrics.get("student_val_accuracy", metrics.get("val_accuracy"))}
 
 
-def student_alone(cfg: DistillConfig, run: RunDir) -> float | None:
-    """The same student and budget without a teacher (``--baseline``: trained in ``student-alone/``,
-    reused when finished); None without it."""
+def student_alone(cfg: DistillConfig, run: RunDir) -> dict:
+    """``{"test": accuracy, "val": accuracy}`` of the same student and budget without a teacher
+    (``--baseline``: trained in ``student-alone/``, reused when finished); None values without it."""
     from transferkit.engine.compare import _run_or_reuse
 
     if not cfg.baseline or cfg.loss == "none":
-        return None
+        return {"test": None, "val": None}
     alone = cfg.model_copy(update={"loss": "none", "baseline": False, "out": str(run.path / BASELINE_DIR)})
-    return _run_or_reuse(alone, distill).get("student_accuracy")
+    metrics = _run_or_reuse(alone, distill)
+    return {"test": metrics.get("student_accuracy"), "val": metrics.get("student_val_accuracy")}
+
+
+def alone_verdict(metrics: dict) -> str | None:
+    """The baseline verdict: the distilled student against the student alone on test accuracy, the
+    same comparison on validation alongside (``evaluation.baselines.verdict``)."""
+    from transferkit.evaluation.baselines import compared, verdict
+
+    return verdict(f"{metrics['loss']} distillation", metrics["student_accuracy"], "the student alone",
+                   metrics["student_alone_accuracy"],
+                   detail=compared("validation", metrics["student_val_accuracy"],
+                                   metrics["student_alone_val_accuracy"]))
 
 
 # ----------------------------------------------------------------------------- evaluate

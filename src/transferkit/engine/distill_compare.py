@@ -18,6 +18,7 @@ from transferkit.config import DistillConfig
 from transferkit.engine.compare import grid_dir, mean_std, paired_diff, run_all, summarise
 from transferkit.engine.distill import distill, load_teacher, with_defaults
 from transferkit.errors import ConfigError
+from transferkit.evaluation.baselines import grid_verdict
 from transferkit.report.compare import plot_scores
 from transferkit.report.distill import write_distill_leaderboard
 from transferkit.rundir import is_global_zero, write_json
@@ -60,6 +61,13 @@ def leaderboard(records: list[dict]) -> list[dict]:
     return board
 
 
+def alone_verdict(records: list[dict]) -> str | None:
+    """The losses that do not beat the student alone on test accuracy by more than the seed spread
+    (validation alongside): ``evaluation.baselines.grid_verdict``."""
+    return grid_verdict(records, "loss", "none", "student_accuracy", measure="test accuracy",
+                        baseline_name="the student alone (none)", also=("student_val_accuracy", "on validation"))
+
+
 def distill_compare(base: DistillConfig, losses: list[str], seeds: list[int], out: Path | str, *,
                     overwrite: bool = False, progress: bool = True, console: Console | None = None) -> dict:
     """Run every loss x seed (and ``none``) and write ``distill.json``, ``leaderboard.md`` and a chart into ``out``."""
@@ -76,7 +84,7 @@ def distill_compare(base: DistillConfig, losses: list[str], seeds: list[int], ou
                   "teacher_accuracy": mean_std([r["teacher_accuracy"] for r in records])[0], "model": base.model,
                   "model_args": base.model_args,
                   "per_class": base.per_class, "seeds": seeds, "losses": [x for x, s, _ in plan if s == seeds[0]],
-                  "records": records, "leaderboard": board}
+                  "records": records, "leaderboard": board, "baseline_verdict": alone_verdict(records)}
         plot_scores(board, out / OUTPUTS[2], name_key="loss", score="student_accuracy",
                     label="student test accuracy (%; ranked by validation)",
                     baseline=(result["teacher_accuracy"], "teacher"),
@@ -86,4 +94,4 @@ def distill_compare(base: DistillConfig, losses: list[str], seeds: list[int], ou
     return result
 
 
-__all__ = ["OUTPUTS", "RECORD_KEYS", "distill_compare", "leaderboard", "paired_delta", "plan_runs"]
+__all__ = ["OUTPUTS", "RECORD_KEYS", "alone_verdict", "distill_compare", "leaderboard", "paired_delta", "plan_runs"]

@@ -196,7 +196,7 @@ def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Buil
     the probe, WiSE-FT, forgetting, test/val scores, the raw-pixel baseline; saves the model."""
     from transferkit.engine import probe
     from transferkit.engine.forgetting import wise_metrics
-    from transferkit.evaluation.baselines import cached_pixel_baseline
+    from transferkit.evaluation.baselines import cached_pixel_baseline, verdict
     from transferkit.surgery.heads import count_parameters
 
     device = device_of(cfg)
@@ -227,6 +227,8 @@ def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Buil
         "batchnorm": ("groupnorm" if cfg.norm == "groupnorm" else
                       "frozen" if setup.freeze_bn or not setup.recipe.trains_backbone else "train"),
         "test_accuracy": test["accuracy"] if test else None, "pixel_baseline_accuracy": baseline,
+        "baseline_verdict": verdict(f"{strategy} ({cfg.model})", test["accuracy"] if test else None,
+                                    "logistic regression on raw pixels", baseline),
         "test_macro_f1": test["macro_f1"] if test else None, "val_accuracy": val["accuracy"] if val else None,
         "train_seconds": round(trained.train_seconds, 2), "resumed": trained.resumed,
         "trainable_params": count_parameters(trained_net, trainable_only=True),

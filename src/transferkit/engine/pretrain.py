@@ -192,12 +192,25 @@ def finish(cfg: PretrainConfig, trained, images: Images, data_cfg: dict, run: Ru
         "image_size": image_size(cfg), "batch_size": cfg.batch_size, **views,
         "train_images": int(len(images.train[1])), "monitor_bank_images": _count(images.bank),
         "monitor_query_images": _count(images.query), "knn_k": cfg.knn_k,
-        "knn_accuracy_before": before, "knn_accuracy": after, "knn_curve": curve,
+        "knn_accuracy_before": before, "knn_accuracy": after, **start_verdict(cfg.method, after, before),
+        "knn_curve": curve,
         "final_train_loss": losses[-1] if losses else None,
         "train_seconds": round(trained.train_seconds, 2), "resumed": trained.resumed,
         "backbone_params": count_parameters(backbone), "seed": cfg.seed,
         "next": f"transferkit finetune --weights {_shown(run.path)} --model {cfg.model} --data DATA",
     }
+
+
+def start_verdict(method: str, after: float | None, before: float | None) -> dict:
+    """``baseline_verdict``: the pretrained backbone's kNN validation accuracy against its starting
+    weights' (``evaluation.baselines.verdict``); ``baseline_note`` when no labels feed the monitor."""
+    from transferkit.evaluation.baselines import verdict
+
+    if before is None:
+        return {"baseline_verdict": None, "baseline_note": "no baseline verdict: no labelled validation images, so no "
+                                                           "kNN monitor to compare the starting weights with"}
+    return {"baseline_verdict": verdict(f"{method} pretraining", after, "its starting weights", before,
+                                        measure="kNN validation accuracy"), "baseline_note": None}
 
 
 def _shown(path) -> str:

@@ -182,10 +182,22 @@ def summarise(cfg: TTAConfig, cells: list[dict], stream: Stream, with_fisher: bo
                "severity": cfg.severity if cfg.corruptions else None,
                "stream": "continual (one stream, never reset)" if cfg.continual else "reset for each corruption",
                "images_per_corruption": len(stream.segments[0][1]), "online": ONLINE,
-               "eata_fisher": with_fisher, "labelled": stream.labelled, "cells": cells}
+               "eata_fisher": with_fisher, "labelled": stream.labelled,
+               "baseline_verdict": none_verdict(means, len(stream.segments)), "cells": cells}
     if len(cfg.methods) == 1:
         metrics = {"method": cfg.methods[0], "accuracy_after": means[cfg.methods[0]], **metrics}
     return metrics
+
+
+def none_verdict(means: dict[str, float | None], segments: int) -> str | None:
+    """The methods whose mean online accuracy does not beat ``none`` (the unadapted model on the same
+    stream; ``evaluation.baselines.grid_verdict``, one stream: no seed spread); None without labels."""
+    from transferkit.evaluation.baselines import grid_verdict
+
+    records = [{"method": m, "seed": 0, "accuracy": acc} for m, acc in means.items()]
+    where = "the stream" if segments == 1 else f"the {segments} corruptions"
+    return grid_verdict(records, "method", "none", "accuracy", measure=f"online accuracy (mean over {where})",
+                        baseline_name="no adaptation (none)")
 
 
 def save_adapted(run: RunDir, adapter: torch.nn.Module, meta: dict, metrics: dict) -> None:

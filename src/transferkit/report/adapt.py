@@ -87,11 +87,12 @@ def write_adapt_leaderboard(path: Path, result: dict, chart: str | None = None) 
     """``leaderboard.md`` of ``adapt --method a,b,c``: one row per method, best source validation accuracy
     first (:data:`ADAPT_RANKING`); target accuracy reported beside it."""
     from transferkit.report.compare import percent, ranking_note
-    from transferkit.report.markdown import relative_link
+    from transferkit.report.markdown import relative_link, verdict_lines
     from transferkit.rundir import atomic_write
 
     board = result["leaderboard"]
-    lines = [f"# transferkit adapt: {result['source']} -> {result['target']} ({result['model']})", "",
+    lines = [f"# transferkit adapt: {result['source']} -> {result['target']} ({result['model']})",
+             *verdict_lines(result), "",
              f"Seeds: {', '.join(map(str, result['seeds']))}; every method ran on the same source splits and "
              f"target split per seed; target scored on {board[0]['target_eval'] if board else '-'} images.", "",
              "| # | method | source val accuracy % (mean ± std) | target accuracy % (mean ± std) | "

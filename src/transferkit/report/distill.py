@@ -9,8 +9,8 @@ from transferkit.report.plots import new_figure, save_png
 
 DISTILL_SHOWN = ("loss", "alpha", "temperature", "teacher_model", "teacher_image_size", "model", "model_args",
                  "weights", "strategy", "image_size", "epochs", "teacher_accuracy", "student_accuracy",
-                 "student_alone_accuracy", "student_macro_f1", "student_val_accuracy", "train_seconds", "seed",
-                 "train_images", "unlabelled_images", "augment", "test_images")
+                 "student_alone_accuracy", "student_macro_f1", "student_val_accuracy", "student_alone_val_accuracy",
+                 "train_seconds", "seed", "train_images", "unlabelled_images", "augment", "test_images")
 
 
 def _rows(metrics: dict) -> list[tuple[str, float | None, int, float, int]]:
@@ -64,11 +64,12 @@ def write_distill_leaderboard(path: Path, result: dict, chart: str | None = None
     """``leaderboard.md`` of ``distill --loss a,b``: one row per loss, best student validation accuracy first,
     test accuracy beside it, each loss against the student alone (paired by seed, on test) and the teacher."""
     from transferkit.report.compare import percent, ranking_note
-    from transferkit.report.markdown import relative_link
+    from transferkit.report.markdown import relative_link, verdict_lines
     from transferkit.rundir import atomic_write
 
     board = result["leaderboard"]
-    lines = [f"# transferkit distill: {result['teacher_model']} -> {result['model']} on {result['data']}", "",
+    lines = [f"# transferkit distill: {result['teacher_model']} -> {result['model']} on {result['data']}",
+             *verdict_lines(result), "",
              f"Teacher test accuracy {percent(result['teacher_accuracy'])}% (mean over the seeds' test images). "
              f"Student arguments: "
              f"{result['model_args'] or '-'}. Seeds: {', '.join(map(str, result['seeds']))}; every loss of a seed "

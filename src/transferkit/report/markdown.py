@@ -24,20 +24,27 @@ def relative_link(file: str | Path, report: Path) -> str:
     return file.as_posix()
 
 
+def verdict_lines(metrics: dict) -> list[str]:
+    """The baseline verdict (``baseline_verdict``: the method lost to its baseline) and the note saying
+    why none could be given (``baseline_note``), as quoted Markdown lines for the top of a report."""
+    return [line for key in ("baseline_verdict", "baseline_note") if metrics.get(key)
+            for line in ("", f"> **{metrics[key]}**" if key == "baseline_verdict" else f"> {metrics[key]}")]
+
+
 def write_report(path: Path, config: dict, metrics: dict, plots: dict[str, str | Path], *,
                  shown: tuple[str, ...] = SHOWN, title: str | None = None, sections: list[str] = ()) -> Path:
     """Markdown report with the metrics table (``shown`` keys), ``sections`` (Markdown lines), plots
     (linked relative to the report) and config."""
     title = title or f"transferkit run: {metrics.get('model')} / {metrics.get('strategy')}"
-    lines = [f"# {title}", "", "## Metrics", "", "| metric | value |", "|---|---|"]
+    lines = [f"# {title}", *verdict_lines(metrics), "", "## Metrics", "", "| metric | value |", "|---|---|"]
     for key in shown:
         if key in metrics:
             v = metrics[key]
             lines.append(f"| {key} | {v:.4f} |" if isinstance(v, float) else f"| {key} | {v} |")
     if metrics.get("pixel_baseline_accuracy") is not None and metrics.get("test_accuracy") is not None:
         gain = 100 * (metrics["test_accuracy"] - metrics["pixel_baseline_accuracy"])
-        lines += ["", f"Transfer vs raw pixels: {gain:+.1f} points over logistic regression on pixels"
-                      + (" — transfer did not earn its keep here." if gain <= 0 else ".")]
+        lines += ["", f"Transfer vs raw pixels: {gain:+.1f} points over logistic regression on pixels (both on "
+                      "the test images; the pixel baseline is not scored on validation)."]
     if metrics.get("strategy_reason"):
         lines += ["", f"Strategy: {metrics['strategy_reason']}"]
     lines += list(sections)

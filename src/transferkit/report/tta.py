@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from transferkit.report.compare import percent
+from transferkit.report.markdown import verdict_lines
 from transferkit.report.plots import new_figure, save_png
 from transferkit.rundir import atomic_write
 
@@ -57,7 +58,7 @@ def write_tta_report(folder: Path, config: dict, metrics: dict) -> Path:
     """``report.md`` (and ``tta.png`` when the stream is labelled) in ``folder``."""
     folder = Path(folder)
     sev = f", severity {metrics['severity']}" if metrics["severity"] else ""
-    lines = [f"# transferkit tta: {config['data']}{sev}", "",
+    lines = [f"# transferkit tta: {config['data']}{sev}", *verdict_lines(metrics), "",
              f"Run: `{Path(config['run']).name}`; batch size {metrics['batch_size']}, seed {metrics['seed']}, "
              f"{metrics['images_per_corruption']} images per corruption, stream: {metrics['stream']}"
              f"{', episodic' if metrics['episodic'] else ''}. Online accuracy: {metrics['online']}.", ""]
