@@ -181,7 +181,8 @@ ADAPT = ("--model", "test_efficientnet", "--weights", "none", "--image-size", 32
 @pytest.mark.slow
 def test_one_adapt_run_says_it_has_no_source_only_figure(run_cli, in_tmp_cwd):
     write_digit_folder(in_tmp_cwd / "digits", per_class=10)
-    code, out, err = run_cli("adapt", "--source", "digits", "--target", "digits", "--method", "coral", "--epochs", 1,
+    shutil.copytree(in_tmp_cwd / "digits", in_tmp_cwd / "digits-copy")  # the same images, another folder
+    code, out, err = run_cli("adapt", "--source", "digits", "--target", "digits-copy", "--method", "coral", "--epochs", 1,
                              *ADAPT)
     assert code == 0, err
     run = _the_run(in_tmp_cwd, "test_efficientnet-coral-")
@@ -210,7 +211,8 @@ def test_adapt_without_a_domain_shift_cannot_beat_source_only(run_cli, in_tmp_cw
     """Target = source, three solid colours: nothing to adapt to, and source-only scores every held-out
     target image, so CORAL can at best tie it — and a tie is not a win."""
     _colour_folder(in_tmp_cwd / "colours")
-    code, out, err = run_cli("adapt", "--source", "colours", "--target", "colours", "--method", "source-only,coral",
+    shutil.copytree(in_tmp_cwd / "colours", in_tmp_cwd / "colours-copy")  # the same images, another folder
+    code, out, err = run_cli("adapt", "--source", "colours", "--target", "colours-copy", "--method", "source-only,coral",
                              "--epochs", 20, "--out", "board", *ADAPT)
     assert code == 0, err
     saved = json.loads((in_tmp_cwd / "board" / "adapt.json").read_text())
