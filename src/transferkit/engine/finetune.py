@@ -41,7 +41,6 @@ class Setup:
     freeze_bn: bool
     optim: OptimSettings
     freeze_groups: int = 0
-    ema_decay: float = 0.0
 
 
 def choose_recipe(cfg: FinetuneConfig, data: Data | None = None) -> Setup:
@@ -60,7 +59,7 @@ def choose_recipe(cfg: FinetuneConfig, data: Data | None = None) -> Setup:
                           label_smoothing=cfg.label_smoothing)
     groups = cfg.freeze_groups if cfg.freeze_groups is not None else defaults.freeze_groups
     return Setup(recipe, reason, cfg.image_size or defaults.image_size,
-                 cfg.epochs or defaults.epochs, freeze_bn, optim, groups, cfg.ema_decay)
+                 cfg.epochs or defaults.epochs, freeze_bn, optim, groups)
 
 
 def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = False,
@@ -151,7 +150,7 @@ def train(cfg: FinetuneConfig, setup: Setup, data: Data, built: Built, run: RunD
     resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
     trained = train_lightning(module, cfg, run, loaders, setup.epochs, callbacks=recipe.callbacks(cfg),
                               resume_from=resume_from, prep_seconds=time.perf_counter() - start, progress=progress,
-                              ema_decay=setup.ema_decay)
+                              ema_decay=cfg.ema_decay)
     return trained, extra
 
 
@@ -223,7 +222,7 @@ def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Buil
         "model": cfg.model, "weights": cfg.weights, "strategy": strategy, "strategy_reason": reason,
         "data": cfg.data, "run_dir": run.path.name, "image_size": setup.image_size,
         "epochs": None if setup.recipe.cached_features else setup.epochs, "freeze_groups": setup.freeze_groups,
-        "ema_decay": None if setup.recipe.cached_features else setup.ema_decay,
+        "ema_decay": None if setup.recipe.cached_features else cfg.ema_decay,
         "batchnorm": ("groupnorm" if cfg.norm == "groupnorm" else
                       "frozen" if setup.freeze_bn or not setup.recipe.trains_backbone else "train"),
         "test_accuracy": test["accuracy"] if test else None, "pixel_baseline_accuracy": baseline,

@@ -24,7 +24,7 @@ FINETUNE = "full"
 #: vs 0.644; all groups, 6 epochs: 0.614). benchmarks/RESULTS.md has every figure.
 FINETUNE_FREEZE_GROUPS = 3
 #: ... for this many epochs (``--epochs`` overrides; ``full`` alone keeps its 6). Digits, seeds 0-4
-#: x float-order perturbations (threads 1/2, oneDNN off): 6 epochs landed 0.967-0.986 test by machine
+#: x float-order perturbations (1 or 2 threads, an AVX2-only CPU): 6 epochs landed 0.967-0.992 test by machine
 #: (the last epochs still climbing on validation); 10 epochs end converged. An average of the weights
 #: (EMA 0.9/0.95/0.98, the last 2-3 epochs) did not beat the last epoch on validation. RESULTS.md.
 FINETUNE_EPOCHS = 10
