@@ -1,4 +1,6 @@
 import pytest
+
+from transferkit.config import FinetuneConfig
 import timm
 import torch
 
@@ -75,9 +77,9 @@ def test_registry_drives_cli_compare_and_readme():
 
     from transferkit.config import FinetuneConfig
     from transferkit.engine.compare import default_lineup
-    from transferkit.strategies import REGISTRY, STRATEGIES, markdown_table
+    from transferkit.strategies import REGISTRY, markdown_table, strategy_names
 
-    assert set(STRATEGIES) == set(REGISTRY)
+    assert set(strategy_names()) == set(REGISTRY)
     assert default_lineup() == [n for n, r in REGISTRY.items() if r.in_compare] + ["scratch"]
     for name in REGISTRY:
         FinetuneConfig(data="builtin:digits", strategy=name)
@@ -113,5 +115,7 @@ def test_a_new_recipe_is_one_registration():
     try:
         assert "probe-test" in default_lineup()
         assert [g for g, *_ in make_plan("probe-test", _model()).groups] == ["head"]
+        # registered at run time: the config accepts it (nothing frozen at import)
+        assert FinetuneConfig(data="builtin:digits", strategy="probe-test").strategy == "probe-test"
     finally:
-        del REGISTRY["probe-test"]
+        REGISTRY.unregister("probe-test")

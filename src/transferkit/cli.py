@@ -75,9 +75,9 @@ def _given(ctx: typer.Context, values: dict) -> dict:
 
 
 def _strategy_help() -> str:
-    from transferkit.strategies import STRATEGIES
+    from transferkit.strategies import strategy_names as names
 
-    return f"{', '.join(STRATEGIES)} (see the README's strategy table)"
+    return f"{', '.join(names())} (see the README's strategy table)"
 
 
 def _finetune_fields() -> list[str]:

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from transferkit.errors import ConfigError
-from transferkit.strategies import STRATEGIES
+from transferkit.registry import STRATEGIES
 
 
 def one_of(value: str, allowed, what: str) -> str:
@@ -151,7 +151,7 @@ class FinetuneConfig(BaseModel):
     @field_validator("strategy")
     @classmethod
     def _known_strategy(cls, v: str) -> str:
-        return one_of(v, STRATEGIES, "strategy")
+        return STRATEGIES.validate(v)
 
     @field_validator("model_args", mode="before")
     @classmethod

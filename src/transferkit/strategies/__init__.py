@@ -1,6 +1,7 @@
 """Training recipes, one module each, registered on import (the contract: :mod:`.base`).
 
-``REGISTRY`` maps each ``--strategy`` name to its :class:`~.base.Recipe`; it drives the
+``REGISTRY`` (:data:`transferkit.registry.STRATEGIES`) maps each ``--strategy`` name to its
+:class:`~.base.Recipe`; it drives the
 CLI's choices, ``compare``'s line-up, the option checks and the README table.
 """
 
@@ -15,14 +16,16 @@ for _info in pkgutil.iter_modules(__path__):
     if _info.name != "base":
         importlib.import_module(f"{__name__}.{_info.name}")
 
-#: Every strategy name, ``auto`` first.
-STRATEGIES = tuple(sorted(REGISTRY, key=lambda n: (n != "auto", n)))
+
+def strategy_names() -> list[str]:
+    """Every registered strategy name, ``auto`` first (run-time registrations included)."""
+    return sorted(REGISTRY, key=lambda n: (n != "auto", n))
 
 
 def markdown_table() -> str:
     """The README's strategy table, generated from the registry (a test keeps the README in sync)."""
     rows = ["| strategy | what it does | trains | defaults |", "|---|---|---|---|"]
-    for name in STRATEGIES:
+    for name in strategy_names():
         r = REGISTRY[name]
         d = r.defaults
         defaults = ("from the data" if name == "auto" else
@@ -41,4 +44,4 @@ def make_plan(name: str, model, freeze_bn: bool = False, **options) -> Plan:
     settings = SimpleNamespace(**{"backbone_lr_mult": 0.1, "lr_decay": None, **options})
     return get_recipe(name).plan(model, settings, freeze_bn)
 
-__all__ = ["REGISTRY", "STRATEGIES", "Defaults", "Plan", "Recipe", "get_recipe", "make_plan", "markdown_table", "register"]
+__all__ = ["REGISTRY", "strategy_names", "Defaults", "Plan", "Recipe", "get_recipe", "make_plan", "markdown_table", "register"]

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from transferkit.errors import ConfigError
+from transferkit.registry import STRATEGIES, Options
 
 if TYPE_CHECKING:
     from torch import nn
@@ -80,6 +81,8 @@ class Recipe:
     probe_init: bool = False
     regularizers: tuple[str, ...] = ()
     in_compare: bool = True
+    #: the recipe's own options (a pydantic model; flags ``--<name>-<option>``)
+    options: type[Options] | None = None
     #: With frozen BatchNorm the default LR is scaled by ``FROZEN_BN_LR_SCALE`` (measured: it collapses otherwise).
     frozen_bn_lr_scale: bool = False
 
@@ -123,20 +126,18 @@ class Recipe:
         return model, {}
 
 
-REGISTRY: dict[str, Recipe] = {}
+#: the strategies family (:mod:`transferkit.registry`): name -> :class:`Recipe`
+REGISTRY = STRATEGIES
 
 
-def register(recipe: Recipe) -> Recipe:
-    if recipe.name in REGISTRY:
-        raise ValueError(f"recipe '{recipe.name}' registered twice")
-    REGISTRY[recipe.name] = recipe
-    return recipe
+def register(recipe: Recipe, *, replace: bool = False) -> Recipe:
+    """Register ``recipe`` (from its own module, or at run time from Python: the config and the
+    commands accept it from then on)."""
+    return STRATEGIES.register(recipe, replace=replace)
 
 
 def get_recipe(name: str) -> Recipe:
-    if name not in REGISTRY:
-        raise ConfigError(f"unknown strategy '{name}'; choose one of: {', '.join(REGISTRY)}")
-    return REGISTRY[name]
+    return STRATEGIES[name]
 
 
 def backbone_recipes() -> list[str]:
