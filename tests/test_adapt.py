@@ -151,7 +151,7 @@ def test_resume_after_interruption(tmp_path, monkeypatch):
         adapt(cfg, progress=False)
     ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["epoch"] == 0 and not (tmp_path / "run" / "metrics.json").exists()
-    assert any(k.startswith("alignment.discriminator.") for k in ckpt["state_dict"])
+    assert any(k.startswith("terms.0.block.discriminator.") for k in ckpt["state_dict"])  # the discriminator resumes
     resume_normally()
     metrics = adapt(cfg, resume=True, progress=False)
     assert metrics["resumed"] is True and metrics["epochs"] == 2

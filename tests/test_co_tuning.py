@@ -11,7 +11,8 @@ from PIL import Image
 from skimage import data as skdata
 
 from transferkit import FinetuneConfig, finetune, load_backbone
-from transferkit.engine.finetune import co_tuning
+from transferkit.engine.finetune import build_entry, term_context
+from transferkit.registry import REGULARIZERS
 from transferkit.engine.stages import build_model, load_data
 from transferkit.errors import ConfigError
 from transferkit.regularizers import CoTuning, category_relationship
@@ -68,7 +69,8 @@ def test_relationship_of_imagenet_classes_puts_its_mass_on_the_matching_source_c
     cfg = FinetuneConfig(data=str(_photo_folder(tmp_path / "photos")), strategy="co-tuning", image_size=224,
                          val_split=0.0, test_split=0.0)
     data = load_data(cfg)
-    block = co_tuning(cfg, data, build_model(cfg, len(data.classes), 224), 224)
+    built = build_model(cfg, len(data.classes), 224)
+    block = build_entry(REGULARIZERS["co-tuning"], term_context(cfg, data, built, 224), cfg).block
     rel = block.relationship
     assert rel.shape == (3, 1000) and (rel >= 0).all() and torch.allclose(rel.sum(1), torch.ones(3))
     for c, name in enumerate(data.classes):

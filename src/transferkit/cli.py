@@ -68,6 +68,60 @@ def _extra(name: str, annotation, default, help_text: str) -> inspect.Parameter:
                              default=typer.Option(default, help=help_text))
 
 
+#: generated ``--<method>-<option>`` flags: parameter name -> (method, option); filled in by :func:`_complete`
+_OPTION_FLAGS: dict[str, tuple[str, str]] = {}
+
+
+def _method_options(*families: str):
+    """Mark a command as taking the ``--<method>-<option>`` flags of the registered methods of ``families``
+    (added by :func:`_complete` when the command runs: the registries import torch, the bare CLI does not)."""
+    def mark(fn):
+        fn.__method_families__ = families
+        return fn
+    return mark
+
+
+def _option_params(families) -> list[inspect.Parameter]:
+    """One typer option per field of each registered method's options model, default None (the method's own)."""
+    from transferkit.registry import FAMILIES
+
+    params = []
+    for entry in (e for fam in families for e in FAMILIES[fam].with_options()):
+        for field, f in entry.options.model_fields.items():
+            name = f"{entry.name}_{field}".replace("-", "_")
+            _OPTION_FLAGS[name] = (entry.name, field)
+            help_text = f"{entry.name}: {f.description or field} (default {f.default})"
+            params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=typer.Option(
+                None, help=help_text, rich_help_panel="Method options"), annotation=Optional[_cli_type(f.annotation)]))
+    return params
+
+
+def _complete(argv: list[str]) -> None:
+    """Add the generated method-option flags to the command named in ``argv`` (once)."""
+    name = next((a for a in argv if not a.startswith("-")), None)
+    info = next((c for c in app.registered_commands if (c.name or c.callback.__name__) == name), None)
+    fn = info.callback if info else None
+    families = getattr(fn, "__method_families__", ())
+    if not families or getattr(fn, "__completed__", False):
+        return
+    sig = inspect.signature(fn)
+    taken = set(sig.parameters)
+    extra = [p for p in _option_params(families) if p.name not in taken]
+    fn.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
+    fn.__completed__ = True
+
+
+def _collect_options(values: dict) -> dict:
+    """Pop the method-option flags given (not None) out of ``values``: ``{method: {option: value}}``."""
+    options: dict = {}
+    for name in [k for k in values if k in _OPTION_FLAGS]:
+        value = values.pop(name)
+        if value is not None:
+            method, field = _OPTION_FLAGS[name]
+            options.setdefault(method, {})[field] = value
+    return options
+
+
 def _given(ctx: typer.Context, values: dict) -> dict:
     """The options the user typed (not left at their default)."""
     return {k: v for k, v in values.items()
@@ -83,7 +137,7 @@ def _strategy_help() -> str:
 def _finetune_fields() -> list[str]:
     from transferkit.config import FinetuneConfig
 
-    return [n for n in FinetuneConfig.model_fields if n != "out"]
+    return [n for n in FinetuneConfig.model_fields if n not in ("out", "options")]
 
 
 RUN_OPTIONS = [
@@ -96,6 +150,7 @@ RUN_OPTIONS = [
 
 
 @app.command()
+@_method_options("strategies", "regularizers")
 @_with_params(_config_params(_finetune_fields(), data=(None, "builtin:digits, builtin:fashion-mnist, an image "
                                                                "folder or a CSV (path,label[,split])"),
                              strategy=("auto", _strategy_help())), RUN_OPTIONS)
@@ -152,7 +207,9 @@ def _one_run_config(ctx: typer.Context, values: dict, example: str, config_cls=N
     if resume:
         if not out:
             raise TransferkitError("--resume needs --out RUN_DIR (the run to continue)")
-        return _resume_config(Path(out), _given(ctx, values), config_cls), overwrite, resume, progress
+        options = _collect_options(values)
+        given = {**_given(ctx, values), **({"options": options} if options else {})}
+        return _resume_config(Path(out), given, config_cls), overwrite, resume, progress
     if not values["data"] and not config:
         raise TransferkitError(f"--data is required, e.g. --data {example} or --data path/to/images")
     return _config(ctx, values, config, config_cls), overwrite, resume, progress
@@ -245,7 +302,7 @@ def _adapt_fields() -> list[str]:
     from transferkit.config import NOT_FOR_ADAPT, AdaptConfig
 
     first = ["source", "target", "method"]
-    return first + [n for n in AdaptConfig.model_fields if n not in (*first, "data", "out", *NOT_FOR_ADAPT)]
+    return first + [n for n in AdaptConfig.model_fields if n not in (*first, "data", "out", "options", *NOT_FOR_ADAPT)]
 
 
 def _adapt_cls():
@@ -255,6 +312,7 @@ def _adapt_cls():
 
 
 @app.command()
+@_method_options("strategies", "regularizers", "adaptation")
 @_with_params(
     _config_params(_adapt_fields(), _adapt_cls(),
                    source=(None, "labelled source domain: builtin:synth-digits, an image folder or a CSV"),
@@ -313,7 +371,7 @@ def _distill_fields() -> list[str]:
     from transferkit.config import NOT_FOR_DISTILL, DistillConfig
 
     first = ["teacher", "model", "weights", "model_args", "data", "loss"]
-    return first + [n for n in DistillConfig.model_fields if n not in (*first, "out", *NOT_FOR_DISTILL)]
+    return first + [n for n in DistillConfig.model_fields if n not in (*first, "out", "options", *NOT_FOR_DISTILL)]
 
 
 def _distill_cls():
@@ -323,6 +381,7 @@ def _distill_cls():
 
 
 @app.command()
+@_method_options("distill")
 @_with_params(
     _config_params(_distill_fields(), _distill_cls(),
                    teacher=(None, "a finished run directory (finetune, adapt, distill): its model teaches"),
@@ -384,7 +443,7 @@ def _pretrain_fields() -> list[str]:
     from transferkit.config import NOT_FOR_PRETRAIN, PretrainConfig
 
     first = ["data", "method", "model", "weights", "model_args", "images"]
-    return first + [n for n in PretrainConfig.model_fields if n not in (*first, "out", "val_split", "test_split",
+    return first + [n for n in PretrainConfig.model_fields if n not in (*first, "out", "options", "val_split", "test_split",
                                                                          *NOT_FOR_PRETRAIN)]
 
 
@@ -395,6 +454,7 @@ def _pretrain_cls():
 
 
 @app.command()
+@_method_options("selfsup")
 @_with_params(
     _config_params(_pretrain_fields(), _pretrain_cls(),
                    data=(None, "images: builtin:fashion-mnist, an image folder (with class folders, or without: "
@@ -434,9 +494,10 @@ def _config(ctx: typer.Context, values: dict, config: Optional[Path], config_cls
     from transferkit.config import FinetuneConfig
 
     cls = config_cls or FinetuneConfig
+    options = _collect_options(values)
     if not config:
-        return cls.build(**values)
-    return cls.load(config, **_given(ctx, values))
+        return cls.build(**values, **({"options": options} if options else {}))
+    return cls.load(config, **_given(ctx, values), **({"options": options} if options else {}))
 
 
 @app.command()
@@ -681,6 +742,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, _raise_interrupted)
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
+        _complete(sys.argv[1:])
         app(standalone_mode=True)
     except Interrupted as e:
         print(f"interrupted by {signal.Signals(e.signum).name}: {e.where or 'nothing was written'}",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from transferkit.errors import ConfigError
-from transferkit.registry import STRATEGIES
+from transferkit.registry import ADAPTATION, DISTILL, REGULARIZERS, STRATEGIES, check_options
 
 
 def one_of(value: str, allowed, what: str) -> str:
@@ -102,7 +102,7 @@ class FinetuneConfig(BaseModel):
     unfreeze_every: int = Field(1, ge=1, description="gradual: unfreeze one more group every N epochs")
     bn: Literal["auto", "train", "freeze"] = Field("auto", description="BatchNorm: train, freeze (eval mode, affine frozen) or auto (freeze below 16 images per device)")
     norm: Literal["batchnorm", "groupnorm"] = Field("batchnorm", description="batchnorm, or groupnorm (replaces every BatchNorm2d; discards its pretrained statistics)")
-    reg: Literal["none", "l2sp", "lwf"] = Field("none", description="regulariser added to the loss: none, l2sp (stay near the pretrained weights) or lwf (Learning without Forgetting)")
+    reg: str = Field("none", description="a regulariser added to the loss (transferkit.registry.REGULARIZERS), or none")
     reg_alpha: float = Field(0.1, ge=0, description="l2sp: alpha/2 ||w - w_pretrained||^2 on the backbone")
     reg_beta: float = Field(0.01, ge=0, description="l2sp: beta/2 ||w||^2 on the new head")
     lwf_weight: float = Field(1.0, ge=0, description="lwf: weight of the source-output distillation loss")
@@ -120,6 +120,8 @@ class FinetuneConfig(BaseModel):
     lora_alpha: float | None = Field(None, gt=0, description="lora: scale alpha/r; None: 2 x rank")
     lora_targets: str | None = Field(None, description="lora: comma-separated module names (or suffixes); "
                                      "None: 1x1 convolutions (CNN) or attention qkv/proj (ViT)")
+    options: dict[str, dict[str, Any]] = Field({}, description="each registered method's own options, "
+                                                "{method: {option: value}} (flags --<method>-<option>)")
     ema_decay: float = Field(0.0, ge=0, lt=1, description="keep an exponential moving average of the weights (decay "
                              "per step; Lightning's EMAWeightAveraging): validation and the saved model use the "
                              "average; 0: off (the main job's default: it did not beat the last epoch on validation)")
@@ -152,6 +154,25 @@ class FinetuneConfig(BaseModel):
     @classmethod
     def _known_strategy(cls, v: str) -> str:
         return STRATEGIES.validate(v)
+
+    @field_validator("reg")
+    @classmethod
+    def _known_reg(cls, v: str) -> str:
+        return v if v == "none" else REGULARIZERS.validate(v)
+
+    @model_validator(mode="after")
+    def _options_of_used_methods(self):
+        self.options = check_options(self.options, self.option_families(), self.methods_used())
+        return self
+
+    def option_families(self) -> list:
+        """The registries whose entries this command's ``options`` may configure."""
+        return [STRATEGIES, REGULARIZERS]
+
+    def methods_used(self) -> list[str]:
+        """The registered methods a run of this config uses (their options may be given)."""
+        recipe = STRATEGIES[self.strategy]
+        return [self.strategy, *recipe.regularizers(self)]
 
     @field_validator("model_args", mode="before")
     @classmethod
@@ -190,18 +211,6 @@ class FinetuneConfig(BaseModel):
             raise ConfigError(f"invalid option {where}: {err['msg']}") from None
 
 
-#: ``adapt``'s methods: the alignment loss each adds (None: none) and whether it reads target labels.
-ADAPT_METHODS = {
-    "source-only": "labelled source only, the alignment loss off (the lower bound)",
-    "dann": "domain-adversarial: a discriminator on the features, through gradient reversal (DANN)",
-    "cdan": "domain-adversarial conditioned on the predictions (CDAN)",
-    "cdan+e": "CDAN with entropy conditioning: confident target predictions weigh more (CDAN+E)",
-    "dan": "multi-kernel MMD between source and target features (DAN)",
-    "coral": "match the features' covariances (Deep CORAL)",
-    "oracle": "trained on the labelled target adaptation split: the upper bound, the only method "
-              "that reads target labels",
-}
-
 #: finetune options that ``adapt`` does not offer: they must stay at their defaults.
 NOT_FOR_ADAPT = ("ema_decay", "co_tuning_weight", "source_eval", "source_data", "source_labels", "wise_alpha", "wise_curve", "lora_rank",
                  "lora_alpha", "lora_targets", "probe_augment", "baseline", "reg", "lwf_weight", "lwf_temperature")
@@ -219,7 +228,7 @@ class AdaptConfig(FinetuneConfig):
     source: str = Field(description="labelled source domain: builtin:..., an image folder or a CSV")
     target: str = Field(description="target domain: as source, or a folder of images without class folders "
                         "(unlabelled: then only proxy metrics are reported)")
-    method: str = Field("dann", description=f"{', '.join(ADAPT_METHODS)}")
+    method: str = Field("dann", description="a registered adaptation method (transferkit.registry.ADAPTATION)")
     strategy: str = Field("full", description=f"the recipe that trains the network: {', '.join(ADAPT_STRATEGIES)}")
     trade_off: float | None = Field(None, ge=0, description="weight of the alignment loss; None: the method's "
                                     "measured default")
@@ -244,7 +253,13 @@ class AdaptConfig(FinetuneConfig):
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        return one_of(v, ADAPT_METHODS, "method")
+        return ADAPTATION.validate(v)
+
+    def option_families(self) -> list:
+        return [STRATEGIES, REGULARIZERS, ADAPTATION]
+
+    def methods_used(self) -> list[str]:
+        return [*super().methods_used(), self.method]
 
     @field_validator("strategy")
     @classmethod
@@ -259,16 +274,6 @@ class AdaptConfig(FinetuneConfig):
     def data_specs(self) -> list[str]:
         return [self.source, self.target]
 
-
-#: ``distill``'s losses (``none``: the student alone, the baseline): what the distillation term is.
-DISTILL_LOSSES = {
-    "none": "the student alone: cross-entropy on the labels (the baseline)",
-    "soft": "soft targets: (1-a) CE + a T^2 KL(teacher/T || student/T) (Hinton et al. 2015)",
-    "hard": "hard labels: (1-a) CE + a CE(student, teacher argmax) (DeiT)",
-    "token": "distillation token: the class head learns the labels, the distillation head the teacher's "
-             "argmax; heads averaged at inference (DeiT; a distilled ViT student)",
-    "feature": "FitNets hint: (1-a) CE + a MSE(projected student features, teacher features)",
-}
 
 #: finetune options that ``distill`` does not offer: they must stay at their defaults.
 NOT_FOR_DISTILL = ("ema_decay", "co_tuning_weight", "source_eval", "source_data", "source_labels", "wise_alpha", "wise_curve", "lora_rank",
@@ -286,7 +291,7 @@ class DistillConfig(FinetuneConfig):
     teacher: str = Field(description="a finished run directory (finetune, adapt, distill): its model teaches")
     model: str = Field("efficientnet_lite0", description="the student: any timm model name")
     weights: str = Field("none", description="the student's weights: none (scratch), packaged, imagenet or a file")
-    loss: str = Field("soft", description=", ".join(DISTILL_LOSSES))
+    loss: str = Field("soft", description="a registered distillation loss (transferkit.registry.DISTILL)")
     alpha: float = Field(0.5, ge=0, le=1, description="weight of the distillation term; 1 - alpha weights the "
                          "labels' cross-entropy")
     temperature: float = Field(4.0, gt=0, description="soft: softmax temperature T")
@@ -304,7 +309,13 @@ class DistillConfig(FinetuneConfig):
     @field_validator("loss")
     @classmethod
     def _known_loss(cls, v: str) -> str:
-        return one_of(v, DISTILL_LOSSES, "loss")
+        return DISTILL.validate(v)
+
+    def option_families(self) -> list:
+        return [DISTILL]
+
+    def methods_used(self) -> list[str]:
+        return [self.loss]
 
     @field_validator("strategy")
     @classmethod

@@ -183,14 +183,24 @@ def check_options(values: Mapping[str, Any], registries: list[Registry], chosen:
 
 
 __all__ = ["ADAPTATION", "DISTILL", "FAMILIES", "Method", "Options", "REGULARIZERS", "Registry", "SELFSUP", "STRATEGIES",
-           "TTA", "check_options", "options_text", "resolve_options"]
+           "TTA", "check_options", "import_submodules", "options_text", "resolve_options"]
+
+
+def import_submodules(package: str, path) -> None:
+    """Import every module of ``package`` (its ``__path__``): each registers its entries, so a new
+    method is one new module."""
+    import pkgutil
+
+    for info in pkgutil.iter_modules(path):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{package}.{info.name}")
 
 
 # the families ------------------------------------------------------------------------------
 STRATEGIES = Registry("strategies", "transferkit.strategies", "--strategy", "strategy")
 REGULARIZERS = Registry("regularizers", "transferkit.regularizers", "--reg", "regulariser")
-ADAPTATION = Registry("adaptation", "transferkit.adaptation", "--method", "adaptation method")
-TTA = Registry("tta", "transferkit.tta", "--method", "test-time adaptation method")
-DISTILL = Registry("distill", "transferkit.distill", "--loss", "distillation loss")
-SELFSUP = Registry("selfsup", "transferkit.selfsup", "--method", "self-supervised method")
+ADAPTATION = Registry("adaptation", "transferkit.adaptation", "--method", "method")
+TTA = Registry("tta", "transferkit.tta", "--method", "method")
+DISTILL = Registry("distill", "transferkit.distill", "--loss", "loss")
+SELFSUP = Registry("selfsup", "transferkit.selfsup", "--method", "method")
 FAMILIES = {r.family: r for r in (STRATEGIES, REGULARIZERS, ADAPTATION, TTA, DISTILL, SELFSUP)}

@@ -16,6 +16,7 @@ from torch import nn
 from transferkit.adaptation.dann import _check_rows, domain_adversarial_loss
 from transferkit.adaptation.grl import DomainDiscriminator, GradientReversal
 from transferkit.errors import ConfigError, DataError
+from transferkit.registry import ADAPTATION, Method
 
 __all__ = ["CDANLoss", "RandomizedMultilinearMap", "entropy_weights", "multilinear_map"]
 
@@ -118,3 +119,20 @@ class CDANLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"features_dim={self.features_dim}, num_classes={self.num_classes}, map_dim={self.map_dim}, "
                 f"randomized={self.randomized}, entropy_conditioning={self.entropy_conditioning}")
+
+
+def _builder(entropy: bool):
+    def build(ctx):
+        from transferkit.adaptation.alignment import AlignmentTerm
+
+        block = CDANLoss(ctx.features_dim, ctx.num_classes, entropy_conditioning=entropy, seed=ctx.seed)
+        return AlignmentTerm(block, ctx.weight, conditional=True)
+    return build
+
+
+CDAN = ADAPTATION.register(Method(
+    name="cdan", summary="domain-adversarial conditioned on the predictions (CDAN)", build=_builder(False),
+    defaults={"trade_off": 1.0}))
+CDAN_E = ADAPTATION.register(Method(
+    name="cdan+e", summary="CDAN with entropy conditioning: confident target predictions weigh more (CDAN+E)",
+    build=_builder(True), defaults={"trade_off": 1.0}))

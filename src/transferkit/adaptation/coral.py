@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from transferkit.errors import DataError
+from transferkit.registry import ADAPTATION, Method
 
 __all__ = ["CORAL", "coral_loss", "covariance"]
 
@@ -40,3 +41,13 @@ class CORAL(nn.Module):
 
     def forward(self, f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
         return coral_loss(f_s, f_t)
+
+
+def _build(ctx):
+    from transferkit.adaptation.alignment import AlignmentTerm
+
+    return AlignmentTerm(CORAL(), ctx.weight)
+
+
+METHOD = ADAPTATION.register(Method(
+    name="coral", summary="match the features' covariances (Deep CORAL)", build=_build, defaults={"trade_off": 1.0}))

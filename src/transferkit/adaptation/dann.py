@@ -12,6 +12,7 @@ from torch import nn
 
 from transferkit.adaptation.grl import DomainDiscriminator, GradientReversal
 from transferkit.errors import ConfigError, DataError
+from transferkit.registry import ADAPTATION, Method
 
 __all__ = ["DANNLoss", "domain_adversarial_loss"]
 
@@ -80,3 +81,14 @@ class DANNLoss(nn.Module):
         _check_rows("f_t", f_t)
         d = self.discriminator(self.grl(torch.cat([f_s, f_t]))).reshape(-1)
         return domain_adversarial_loss(d[: len(f_s)], d[len(f_s):], w_s, w_t)
+
+
+def _build(ctx):
+    from transferkit.adaptation.alignment import AlignmentTerm
+
+    return AlignmentTerm(DANNLoss(ctx.features_dim), ctx.weight)
+
+
+METHOD = ADAPTATION.register(Method(
+    name="dann", summary="domain-adversarial: a discriminator on the features, through gradient reversal (DANN)",
+    build=_build, defaults={"trade_off": 1.0}))

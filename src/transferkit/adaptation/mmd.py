@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from transferkit.errors import ConfigError, DataError
+from transferkit.registry import ADAPTATION, Method
 
 __all__ = ["DEFAULT_MULTIPLIERS", "MultipleKernelMMD", "mk_mmd"]
 
@@ -93,3 +94,14 @@ class MultipleKernelMMD(nn.Module):
 
     def extra_repr(self) -> str:
         return f"multipliers={self.multipliers}, estimator={self.estimator!r}"
+
+
+def _build(ctx):
+    from transferkit.adaptation.alignment import AlignmentTerm
+
+    return AlignmentTerm(MultipleKernelMMD(), ctx.weight)
+
+
+METHOD = ADAPTATION.register(Method(
+    name="dan", summary="multi-kernel MMD between source and target features (DAN)", build=_build,
+    defaults={"trade_off": 1.0}))

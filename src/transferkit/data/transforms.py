@@ -39,11 +39,17 @@ def data_config_for(model: torch.nn.Module, image_size: int) -> dict[str, Any]:
     )
 
 
+#: The strong augmentation of self-training's target view: timm's RandAugment, 2 ops of magnitude 10
+#: (FixMatch's RandAugment draws 2 ops at a random magnitude; ``mstd0.5`` jitters the magnitude).
+STRONG = "rand-m10-n2-mstd0.5"
+
+
 def build_transform(
-    data_cfg: dict[str, Any], image_size: int, train: bool, hflip: float = 0.0
+    data_cfg: dict[str, Any], image_size: int, train: bool, hflip: float = 0.0, auto_augment: str | None = None
 ) -> Callable[[Image.Image], torch.Tensor]:
     """A timm transform mapping an RGB PIL image to a normalised float tensor
-    of shape (3, image_size, image_size); see the module docstring."""
+    of shape (3, image_size, image_size); see the module docstring. ``auto_augment``: a timm policy
+    string added to the training transform (e.g. ``STRONG``, RandAugment)."""
     common = dict(
         input_size=(3, image_size, image_size),
         interpolation=data_cfg.get("interpolation", "bicubic"),
@@ -53,7 +59,7 @@ def build_transform(
     if train:
         return timm.data.create_transform(
             **common, is_training=True, scale=TRAIN_SCALE, ratio=TRAIN_RATIO,
-            hflip=hflip, vflip=0.0, color_jitter=None, auto_augment=None, re_prob=0.0,
+            hflip=hflip, vflip=0.0, color_jitter=None, auto_augment=auto_augment, re_prob=0.0,
         )
     return timm.data.create_transform(**common, is_training=False, crop_pct=1.0, crop_mode="squash")
 

@@ -16,16 +16,19 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import torch
 
 from transferkit.config import AdaptConfig
-from transferkit.data import TransformedSubset, load_source
+from transferkit.data import TransformedSubset, build_transform, load_source
+from transferkit.data.transforms import STRONG
 from transferkit.engine.finetune import Setup, choose_recipe, resume_hint, run_path
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
                                        loader, record_run, save_model, seed_all, train_lightning, train_loader)
 from transferkit.errors import ConfigError, DataError
+from transferkit.registry import ADAPTATION
 from transferkit.rundir import RunDir, is_global_zero, write_json
 
 #: Defaults chosen on the source validation split (never the target's labels): synth-digits ->
@@ -34,10 +37,9 @@ from transferkit.rundir import RunDir, is_global_zero, write_json
 #: source-only 1.27). 32 px keeps a run at 1.5-3 min on 2 CPU cores; larger sizes not yet swept
 #: (benchmarks/RESULTS.md, "adapt").
 DEFAULTS = {"image_size": 32, "epochs": 10, "lr": 1e-2}
-#: Alignment-loss weights (``--trade-off``) per method: the papers' 1.0. DANN on synth-digits, 3 seeds,
-#: chosen on source validation accuracy and proxy A-distance (never the target's labels): 0.3 -> val
-#: 93.4%, PAD 1.18; 1.0 -> 93.2%, 0.83; 3.0 -> 89.5%, 0.81: 1.0 kept (benchmarks/RESULTS.md, "adapt").
-TRADE_OFFS = {"dann": 1.0, "cdan": 1.0, "cdan+e": 1.0, "dan": 1.0, "coral": 1.0, "source-only": 0.0, "oracle": 0.0}
+#: Alignment-loss weights (``--trade-off``): each method's ``defaults["trade_off"]``, the papers' 1.0. DANN on
+#: synth-digits, 3 seeds, chosen on source validation accuracy and proxy A-distance (never the target's
+#: labels): 0.3 -> val 93.4%, PAD 1.18; 1.0 -> 93.2%, 0.83; 3.0 -> 89.5%, 0.81: 1.0 kept (RESULTS.md, "adapt").
 
 
 @dataclass
@@ -94,7 +96,7 @@ def with_defaults(cfg: AdaptConfig) -> AdaptConfig:
 
 
 def trade_off(cfg: AdaptConfig) -> float:
-    return TRADE_OFFS[cfg.method] if cfg.trade_off is None else cfg.trade_off
+    return ADAPTATION[cfg.method].defaults.get("trade_off", 1.0) if cfg.trade_off is None else cfg.trade_off
 
 
 def baseline_note(method: str, target_labelled: bool) -> str | None:
@@ -119,7 +121,7 @@ def load_domains(cfg: AdaptConfig) -> Domains:
         missing, extra = sorted(set(source.classes) - set(target.classes)), sorted(set(target.classes) - set(source.classes))
         raise DataError(f"source and target must have the same classes; the target lacks {missing or '-'} and "
                         f"adds {extra or '-'}")
-    if cfg.method == "oracle" and not target.labelled:
+    if ADAPTATION[cfg.method].traits.get("uses_target_labels") and not target.labelled:
         raise ConfigError(f"--method oracle trains on the target's labels; {cfg.target} has none (a folder "
                           "without class folders)")
     subsets, target_eval = target_split(target, cfg)
@@ -176,28 +178,51 @@ def adapt_batches(cfg: AdaptConfig, domains: Domains, built: Built):
     def shuffled(ds):
         return train_loader(ds, cfg, drop_last=len(ds) > cfg.batch_size)  # full batches when there are any
 
-    if cfg.method == "oracle":  # the one place target labels reach training
+    entry = ADAPTATION[cfg.method]
+    if entry.traits.get("uses_target_labels"):  # the one place target labels reach training (oracle)
         return CombinedLoader({"labelled": shuffled(domains.target.images("adapt", built.train_tf))}, "max_size_cycle")
+    target_tf = built.train_tf
+    if "strong" in entry.traits.get("target_views", ()):  # (weak, strong) views of each target image
+        strong = build_transform(built.data_config, built_size(built), train=True, hflip=cfg.hflip, auto_augment=STRONG)
+        target_tf = WeakStrong(built.train_tf, strong)
     return CombinedLoader({"labelled": shuffled(domains.source.images("train", built.train_tf)),
-                           "unlabelled": shuffled(ImagesOnly(domains.target.images("adapt", built.train_tf)))},
+                           "unlabelled": shuffled(ImagesOnly(domains.target.images("adapt", target_tf)))},
                           "max_size_cycle")
+
+
+class WeakStrong:
+    """Two views of one image: the training transform's and a strongly augmented one (self-training)."""
+
+    def __init__(self, weak, strong):
+        self.weak, self.strong = weak, strong
+
+    def __call__(self, image):
+        return self.weak(image), self.strong(image)
+
+
+def built_size(built: Built) -> int:
+    return int(built.data_config["input_size"][-1])
 
 
 # ----------------------------------------------------------------------------- train
 def train(cfg: AdaptConfig, setup: Setup, domains: Domains, built: Built, run: RunDir, resume: bool,
           progress: bool) -> Trained:
-    """The recipe's plan (``full``: everything trains) under Lightning, with the alignment loss."""
-    from transferkit.engine.adapt_module import AdaptModule, alignment_loss
-    from transferkit.regularizers import L2SP
+    """The recipe's plan (``full``: everything trains) under Lightning: the task loss on the source, the
+    recipe's regularisers and the method's alignment term (:data:`transferkit.registry.ADAPTATION`)."""
+    from transferkit.engine.finetune import build_entry, term_context
+    from transferkit.engine.module import TransferModule
+    from transferkit.registry import REGULARIZERS
 
     start, recipe = time.perf_counter(), setup.recipe
-    reg = L2SP(built.model, cfg.reg_alpha, cfg.reg_beta) if recipe.name == "l2sp" else None
+    ctx = term_context(cfg, domains.source, built, setup.image_size)
+    terms = [build_entry(REGULARIZERS[name], ctx, cfg) for name in recipe.regularizers(cfg)]
     net = recipe.prepare(built.model, cfg)
     plan = recipe.plan(net, cfg.model_copy(update={"freeze_groups": setup.freeze_groups}), setup.freeze_bn)
     features_dim = getattr(net, "head_hidden_size", None) or net.num_features
-    module = AdaptModule(net, len(domains.source.classes), plan, setup.optim, method=cfg.method,
-                         trade_off=trade_off(cfg), regularizer=reg,
-                         alignment=alignment_loss(cfg.method, features_dim, len(domains.source.classes), cfg.seed))
+    align = build_entry(ADAPTATION[cfg.method], SimpleNamespace(features_dim=features_dim, seed=cfg.seed,
+                        num_classes=len(domains.source.classes), weight=trade_off(cfg)), cfg)
+    module = TransferModule(net, len(domains.source.classes), plan, setup.optim, terms + ([align] if align else []),
+                            stop_hint="lower --lr or --trade-off")
     loaders = {"train": adapt_batches(cfg, domains, built),
                "val": loader(domains.source.images("val", built.eval_tf), cfg)}
     resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
@@ -257,7 +282,7 @@ def evaluate_and_save(cfg: AdaptConfig, setup: Setup, domains: Domains, built: B
     acc = lambda split: scores[split]["accuracy"] if split in scores else None  # noqa: E731
     target = scores.get("target")
     return {
-        "method": cfg.method, "uses_target_labels": cfg.method == "oracle", "strategy": setup.recipe.name,
+        "method": cfg.method, "uses_target_labels": bool(ADAPTATION[cfg.method].traits.get("uses_target_labels")), "strategy": setup.recipe.name,
         "model": cfg.model, "weights": cfg.weights, "source": cfg.source, "target": cfg.target,
         "run_dir": run.path.name, "image_size": setup.image_size, "epochs": setup.epochs, "trade_off": trade_off(cfg),
         "source_accuracy": acc("test"), "source_val_accuracy": acc("val"), "target_accuracy": acc("target"),
@@ -295,4 +320,4 @@ def write_adapt_report(run: RunDir, cfg: AdaptConfig, metrics: dict, classes: li
     write_json(run.metrics_json, metrics)
 
 
-__all__ = ["DEFAULTS", "TRADE_OFFS", "Domains", "adapt", "load_domains", "target_split"]
+__all__ = ["DEFAULTS", "Domains", "adapt", "load_domains", "target_split"]

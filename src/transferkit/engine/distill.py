@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -24,6 +25,7 @@ from transferkit.engine.finetune import Setup, choose_recipe, resume_hint, run_p
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
                                        loader, record_run, save_model, seed_all, train_lightning, train_loader)
 from transferkit.errors import ConfigError, DataError, RunDirError
+from transferkit.registry import DISTILL
 from transferkit.rundir import RunDir, write_json
 
 #: The student's LR multiplier on its backbone when unset: a student from scratch has nothing to
@@ -122,11 +124,10 @@ def with_defaults(cfg: DistillConfig, teacher: Teacher) -> DistillConfig:
 
 
 def check_student(cfg: DistillConfig, model: torch.nn.Module) -> None:
-    """``token`` needs a student with a distillation token (timm's distilled ViTs)."""
-    if cfg.loss == "token" and not hasattr(model, "set_distilled_training"):
-        raise ConfigError(f"--loss token needs a student with a distillation token, e.g. --student "
-                          f"deit_tiny_distilled_patch16_224 (with --student-args to shrink it); {cfg.model} has "
-                          "none — use --loss soft or hard")
+    """The loss's own check of the student (``token`` needs a distillation token)."""
+    entry = DISTILL[cfg.loss]
+    if entry.check is not None:
+        entry.check(SimpleNamespace(cfg=cfg, net=model))
 
 
 # ----------------------------------------------------------------------------- data
@@ -199,16 +200,19 @@ def teacher_view(teacher: Teacher, built: Built):
 
 def train(cfg: DistillConfig, setup: Setup, data: Data, built: Built, teacher: Teacher, run: RunDir,
           resume: bool, progress: bool) -> Trained:
-    """The recipe's plan for the student under Lightning, with the distillation loss."""
-    from transferkit.engine.distill_module import DistillModule, feature_hint
+    """The recipe's plan for the student under Lightning: ``(1 - alpha)`` CE on the labels plus the loss's
+    distillation term (:data:`transferkit.registry.DISTILL`; none: the labels alone)."""
+    from transferkit.engine.finetune import build_entry
+    from transferkit.engine.module import TransferModule
 
     start, recipe = time.perf_counter(), setup.recipe
     net = recipe.prepare(built.model, cfg)
     plan = recipe.plan(net, cfg.model_copy(update={"freeze_groups": setup.freeze_groups}), setup.freeze_bn)
     view = teacher_view(teacher, built)
-    hint = feature_hint(net, view, setup.image_size) if cfg.loss == "feature" else None
-    module = DistillModule(net, len(data.classes), plan, setup.optim, loss=cfg.loss, alpha=cfg.alpha,
-                           temperature=cfg.temperature, teacher=view, hint=hint)
+    term = build_entry(DISTILL[cfg.loss], SimpleNamespace(cfg=cfg, net=net, teacher=view, alpha=cfg.alpha,
+                                                          temperature=cfg.temperature, image_size=setup.image_size), cfg)
+    module = TransferModule(net, len(data.classes), plan, setup.optim, [term] if term else [],
+                            task_weight=1 - cfg.alpha if term else 1.0, stop_hint="lower --lr or --temperature")
     loaders = {"train": train_loader(train_set(cfg, data, built, view), cfg),
                "val": loader(data.images("val", built.eval_tf), cfg)}
     resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None

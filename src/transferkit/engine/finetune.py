@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch.utils.data import TensorDataset
@@ -155,31 +156,35 @@ def train(cfg: FinetuneConfig, setup: Setup, data: Data, built: Built, run: RunD
 
 
 def _module(cfg: FinetuneConfig, setup: Setup, net, plan, data: Data, built: Built):
-    """The LightningModule, with the regulariser the options ask for (L2-SP snapshots the weights now)."""
+    """The LightningModule: the task loss plus the recipe's and ``--reg``'s regularisers, each a loss term
+    built now (L2-SP snapshots the pretrained weights, co-tuning reads the training images)."""
     from transferkit.engine.module import TransferModule
-    from transferkit.regularizers import L2SP, LwF
+    from transferkit.registry import REGULARIZERS
 
-    reg = None
-    if setup.recipe.name == "l2sp" or cfg.reg == "l2sp":
-        reg = L2SP(built.model, cfg.reg_alpha, cfg.reg_beta)
-    elif cfg.reg == "lwf":
-        reg = LwF(source_model(cfg, setup.image_size), cfg.lwf_weight, cfg.lwf_temperature)
-    elif setup.recipe.name == "co-tuning":
-        reg = co_tuning(cfg, data, built, setup.image_size)
-    return TransferModule(net, len(data.classes), plan, setup.optim, reg)
+    ctx = term_context(cfg, data, built, setup.image_size)
+    terms = [build_entry(REGULARIZERS[name], ctx, cfg) for name in setup.recipe.regularizers(cfg)]
+    return TransferModule(net, len(data.classes), plan, setup.optim, terms)
 
 
-def co_tuning(cfg: FinetuneConfig, data: Data, built: Built, image_size: int):
-    """The co-tuning block: the pretrained source head and the category relationship it gives on the
-    training images (eval transform, seeded order: the same on every rank and on resume)."""
-    from transferkit.evaluation.features import map_batches
-    from transferkit.regularizers import CoTuning, category_relationship
+def build_entry(entry, ctx: SimpleNamespace, cfg):
+    """``entry.build`` on ``ctx`` with the entry's own options (``cfg.options[entry.name]``, validated)."""
+    options = entry.resolve((getattr(cfg, "options", None) or {}).get(entry.name)) if hasattr(entry, "resolve") else None
+    return entry.build(SimpleNamespace(**vars(ctx), options=options))
 
-    source = source_model(cfg, image_size)
-    probs = map_batches(source, loader(data.images("train", built.eval_tf), cfg),
-                        lambda m, x: {"p": m(x).softmax(1)}, device=device_of(cfg), progress=False, desc="source")
-    return CoTuning(source.get_classifier(), category_relationship(probs["p"], probs["labels"], len(data.classes)),
-                    cfg.co_tuning_weight)
+
+def term_context(cfg: FinetuneConfig, data: Data, built: Built, image_size: int) -> SimpleNamespace:
+    """What a regulariser's ``build`` may read (see :mod:`transferkit.regularizers`)."""
+    def source_outputs():
+        from transferkit.evaluation.features import map_batches
+
+        source = source_model(cfg, image_size)
+        out = map_batches(source, loader(data.images("train", built.eval_tf), cfg), lambda m, x: {"p": m(x).softmax(1)},
+                          device=device_of(cfg), progress=False, desc="source")
+        return out["p"], out["labels"]
+
+    return SimpleNamespace(cfg=cfg, model=built.model, num_classes=len(data.classes),
+                           features_dim=int(built.model.num_features),
+                           source_model=lambda: source_model(cfg, image_size), source_outputs=source_outputs)
 
 
 def source_model(cfg: FinetuneConfig, image_size: int) -> torch.nn.Module:

@@ -1,4 +1,4 @@
-"""The LightningModule that trains any network under a strategy :class:`Plan`."""
+"""The one LightningModule that trains any network under a strategy :class:`Plan` on a sum of loss terms."""
 
 from __future__ import annotations
 
@@ -8,37 +8,39 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from transferkit.errors import TrainingError
-from transferkit.evaluation.features import pre_logits
 from transferkit.optim import OptimSettings, build_optimizer, param_groups, warmup_cosine_scheduler
 from transferkit.strategies import Plan
 from transferkit.surgery.freezing import reapply_frozen
+from transferkit.terms import Step, Term
 
 
 class TransferModule(L.LightningModule):
-    """Trains ``net`` (a whole timm model, or just its head on cached features).
+    """Trains ``net`` (a whole timm model, or just its head on cached features) on one sum of loss terms::
 
-    * the optimizer is built once over every group of the plan, frozen or not;
-    * after every ``train()`` the plan's frozen modules go back to eval mode
-      (frozen BatchNorm, see :mod:`transferkit.surgery.freezing`);
-    * an optional ``regularizer`` (an ``nn.Module`` called as ``regularizer(net)``,
-      e.g. :class:`~transferkit.regularizers.L2SP`) is added to the task loss:
-      ``loss = task + regularizer(net)``; ``train_loss`` logs the task loss alone
-      (comparable with ``val_loss``) and ``reg_loss`` the penalty. A regulariser
-      with ``uses_features = True`` (e.g. :class:`~transferkit.regularizers.LwF`)
-      is called ``regularizer(net, x=x, features=pre_logits)`` with the features
-      the head saw; its own weights (a frozen teacher) are not checkpointed —
-      they are rebuilt from the pretrained weights on resume;
-    * a non-finite loss stops training with :class:`TrainingError` — the last
-      epoch checkpoint on disk is the last good state.
+        loss = task_weight * CE(logits of the labelled images, y) + sum_k term_k(step)
+
+    * a batch is ``(x, y)``, ``(x, y, teacher_logits)`` (cached once) or ``{"labelled": (x, y),
+      "unlabelled": x_t or (x_t, x_t_strong)}`` (``adapt``); :class:`~transferkit.terms.Step` computes
+      what the terms read, once; ``y = -1`` marks an image without a label (it gets the terms only);
+    * ``terms``: :class:`~transferkit.terms.Term` s — regularisers, domain alignment, distillation;
+      each logs ``<name>_loss`` (summed over terms of one name; ``train_loss`` is the task loss alone,
+      comparable with ``val_loss``) and whatever else it returns; their trainable parameters (a domain
+      discriminator, a hint projection, co-tuning's source head) train at the head LR; the submodules
+      a term lists in ``rebuilt`` (a frozen teacher, pretrained weights) are not checkpointed — the
+      command rebuilds them on resume;
+    * the optimizer is built once over every group of the plan, frozen or not; after every ``train()``
+      the plan's frozen modules go back to eval mode (frozen BatchNorm, :mod:`transferkit.surgery.freezing`);
+    * a non-finite loss stops training with :class:`TrainingError` (``stop_hint`` says what to change)
+      — the last epoch checkpoint on disk is the last good state.
     """
 
     def __init__(self, net: nn.Module, num_classes: int, plan: Plan, optim: OptimSettings,
-                 regularizer: nn.Module | None = None):
+                 terms: list[Term] | tuple = (), *, task_weight: float = 1.0,
+                 stop_hint: str = "lower --lr or check the data"):
         super().__init__()
-        self.net = net
-        self.plan = plan
-        self.optim = optim
-        self.regularizer = regularizer
+        self.net, self.plan, self.optim = net, plan, optim
+        self.terms = nn.ModuleList(terms)
+        self.task_weight, self.stop_hint = float(task_weight), stop_hint
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -58,32 +60,42 @@ class TransferModule(L.LightningModule):
         # so the frozen modules are put back in eval mode before every step.
         reapply_frozen(self.plan.frozen_modules)
 
+    def make_step(self, batch) -> Step:
+        """The :class:`Step` of ``batch`` (see the class docstring for the batch forms)."""
+        total = self.trainer.estimated_stepping_batches if self._trainer is not None else 1
+        progress = self.global_step / max(1, total)
+        if isinstance(batch, dict):
+            (x, y), x_t = batch["labelled"], batch.get("unlabelled")
+            strong = None
+            if isinstance(x_t, (tuple, list)):
+                x_t, strong = x_t
+            return Step(self.net, x, y, x_t, progress, {"x_t_strong": strong} if strong is not None else None)
+        extra = {"teacher_logits": batch[2]} if len(batch) == 3 else None
+        return Step(self.net, batch[0], batch[1], None, progress, extra)
+
     def training_step(self, batch, batch_idx):
-        x, y = batch
-        reg = None
-        if getattr(self.regularizer, "uses_features", False):
-            features = pre_logits(self.net, x)
-            logits = self.net.get_classifier()(features)
-            reg = self.regularizer(self.net, x=x, features=features, y=y)
-        else:
-            logits = self(x)
-            if self.regularizer is not None:
-                reg = self.regularizer(self.net)
-        task = loss = self.loss_fn(logits, y)
-        if reg is not None:
-            loss = task + reg
-            self.log("reg_loss", reg, on_step=False, on_epoch=True)
+        step = self.make_step(batch)
+        logits, y, labelled = step.logits, step.y, step.labelled
+        task = self.loss_fn(logits[labelled], y[labelled]) if labelled.any() else logits.sum() * 0
+        loss, logs = self.task_weight * task, {}
+        for term in self.terms:
+            value, term_logs = term(step)
+            loss = loss + value
+            for k, v in term_logs.items():
+                logs[k] = logs[k] + v if k in logs else v
         if not torch.isfinite(loss):
-            raise TrainingError(
-                f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
-                "training stopped — lower --lr or check the data")
-        self.train_acc(logits, y)
+            raise TrainingError(f"loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step}; "
+                                f"training stopped — {self.stop_hint}")
+        for k, v in logs.items():
+            self.log(k, v, on_step=False, on_epoch=True, prog_bar=k in ("align_loss", "distill_loss"))
+        if labelled.any():
+            self.train_acc(logits[labelled].detach(), y[labelled])
+            self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
         self.log("train_loss", task, on_step=False, on_epoch=True, prog_bar=True)
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch, batch_idx):
-        x, y = batch
+        x, y = batch[0], batch[1]
         logits = self(x)
         self.val_acc(logits, y)
         self.val_f1(logits, y)
@@ -91,14 +103,13 @@ class TransferModule(L.LightningModule):
         self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True)
         self.log("val_f1", self.val_f1, on_epoch=True)
 
-    #: Submodules rebuilt from their source on resume, never checkpointed (a frozen teacher).
-    NOT_CHECKPOINTED: tuple[str, ...] = ("regularizer.",)
-
     def _rebuilt_keys(self, keys) -> set[str]:
-        """The ``keys`` not checkpointed: under ``NOT_CHECKPOINTED`` and not a parameter that trains
-        (co-tuning's source head trains and is checkpointed; LwF's frozen teacher is rebuilt)."""
-        trained = {f"regularizer.{n}" for n, _ in self.regularizer_params()}
-        return {k for k in keys if k.startswith(self.NOT_CHECKPOINTED) and k not in trained}
+        """The ``keys`` not checkpointed: under a term's ``rebuilt`` submodules, unless a parameter that trains."""
+        prefixes = tuple(f"terms.{i}.{r}" for i, t in enumerate(self.terms) for r in t.rebuilt)
+        if not prefixes:
+            return set()
+        trained = {f"terms.{n}" for n, p in self.terms.named_parameters() if p.requires_grad}
+        return {k for k in keys if k.startswith(prefixes) and k not in trained}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         rebuilt = self._rebuilt_keys(checkpoint["state_dict"])
@@ -108,21 +119,14 @@ class TransferModule(L.LightningModule):
         own = self.state_dict()
         checkpoint["state_dict"] = {**checkpoint["state_dict"], **{k: own[k] for k in self._rebuilt_keys(own)}}
 
-    def regularizer_params(self) -> list:
-        """The regulariser's own trainable parameters (co-tuning's source head), named."""
-        if self.regularizer is None:
-            return []
-        return [(n, p) for n, p in self.regularizer.named_parameters() if p.requires_grad]
-
     def on_train_epoch_start(self) -> None:
         self.log("lr", self.trainer.optimizers[0].param_groups[-1]["lr"], on_step=False, on_epoch=True)
 
     def extra_groups(self) -> list:
-        """Optimizer groups beyond the plan's layer groups, ``(name, named params, LR scale)``: the
-        regulariser's trainable parameters at the head LR (``adapt``'s domain discriminator is another).
-        Kept out of ``plan.groups``, which gradual unfreezing walks."""
-        params = self.regularizer_params()
-        return [("regularizer", params, 1.0)] if params else []
+        """Optimizer groups beyond the plan's layer groups, ``(name, named params, LR scale)``: the terms'
+        trainable parameters at the head LR. Kept out of ``plan.groups``, which gradual unfreezing walks."""
+        params = [(n, p) for n, p in self.terms.named_parameters() if p.requires_grad]
+        return [("terms", params, 1.0)] if params else []
 
     def configure_optimizers(self):
         o = self.optim

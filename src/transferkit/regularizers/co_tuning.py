@@ -26,6 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transferkit.errors import ConfigError
+from transferkit.registry import REGULARIZERS, Method
+from transferkit.terms import Step, Term
+
 
 def category_relationship(source_probs: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``R`` (num_classes, S): row ``c`` is the mean of ``source_probs`` (N, S) over the rows labelled ``c``."""
@@ -57,3 +61,37 @@ class CoTuning(nn.Module):
                 y: torch.Tensor) -> torch.Tensor:
         log_p = F.log_softmax(self.source_head(features), dim=1)
         return self.weight * -(self.relationship[y] * log_p).sum(1).mean()
+
+
+class CoTuningTerm(Term):
+    """Co-tuning as a loss term: the source head on the features the target head saw (``--strategy co-tuning``)."""
+
+    def __init__(self, source_head: nn.Module, relationship: torch.Tensor, weight: float = 2.3):
+        super().__init__("reg", weight)
+        self.block = CoTuning(source_head, relationship, 1.0)
+
+    def loss(self, step: Step) -> torch.Tensor:
+        labelled = step.labelled
+        return self.block(step.net, features=step.features[labelled], y=step.y[labelled])
+
+
+def _build(ctx) -> CoTuningTerm:
+    """The source head of the pretrained model and the category relationship its softmax gives on the
+    training images (``ctx.source_outputs()``: (probabilities, labels))."""
+    probs, labels = ctx.source_outputs()
+    return CoTuningTerm(ctx.source_model().get_classifier(), category_relationship(probs, labels, ctx.num_classes),
+                        ctx.cfg.co_tuning_weight)
+
+
+def _check(ctx) -> None:
+    from transferkit.backbones.load import has_source_head
+
+    if not has_source_head(ctx.cfg.weights):
+        raise ConfigError(f"co-tuning keeps the pretrained source head; --weights {ctx.cfg.weights} has none (use "
+                          "packaged, imagenet or a file with its classifier)")
+
+
+METHOD = REGULARIZERS.register(Method(
+    name="co-tuning", summary="the pretrained source head trained on each class's source-class relationship "
+    "(Co-Tuning; --co-tuning-weight)", build=_build, check=_check, defaults={"co_tuning_weight": 2.3},
+    traits={"needs_backbone": True}))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from transferkit.registry import REGULARIZERS, Method
 from transferkit.surgery.heads import head_parameters
+from transferkit.terms import Step, Term
 
 
 class L2SP(nn.Module):
@@ -48,3 +50,22 @@ class L2SP(nn.Module):
 
     def extra_repr(self) -> str:
         return f"alpha={self.alpha}, beta={self.beta}, backbone_tensors={len(self.backbone_names)}"
+
+
+class L2SPTerm(Term):
+    """The L2-SP penalty of the network being trained, as a loss term (``--reg l2sp``, ``--strategy l2sp``)."""
+
+    rebuilt = ("block",)
+
+    def __init__(self, model: nn.Module, alpha: float = 0.1, beta: float = 0.01):
+        super().__init__("reg")
+        self.block = L2SP(model, alpha, beta)
+
+    def loss(self, step: Step) -> torch.Tensor:
+        return self.block(step.net)
+
+
+METHOD = REGULARIZERS.register(Method(
+    name="l2sp", summary="stay near the pretrained weights: alpha/2 ||w - w0||^2 on the backbone + beta/2 ||w||^2 on the head "
+    "(--reg-alpha, --reg-beta)", build=lambda ctx: L2SPTerm(ctx.model, ctx.cfg.reg_alpha, ctx.cfg.reg_beta),
+    defaults={"reg_alpha": 0.1, "reg_beta": 0.01}, traits={"needs_backbone": True}))

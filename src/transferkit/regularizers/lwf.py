@@ -26,6 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from transferkit.registry import REGULARIZERS, Method
+from transferkit.terms import Step, Term
+
 
 def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
                    temperature: float = 2.0) -> torch.Tensor:
@@ -87,3 +90,23 @@ class LwF(nn.Module):
 
     def extra_repr(self) -> str:
         return f"weight={self.weight}, temperature={self.temperature}"
+
+
+class LwFTerm(Term):
+    """LwF as a loss term (``--reg lwf``): the penalty on the features the new head saw."""
+
+    rebuilt = ("block",)
+
+    def __init__(self, source_model: nn.Module, weight: float = 1.0, temperature: float = 2.0):
+        super().__init__("reg", weight)
+        self.block = LwF(source_model, 1.0, temperature)
+
+    def loss(self, step: Step) -> torch.Tensor:
+        return self.block(step.net, x=step.x, features=step.features)
+
+
+METHOD = REGULARIZERS.register(Method(
+    name="lwf", summary="Learning without Forgetting: keep the source head's outputs on the target images "
+    "(--lwf-weight, --lwf-temperature)", build=lambda ctx: LwFTerm(ctx.source_model(), ctx.cfg.lwf_weight,
+                                                                 ctx.cfg.lwf_temperature),
+    defaults={"lwf_weight": 1.0, "lwf_temperature": 2.0}, traits={"needs_backbone": True}))

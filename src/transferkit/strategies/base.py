@@ -13,7 +13,9 @@ Declared (data):
 * ``cached_features`` — nothing before the head trains and nothing is augmented: the
   head is fitted once, to convergence, on features computed once (no Lightning loop);
 * ``probe_init`` — the head is first fitted by the converged linear probe (LP-FT);
-* ``regularizers`` — the ``--reg`` values it accepts (a backbone that trains);
+* ``implies`` — the regularisers it always adds (``l2sp``); ``--reg`` adds one more on any recipe
+  that trains the backbone (the regulariser's ``needs_backbone`` trait);
+* ``options`` — its own options (a pydantic model; ``--<name>-<option>`` flags);
 * ``in_compare`` — part of ``compare``'s default line-up.
 
 Hooks (called by the engine, in this order; each has a default):
@@ -32,10 +34,11 @@ and the hooks import what they use.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from transferkit.errors import ConfigError
-from transferkit.registry import STRATEGIES, Options
+from transferkit.registry import REGULARIZERS, STRATEGIES, Options
 
 if TYPE_CHECKING:
     from torch import nn
@@ -79,7 +82,8 @@ class Recipe:
     trains: str = "all"
     cached_features: bool = False
     probe_init: bool = False
-    regularizers: tuple[str, ...] = ()
+    #: regularisers (:data:`transferkit.registry.REGULARIZERS`) the recipe always adds (``l2sp``: L2-SP)
+    implies: tuple[str, ...] = ()
     in_compare: bool = True
     #: the recipe's own options (a pydantic model; flags ``--<name>-<option>``)
     options: type[Options] | None = None
@@ -95,15 +99,29 @@ class Recipe:
     def check(self, cfg: Any, why: str = "") -> None:
         """Refuse options this recipe cannot honour, in one line."""
         why = f" ({why})" if why else ""
-        if cfg.reg != "none" and cfg.reg not in self.regularizers:
-            accepts = [r.name for r in REGISTRY.values() if cfg.reg in r.regularizers]
-            raise ConfigError(f"--reg {cfg.reg} does not apply to strategy {self.name}{why}; "
-                              f"use --strategy {' or '.join(accepts)}")
+        if cfg.reg != "none" and REGULARIZERS[cfg.reg].traits.get("needs_backbone", True) and not self.trains_backbone:
+            raise ConfigError(f"--reg {cfg.reg} does not apply to strategy {self.name}{why}: it leaves the backbone "
+                              f"frozen; use --strategy {' or '.join(backbone_recipes())}")
+        for name in self.regularizers(cfg):
+            entry = REGULARIZERS[name]
+            if entry.check is not None:
+                entry.check(SimpleNamespace(cfg=cfg, recipe=self))
         if getattr(cfg, "freeze_groups", 0) and not self.trains_backbone:
             raise ConfigError(f"--freeze-groups applies to strategies that train the backbone, not {self.name}{why}")
         if (cfg.wise_alpha is not None or cfg.wise_curve) and not self.trains_backbone:
             raise ConfigError(f"--wise-alpha/--wise-curve interpolate a fine-tuned backbone; strategy {self.name}"
                               f"{why} leaves it frozen — use one of: {', '.join(backbone_recipes())}")
+
+    def regularizers(self, cfg: Any) -> list[str]:
+        """The regularisers a run of this recipe adds: its own, then ``--reg`` (once)."""
+        chosen = [*self.implies, *([cfg.reg] if getattr(cfg, "reg", "none") != "none" else [])]
+        return list(dict.fromkeys(chosen))
+
+    def resolve_options(self, cfg: Any) -> Options | None:
+        """This recipe's options from the run's ``options`` mapping (validated; defaults filled in)."""
+        from transferkit.registry import resolve_options
+
+        return resolve_options(self, (getattr(cfg, "options", None) or {}).get(self.name))
 
     def default_lr(self, frozen_bn: bool) -> float:
         return self.defaults.lr * (self.FROZEN_BN_LR_SCALE if frozen_bn and self.frozen_bn_lr_scale else 1.0)

@@ -15,4 +15,4 @@ class Full(Recipe):
 
 RECIPE = register(Full(
     name="full", summary="everything; backbone LR = head LR x --backbone-lr-mult",
-    defaults=Defaults(image_size=96, epochs=6, lr=1e-2), regularizers=("l2sp", "lwf"), frozen_bn_lr_scale=True))
+    defaults=Defaults(image_size=96, epochs=6, lr=1e-2), frozen_bn_lr_scale=True))

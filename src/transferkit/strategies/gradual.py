@@ -34,4 +34,4 @@ class Gradual(Recipe):
 
 RECIPE = register(Gradual(
     name="gradual", summary="the head, then one more layer group top-down every --unfreeze-every epochs (ULMFiT)",
-    defaults=Defaults(image_size=64, epochs=6, lr=1e-2), regularizers=("l2sp", "lwf"), frozen_bn_lr_scale=True))
+    defaults=Defaults(image_size=64, epochs=6, lr=1e-2), frozen_bn_lr_scale=True))

@@ -14,4 +14,4 @@ class L2SPRecipe(Recipe):
 
 RECIPE = register(L2SPRecipe(
     name="l2sp", summary="everything, pulled towards the pretrained weights (L2-SP); no backbone weight decay",
-    defaults=Defaults(image_size=64, epochs=6, lr=1e-2), regularizers=("l2sp",), frozen_bn_lr_scale=True))
+    defaults=Defaults(image_size=64, epochs=6, lr=1e-2), implies=("l2sp",), frozen_bn_lr_scale=True))

@@ -17,4 +17,4 @@ class LPFT(Recipe):
 
 RECIPE = register(LPFT(
     name="lp-ft", summary="a converged linear probe fits the head, then the backbone fine-tunes (Kumar et al. 2022)",
-    defaults=Defaults(image_size=96, epochs=6, lr=3e-3), probe_init=True, regularizers=("l2sp", "lwf")))
+    defaults=Defaults(image_size=96, epochs=6, lr=3e-3), probe_init=True))
