@@ -105,6 +105,12 @@ class Recipe:
             raise ConfigError(f"--wise-alpha/--wise-curve interpolate a fine-tuned backbone; strategy {self.name}"
                               f"{why} leaves it frozen — use one of: {', '.join(backbone_recipes())}")
 
+    def resolve_options(self, cfg: Any) -> Options | None:
+        """This recipe's options from ``cfg.options[self.name]``, validated over the defaults."""
+        from transferkit.registry import resolve_options
+
+        return resolve_options(self, (getattr(cfg, "options", None) or {}).get(self.name))
+
     def default_lr(self, frozen_bn: bool) -> float:
         return self.defaults.lr * (self.FROZEN_BN_LR_SCALE if frozen_bn and self.frozen_bn_lr_scale else 1.0)
 
