@@ -58,7 +58,7 @@ def student(args, n: int, seed: int, loss: str, alpha: float, temperature: float
     from transferkit.config import DistillConfig
     from transferkit.engine.distill import distill
 
-    name = "alone" if loss == "none" else f"soft-a{alpha:g}-T{temperature:g}"
+    name = "alone" if loss == "none" else f"{loss}-a{alpha:g}-T{temperature:g}"
     if loss != "none" and args.teacher_per_class:
         name += f"-teacher{args.teacher_per_class}"
     out = args.out / f"pc{n}" / f"{name}-e{epochs}-seed{seed}"
@@ -92,6 +92,8 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=32)
     ap.add_argument("--teacher-per-class", type=int, default=None, help="labels per class the teacher is probed on "
                     "(default: the student's)")
+    ap.add_argument("--loss", default="soft", help="comma-separated distillation losses, each against the student "
+                    "alone (e.g. soft,dkd)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -100,13 +102,13 @@ def main() -> None:
           "Δ test (paired, points) | teacher test % |")
     print("|---|---|---|---|---|---|---|")
     for n in (int(x) for x in args.per_class.split(",")):
-        for epochs, alpha, temp in product((int(e) for e in _floats(args.epochs)), _floats(args.alpha),
-                                           _floats(args.temperature)):
-            rows = [(student(args, n, s, "soft", alpha, temp, epochs), student(args, n, s, "none", 0.5, 4.0, epochs))
+        for loss, epochs, alpha, temp in product(args.loss.split(","), (int(e) for e in _floats(args.epochs)),
+                                                 _floats(args.alpha), _floats(args.temperature)):
+            rows = [(student(args, n, s, loss, alpha, temp, epochs), student(args, n, s, "none", 0.5, 4.0, epochs))
                     for s in range(args.seeds)]
             dv = [d["student_val_accuracy"] - a["student_val_accuracy"] for d, a in rows]
             dt = [d["student_accuracy"] - a["student_accuracy"] for d, a in rows]
-            print(f"| {n} | α {alpha:g}, T {temp:g}, {epochs} epochs | "
+            print(f"| {n} | {loss}, α {alpha:g}, T {temp:g}, {epochs} epochs | "
                   f"{pm([d['student_val_accuracy'] for d, _ in rows])} | {pm([a['student_val_accuracy'] for _, a in rows])} | "
                   f"{pm(dv, '+')} ({each(dv)}) | {100 * np.mean(dt):+.1f} ({each(dt)}) | "
                   f"{pm([d['teacher_accuracy'] for d, _ in rows])} |", flush=True)

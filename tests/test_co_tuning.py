@@ -85,10 +85,10 @@ def test_co_tuning_run_trains_the_source_head_and_saves_the_target_model(tmp_pat
                                       epochs=1, batch_size=32, baseline=False, out=str(out)), progress=False)
     assert metrics["strategy"] == "co-tuning" and metrics["test_accuracy"] is not None
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)
-    trained_head = ckpt["state_dict"]["regularizer.source_head.weight"]
+    trained_head = ckpt["state_dict"]["terms.0.block.source_head.weight"]
     pretrained = load_backbone("efficientnet_lite0", "packaged").get_classifier().weight
     assert trained_head.shape == (1000, 1280) and not torch.equal(trained_head, pretrained)
-    assert "regularizer.relationship" not in ckpt["state_dict"]  # recomputed from the pretrained model on resume
+    assert "terms.0.block.relationship" not in ckpt["state_dict"]  # recomputed from the pretrained model on resume
     assert json.loads((out / "model.json").read_text())["num_classes"] == 10
 
 

@@ -178,7 +178,7 @@ def test_resume_after_interruption_keeps_the_teacher_out_of_the_checkpoint(teach
     with pytest.raises(Interrupted):
         distill(cfg, progress=False)
     state = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
-    assert any(k.startswith("hint.") for k in state) and not any(k.startswith("teacher.") for k in state)
+    assert any(k.startswith("terms.0.hint.") for k in state) and not any(".teacher." in k for k in state)
     resume_normally()
     metrics = distill(cfg, resume=True, progress=False)
     assert metrics["resumed"] is True and metrics["epochs"] == 2 and metrics["loss"] == "feature"

@@ -7,9 +7,11 @@ import torch.nn.functional as F
 
 from transferkit import FinetuneConfig, finetune, load_backbone
 from transferkit.engine.module import OptimSettings, TransferModule
+from transferkit.terms import Step
 from transferkit.errors import ConfigError
 from transferkit.evaluation.features import pre_logits
 from transferkit.regularizers import LwF, soft_target_kl
+from transferkit.regularizers.lwf import LwFTerm
 from transferkit.strategies import make_plan
 
 TINY = dict(data="builtin:digits", per_class=10, image_size=64, batch_size=32, val_split=0.0,
@@ -48,16 +50,18 @@ def test_penalty_is_zero_for_the_pretrained_model_and_trains_only_the_backbone()
 def test_teacher_stays_in_eval_mode_and_is_not_checkpointed():
     source = load_backbone("efficientnet_lite0", "packaged")
     model = load_backbone("efficientnet_lite0", "packaged", num_classes=3)
-    module = TransferModule(model, 3, make_plan("full", model), OptimSettings(), LwF(source))
+    module = TransferModule(model, 3, make_plan("full", model), OptimSettings(), [LwFTerm(source)])
+    lwf = module.terms[0].block
     module.train()
-    assert not module.regularizer.teacher.training
-    module.regularizer.teacher.train()  # e.g. a loop that restores modes module by module
+    assert not lwf.teacher.training
+    lwf.teacher.train()  # e.g. a loop that restores modes module by module
     x = torch.randn(2, 3, 64, 64)
-    module.regularizer(model, x=x, features=pre_logits(model, x))
-    assert not module.regularizer.teacher.training  # the teacher always predicts in eval mode
+    value, logs = module.terms[0](Step(model, x, torch.zeros(2, dtype=torch.long)))
+    assert value.item() > 0 and "reg_loss" in logs
+    assert not lwf.teacher.training  # the teacher always predicts in eval mode
     ckpt = {"state_dict": module.state_dict()}
     module.on_save_checkpoint(ckpt)
-    assert ckpt["state_dict"] and not any(k.startswith("regularizer.") for k in ckpt["state_dict"])
+    assert ckpt["state_dict"] and not any(k.startswith("terms.0.block.") for k in ckpt["state_dict"])
     module.on_load_checkpoint(ckpt)
     module.load_state_dict(ckpt["state_dict"])  # strict load passes with the rebuilt teacher
 
@@ -82,8 +86,17 @@ def test_lwf_keeps_source_predictions_in_a_real_fine_tune(tmp_path):
     assert runs["lwf"]["source_kl"] < runs["none"]["source_kl"]
 
 
-@pytest.mark.parametrize("strategy", ["linear-probe", "l2sp", "lora"])
+@pytest.mark.parametrize("strategy", ["linear-probe", "lora"])
 def test_lwf_refuses_strategies_without_a_trainable_backbone(strategy, tmp_path):
     with pytest.raises(ConfigError, match="--reg lwf"):
         finetune(FinetuneConfig(**TINY, strategy=strategy, reg="lwf", out=str(tmp_path / "x")), progress=False)
     assert not (tmp_path / "x").exists()
+
+
+def test_regularisers_compose_as_terms():
+    """The l2sp recipe's own L2-SP and --reg lwf are two terms of one loss (each once)."""
+    from transferkit.strategies import get_recipe
+
+    cfg = FinetuneConfig(**TINY, strategy="l2sp", reg="lwf")
+    assert get_recipe("l2sp").regularizers(cfg) == ["l2sp", "lwf"]
+    assert get_recipe("l2sp").regularizers(cfg.model_copy(update={"reg": "l2sp"})) == ["l2sp"]

@@ -186,7 +186,7 @@ def _shown(path) -> str:
 def _run_dir(cfg) -> str:
     """The run directory a one-run command wrote: ``--out``, else the ``runs/...`` folder it chose
     (``engine.finetune.run_path`` decides it once per process, so asking again gives the same)."""
-    from transferkit.engine.finetune import run_path
+    from transferkit.engine.run import run_path
 
     return _shown(run_path(cfg))
 
@@ -230,7 +230,7 @@ COMPARE_SHARED = ("data", "model", "weights", "per_class", "test_per_class", "ep
 @app.command()
 @_with_params(
     [_extra("strategies", str, "", "comma-separated: finetune strategies, scratch (full from random init) and "
-            "X+lwf (X with --reg lwf); default: every registered strategy but auto, plus scratch"),
+            "X+REG (X with --reg REG, e.g. full+lwf, full+bss); default: every registered strategy but auto, plus scratch"),
      _extra("seeds", int, 3, "seeds 0..N-1: each changes the splits, init and data order"),
      _extra("out", Path, ..., "folder for compare.json, leaderboard.md, compare.png and runs/")],
     _config_params(COMPARE_SHARED, data=(None, "builtin:digits, builtin:fashion-mnist, an image folder or a CSV"),

@@ -12,7 +12,6 @@ DataError). Nothing is written.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import numpy as np

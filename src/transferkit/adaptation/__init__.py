@@ -35,7 +35,7 @@ from transferkit.adaptation.grl import (
 )
 from transferkit.adaptation.mmd import DEFAULT_MULTIPLIERS, MultipleKernelMMD, mk_mmd
 from transferkit.adaptation.proxy_a import proxy_a_distance
-from transferkit.registry import ADAPTATION, import_submodules
+from transferkit.registry import import_submodules
 
 import_submodules(__name__, __path__)  # each module registers its method: a new method is one module
 

@@ -10,7 +10,6 @@ continues the schedule). An adversarial block's domain accuracy is logged as ``d
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from transferkit.adaptation.grl import warm_start_coefficient

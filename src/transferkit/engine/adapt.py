@@ -24,12 +24,13 @@ import torch
 from transferkit.config import AdaptConfig
 from transferkit.data import TransformedSubset, build_transform, load_source
 from transferkit.data.transforms import STRONG
-from transferkit.engine.finetune import Setup, choose_recipe, resume_hint, run_path
-from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
-                                       loader, record_run, save_model, seed_all, train_lightning, train_loader)
+from transferkit.engine.finetune import Setup, choose_recipe
+from transferkit.engine.run import Command, build_entry, run_command
+from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits,
+                                       load_data, loader, save_model, train_lightning, train_loader)
 from transferkit.errors import ConfigError, DataError
 from transferkit.registry import ADAPTATION
-from transferkit.rundir import RunDir, is_global_zero, write_json
+from transferkit.rundir import RunDir, write_json
 
 #: Defaults chosen on the source validation split (never the target's labels): synth-digits ->
 #: digits, seed 0, 32 px, LR 0.01: source-only's source val accuracy was 0.69 after 3 epochs and
@@ -61,33 +62,49 @@ class Domains:
                                   target_fingerprint=self.target.source.content())
 
 
+class Adapt(Command):
+    """``adapt`` in the run skeleton (:mod:`transferkit.engine.run`)."""
+
+    kind = "adapt"
+
+    def label(self, cfg: AdaptConfig) -> str:
+        return cfg.method
+
+    def load(self, cfg: AdaptConfig, state) -> None:
+        state.domains = load_domains(cfg)
+        state.setup = choose_recipe(with_defaults(cfg), state.domains.source)
+
+    def check(self, cfg: AdaptConfig, state, run: RunDir, *, overwrite: bool, resume: bool) -> None:
+        from transferkit.engine.checks import check_run_options, check_same_data
+
+        check_run_options(cfg, state.setup, state.domains.source, run, overwrite=overwrite, resume=resume)
+        if resume:  # the source was checked with the options; the target's images too
+            check_same_data(run, {"target_fingerprint": state.domains.target.source.content()})
+        state.built = build_model(cfg, len(state.domains.source.classes), state.setup.image_size)
+
+    def record(self, cfg: AdaptConfig, state) -> dict:
+        return state.domains.record(cfg)
+
+    def before(self, cfg: AdaptConfig, state) -> None:
+        state.before = domain_features(cfg, state.domains, state.built, state.built.model)
+
+    def train(self, cfg: AdaptConfig, state, run: RunDir, resume: bool, progress: bool) -> Trained:
+        return train(cfg, state.setup, state.domains, state.built, run, resume, progress)
+
+    def evaluate(self, cfg: AdaptConfig, state, run: RunDir, trained: Trained) -> dict:
+        metrics, state.after = evaluate_and_save(cfg, state.setup, state.domains, state.built, run, trained,
+                                                 state.before)
+        metrics["baseline_verdict"] = None
+        metrics["baseline_note"] = baseline_note(cfg.method, state.domains.target_labelled)
+        return metrics
+
+    def report(self, run: RunDir, cfg: AdaptConfig, metrics: dict, state) -> None:
+        write_adapt_report(run, cfg, metrics, state.domains.source.classes, state.before, state.after)
+
+
 def adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) a domain-adaptation run; returns its ``metrics.json`` content ({} on non-zero ranks)."""
-    from transferkit.engine.checks import check_run_options, check_same_data, resumed_config, run_inputs
-
-    cfg = cfg.model_copy(update={"out": str(run_path(cfg, cfg.method))})
-    run, changed = RunDir(cfg.out, kind="adapt"), {}
-    if resume:
-        cfg, changed = resumed_config(run, cfg)
-    seed_all(cfg.seed)
-    domains = load_domains(cfg)
-    setup = choose_recipe(with_defaults(cfg), domains.source)
-    check_run_options(cfg, setup, domains.source, run, overwrite=overwrite, resume=resume)
-    if resume:  # the source was checked with the options; the target's images too
-        check_same_data(run, {"target_fingerprint": domains.target.source.content()})
-    built = build_model(cfg, len(domains.source.classes), setup.image_size)
-    with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run, "adapt"):
-        record_run(run, cfg, domains.record(cfg), resume=resume, changed=changed)
-        before = domain_features(cfg, domains, built, built.model) if is_global_zero() else None
-        trained = train(cfg, setup, domains, built, run, resume, progress)
-        if not trained.is_global_zero:
-            return {}
-        metrics, after = evaluate_and_save(cfg, setup, domains, built, run, trained, before)
-        metrics["baseline_verdict"], metrics["baseline_note"] = None, baseline_note(cfg.method, domains.target_labelled)
-        if changed:
-            metrics["resume_changes"] = changed
-        write_adapt_report(run, cfg, metrics, domains.source.classes, before, after)
-    return metrics
+    return run_command(Adapt(), cfg, overwrite=overwrite, resume=resume, progress=progress)
 
 
 def with_defaults(cfg: AdaptConfig) -> AdaptConfig:
@@ -209,7 +226,7 @@ def train(cfg: AdaptConfig, setup: Setup, domains: Domains, built: Built, run: R
           progress: bool) -> Trained:
     """The recipe's plan (``full``: everything trains) under Lightning: the task loss on the source, the
     recipe's regularisers and the method's alignment term (:data:`transferkit.registry.ADAPTATION`)."""
-    from transferkit.engine.finetune import build_entry, term_context
+    from transferkit.engine.finetune import term_context
     from transferkit.engine.module import TransferModule
     from transferkit.registry import REGULARIZERS
 
@@ -320,4 +337,4 @@ def write_adapt_report(run: RunDir, cfg: AdaptConfig, metrics: dict, classes: li
     write_json(run.metrics_json, metrics)
 
 
-__all__ = ["DEFAULTS", "Domains", "adapt", "load_domains", "target_split"]
+__all__ = ["Adapt", "DEFAULTS", "Domains", "adapt", "load_domains", "target_split"]

@@ -37,6 +37,7 @@ from transferkit.errors import ConfigError, Interrupted, RunDirError
 from transferkit.report.compare import plot_compare, write_leaderboard
 from transferkit.engine.checks import run_inputs
 from transferkit.rundir import RunDir, is_global_zero, write_json
+from transferkit.registry import REGULARIZERS
 from transferkit.strategies import REGISTRY
 
 #: Kept in each ``compare.json`` record (besides ``strategy``, ``seed`` and ``run_dir``).
@@ -62,13 +63,14 @@ def default_lineup() -> list[str]:
 
 def variant_config(base: FinetuneConfig, name: str, seed: int, out: Path,
                    wise_curve: list[float] | None = None) -> FinetuneConfig:
-    """The ``finetune`` config of compare entry ``name`` (a strategy, ``scratch`` or ``X+lwf``)."""
+    """The ``finetune`` config of compare entry ``name`` (a strategy, ``scratch`` or ``<strategy>+<regulariser>``,
+    e.g. ``full+bss``)."""
     strategy, _, reg = name.partition("+")
     update: dict = {"seed": seed, "out": str(out), "strategy": strategy}
     if name == "scratch":
         update.update(strategy="full", weights="none", source_eval=False)
-    elif strategy not in REGISTRY or reg not in ("", "lwf"):
-        choices = ", ".join([*REGISTRY, "scratch", "<strategy>+lwf"])
+    elif strategy not in REGISTRY or (reg and reg not in REGULARIZERS):
+        choices = ", ".join([*REGISTRY, "scratch", f"<strategy>+<{'|'.join(REGULARIZERS)}>"])
         raise ConfigError(f"unknown strategy '{name}' for compare; choose from: {choices}")
     if reg:
         update["reg"] = reg

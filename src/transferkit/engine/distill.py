@@ -21,9 +21,10 @@ import torch
 import yaml
 
 from transferkit.config import DistillConfig
-from transferkit.engine.finetune import Setup, choose_recipe, resume_hint, run_path
-from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
-                                       loader, record_run, save_model, seed_all, train_lightning, train_loader)
+from transferkit.engine.finetune import Setup, choose_recipe
+from transferkit.engine.run import Command, build_entry, run_command
+from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits,
+                                       load_data, loader, save_model, train_lightning, train_loader)
 from transferkit.errors import ConfigError, DataError, RunDirError
 from transferkit.registry import DISTILL
 from transferkit.rundir import RunDir, write_json
@@ -55,42 +56,56 @@ class Teacher:
         return int(self.meta["data_config"]["input_size"][-1])
 
 
+class Distill(Command):
+    """``distill`` in the run skeleton (:mod:`transferkit.engine.run`)."""
+
+    kind = "distill"
+
+    def label(self, cfg: DistillConfig) -> str:
+        return f"distill-{cfg.loss}"
+
+    def prepare(self, cfg: DistillConfig, state) -> DistillConfig:
+        state.teacher = load_teacher(cfg.teacher)
+        return with_defaults(cfg, state.teacher)  # as saved: a resume compares like with like
+
+    def load(self, cfg: DistillConfig, state) -> None:
+        state.data, teacher = load_data(cfg), state.teacher
+        if state.data.classes != teacher.meta["classes"]:
+            raise DataError(f"the teacher {cfg.teacher} predicts {len(teacher.meta['classes'])} classes "
+                            f"({', '.join(teacher.meta['classes'][:5])}...) but {cfg.data} has "
+                            f"{len(state.data.classes)} ({', '.join(state.data.classes[:5])}...); distil on the data "
+                            "the teacher was trained for")
+        state.setup = choose_recipe(cfg, state.data)
+
+    def check(self, cfg: DistillConfig, state, run: RunDir, *, overwrite: bool, resume: bool) -> None:
+        from transferkit.engine.checks import check_run_options
+
+        check_run_options(cfg, state.setup, state.data, run, overwrite=overwrite, resume=resume)
+        state.baseline_run = read_baseline_run(cfg)
+        if cfg.unlabelled:
+            unlabelled_indices(state.data, cfg.unlabelled, cfg.seed)  # refuses too many before the folder exists
+        state.built = build_model(cfg, len(state.data.classes), state.setup.image_size)
+        check_student(cfg, state.built.model)
+
+    def train(self, cfg: DistillConfig, state, run: RunDir, resume: bool, progress: bool) -> Trained:
+        trained = train(cfg, state.setup, state.data, state.built, state.teacher, run, resume, progress)
+        state.alone = state.baseline_run if cfg.baseline_run else student_alone(cfg, run)
+        return trained
+
+    def evaluate(self, cfg: DistillConfig, state, run: RunDir, trained: Trained) -> dict:
+        metrics = evaluate_and_save(cfg, state.setup, state.data, state.built, state.teacher, run, trained)
+        metrics["student_alone_accuracy"] = state.alone["test"]
+        metrics["student_alone_val_accuracy"] = state.alone["val"]
+        metrics["baseline_verdict"] = alone_verdict(metrics)
+        return metrics
+
+    def report(self, run: RunDir, cfg: DistillConfig, metrics: dict, state) -> None:
+        write_distill_report(run, cfg, metrics, state.data.classes)
+
+
 def distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) a distillation run; returns its ``metrics.json`` content ({} on non-zero ranks)."""
-    from transferkit.engine.checks import check_run_options, resumed_config, run_inputs
-
-    cfg = cfg.model_copy(update={"out": str(run_path(cfg, f"distill-{cfg.loss}"))})
-    run, changed = RunDir(cfg.out, kind="distill"), {}
-    teacher = load_teacher(cfg.teacher)
-    cfg = with_defaults(cfg, teacher)  # as saved: a resume compares like with like
-    if resume:
-        cfg, changed = resumed_config(run, cfg)
-    seed_all(cfg.seed)
-    data = load_data(cfg)
-    if data.classes != teacher.meta["classes"]:
-        raise DataError(f"the teacher {cfg.teacher} predicts {len(teacher.meta['classes'])} classes "
-                        f"({', '.join(teacher.meta['classes'][:5])}...) but {cfg.data} has {len(data.classes)} "
-                        f"({', '.join(data.classes[:5])}...); distil on the data the teacher was trained for")
-    setup = choose_recipe(cfg, data)
-    check_run_options(cfg, setup, data, run, overwrite=overwrite, resume=resume)
-    baseline_run = read_baseline_run(cfg)
-    if cfg.unlabelled:
-        unlabelled_indices(data, cfg.unlabelled, cfg.seed)  # refuses too many before the folder exists
-    built = build_model(cfg, len(data.classes), setup.image_size)
-    check_student(cfg, built.model)
-    with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run, "distill"):
-        record_run(run, cfg, data.record(data=cfg.data), resume=resume, changed=changed)
-        trained = train(cfg, setup, data, built, teacher, run, resume, progress)
-        alone = baseline_run if cfg.baseline_run else student_alone(cfg, run)
-        if not trained.is_global_zero:
-            return {}
-        metrics = evaluate_and_save(cfg, setup, data, built, teacher, run, trained)
-        metrics["student_alone_accuracy"], metrics["student_alone_val_accuracy"] = alone["test"], alone["val"]
-        metrics["baseline_verdict"] = alone_verdict(metrics)
-        if changed:
-            metrics["resume_changes"] = changed
-        write_distill_report(run, cfg, metrics, data.classes)
-    return metrics
+    return run_command(Distill(), cfg, overwrite=overwrite, resume=resume, progress=progress)
 
 
 # ----------------------------------------------------------------------------- setup
@@ -202,7 +217,6 @@ def train(cfg: DistillConfig, setup: Setup, data: Data, built: Built, teacher: T
           resume: bool, progress: bool) -> Trained:
     """The recipe's plan for the student under Lightning: ``(1 - alpha)`` CE on the labels plus the loss's
     distillation term (:data:`transferkit.registry.DISTILL`; none: the labels alone)."""
-    from transferkit.engine.finetune import build_entry
     from transferkit.engine.module import TransferModule
 
     start, recipe = time.perf_counter(), setup.recipe

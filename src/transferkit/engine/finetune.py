@@ -9,23 +9,18 @@ writes the run directory, and only it evaluates and saves (the others only train
 
 from __future__ import annotations
 
-import os
 import time
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from datetime import datetime
-from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from torch.utils.data import TensorDataset
 
 from transferkit.config import FinetuneConfig
 from transferkit.engine.forgetting import Drift
-from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits, load_data,
-                                       loader, record_run, save_model, seed_all, train_lightning, train_loader,
+from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits,
+                                       load_data, loader, save_model, train_lightning, train_loader,
                                        write_run_report)
-from transferkit.errors import Interrupted
+from transferkit.engine.run import Command, build_entry, run_command
 from transferkit.optim import OptimSettings
 from transferkit.rundir import RunDir, is_global_zero
 from transferkit.strategies import Recipe, get_recipe
@@ -63,33 +58,42 @@ def choose_recipe(cfg: FinetuneConfig, data: Data | None = None) -> Setup:
                  cfg.epochs or defaults.epochs, freeze_bn, optim, groups)
 
 
+class Finetune(Command):
+    """``finetune`` in the run skeleton (:mod:`transferkit.engine.run`)."""
+
+    kind = "finetune"
+
+    def label(self, cfg: FinetuneConfig) -> str:
+        return cfg.strategy
+
+    def load(self, cfg: FinetuneConfig, state) -> None:
+        state.data = load_data(cfg)
+        state.setup = choose_recipe(cfg, state.data)
+
+    def check(self, cfg: FinetuneConfig, state, run: RunDir, *, overwrite: bool, resume: bool) -> None:
+        from transferkit.engine.checks import check_run_options
+
+        check_run_options(cfg, state.setup, state.data, run, overwrite=overwrite, resume=resume)
+        state.built = build_model(cfg, len(state.data.classes), state.setup.image_size)
+        state.setup.recipe.check_model(state.built.model, cfg)
+        _settle_freeze_groups(cfg, state.setup, state.data, state.built.model)
+        state.drift = Drift(cfg, state.setup.image_size, state.built, state.data) if is_global_zero() else None
+
+    def train(self, cfg: FinetuneConfig, state, run: RunDir, resume: bool, progress: bool) -> Trained:
+        trained, state.extra = train(cfg, state.setup, state.data, state.built, run, resume, progress)
+        return trained
+
+    def evaluate(self, cfg: FinetuneConfig, state, run: RunDir, trained: Trained) -> dict:
+        return evaluate_and_save(cfg, state.setup, state.data, state.built, run, trained, state.extra, state.drift)
+
+    def report(self, run: RunDir, cfg: FinetuneConfig, metrics: dict, state) -> None:
+        write_run_report(run, cfg, metrics, state.data.classes)
+
+
 def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = False,
              progress: bool = True) -> dict:
     """Run (or resume) a fine-tuning run; returns its ``metrics.json`` content ({} on non-zero ranks)."""
-    from transferkit.engine.checks import check_run_options, resumed_config, run_inputs
-
-    cfg = cfg.model_copy(update={"out": str(run_path(cfg))})
-    run, changed = RunDir(cfg.out, kind="finetune"), {}
-    if resume:
-        cfg, changed = resumed_config(run, cfg)
-    seed_all(cfg.seed)
-    data = load_data(cfg)
-    setup = choose_recipe(cfg, data)
-    check_run_options(cfg, setup, data, run, overwrite=overwrite, resume=resume)
-    built = build_model(cfg, len(data.classes), setup.image_size)
-    setup.recipe.check_model(built.model, cfg)
-    _settle_freeze_groups(cfg, setup, data, built.model)
-    drift = Drift(cfg, setup.image_size, built, data) if is_global_zero() else None
-    with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run):
-        record_run(run, cfg, data.record(data=cfg.data), resume=resume, changed=changed)
-        trained, extra = train(cfg, setup, data, built, run, resume, progress)
-        if not trained.is_global_zero:
-            return {}
-        metrics = evaluate_and_save(cfg, setup, data, built, run, trained, extra, drift)
-        if changed:
-            metrics["resume_changes"] = changed
-        write_run_report(run, cfg, metrics, data.classes)
-    return metrics
+    return run_command(Finetune(), cfg, overwrite=overwrite, resume=resume, progress=progress)
 
 
 def _settle_freeze_groups(cfg: FinetuneConfig, setup: Setup, data: Data, model: torch.nn.Module) -> None:
@@ -103,29 +107,6 @@ def _settle_freeze_groups(cfg: FinetuneConfig, setup: Setup, data: Data, model: 
 
         setup.freeze_groups = get_recipe("auto").freeze_groups_for(setup.recipe.name, len(layer_groups(model)))
     setup.reason = get_recipe("auto").resolve(data.train_per_class, setup.freeze_groups)[1]
-
-
-def run_path(cfg: FinetuneConfig, label: str | None = None) -> Path:
-    """``--out``, or ``runs/<model>-<label, default the strategy>-<time>``: decided once, by the first process
-    (processes that Lightning launches for DDP inherit it through the environment)."""
-    if cfg.out:
-        return Path(cfg.out)
-    if "TRANSFERKIT_RUN_DIR" not in os.environ:
-        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        os.environ["TRANSFERKIT_RUN_DIR"] = str(Path("runs") / f"{cfg.model}-{label or cfg.strategy}-{stamp}")
-    return Path(os.environ["TRANSFERKIT_RUN_DIR"])
-
-
-@contextmanager
-def resume_hint(run: RunDir, command: str = "finetune"):
-    """On SIGINT/SIGTERM: say what was kept and the exact command that continues."""
-    try:
-        yield
-    except Interrupted as e:
-        ckpt = run.last_checkpoint
-        kept = f"last checkpoint {ckpt}" if ckpt.is_file() else "no epoch had finished (no checkpoint yet)"
-        e.where = f"{kept}; continue with: transferkit {command} --out {run.path} --resume"
-        raise
 
 
 def train(cfg: FinetuneConfig, setup: Setup, data: Data, built: Built, run: RunDir, resume: bool,
@@ -164,12 +145,6 @@ def _module(cfg: FinetuneConfig, setup: Setup, net, plan, data: Data, built: Bui
     ctx = term_context(cfg, data, built, setup.image_size)
     terms = [build_entry(REGULARIZERS[name], ctx, cfg) for name in setup.recipe.regularizers(cfg)]
     return TransferModule(net, len(data.classes), plan, setup.optim, terms)
-
-
-def build_entry(entry, ctx: SimpleNamespace, cfg):
-    """``entry.build`` on ``ctx`` with the entry's own options (``cfg.options[entry.name]``, validated)."""
-    options = entry.resolve((getattr(cfg, "options", None) or {}).get(entry.name)) if hasattr(entry, "resolve") else None
-    return entry.build(SimpleNamespace(**vars(ctx), options=options))
 
 
 def term_context(cfg: FinetuneConfig, data: Data, built: Built, image_size: int) -> SimpleNamespace:
@@ -245,4 +220,4 @@ def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Buil
     }
 
 
-__all__ = ["Setup", "choose_recipe", "finetune", "resume_hint", "run_path"]
+__all__ = ["Finetune", "Setup", "choose_recipe", "finetune", "term_context"]

@@ -15,15 +15,13 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from transferkit.config import PretrainConfig
-from transferkit.engine.finetune import resume_hint, run_path
-from transferkit.engine.stages import (device_of, load_data, loader, record_run, seed_all, train_lightning,
-                                       train_loader)
+from transferkit.engine.run import Command, run_command
+from transferkit.engine.stages import (device_of, load_data, loader, train_lightning, train_loader)
 from transferkit.errors import ConfigError
 from transferkit.optim import OptimSettings
-from transferkit.rundir import RunDir, is_global_zero, write_json
+from transferkit.rundir import RunDir, write_json
 
 #: Input size when ``--image-size`` is unset (CNNs pool globally: fine-tuning may use another).
 IMAGE_SIZE = 64
@@ -49,36 +47,49 @@ class Images:
         return {"classes": self.classes, "data": cfg.data, "fingerprint": content_fingerprint(self.train[0])}
 
 
+class Pretrain(Command):
+    """``pretrain`` in the run skeleton (:mod:`transferkit.engine.run`)."""
+
+    kind = "pretrain"
+
+    def label(self, cfg: PretrainConfig) -> str:
+        return f"pretrain-{cfg.method}"
+
+    def load(self, cfg: PretrainConfig, state) -> None:
+        state.images = load_images(cfg)
+
+    def check(self, cfg: PretrainConfig, state, run: RunDir, *, overwrite: bool, resume: bool) -> None:
+        from transferkit.engine.checks import check_device_and_run_dir, check_same_data, check_train_images, check_trainer
+
+        check_trainer(cfg)
+        check_train_images(len(state.images.train[1]), cfg, f"the pretraining set of {cfg.data}",
+                           "" if not state.images.classes else " (or lower --val-split/--test-split)")
+        check_device_and_run_dir(cfg, run, overwrite=overwrite, resume=resume)
+        if resume:
+            check_same_data(run, state.images.record(cfg))
+        state.method, state.data_cfg = build(cfg)  # refuses a method that does not fit the backbone
+
+    def record(self, cfg: PretrainConfig, state) -> dict:
+        return state.images.record(cfg)
+
+    def before(self, cfg: PretrainConfig, state) -> None:
+        state.before = monitor_accuracy(cfg, state.method.backbone, state.images, state.data_cfg)
+
+    def train(self, cfg: PretrainConfig, state, run: RunDir, resume: bool, progress: bool):
+        trained, state.views = train(cfg, state.method, state.images, state.data_cfg, run, resume, progress)
+        return trained
+
+    def evaluate(self, cfg: PretrainConfig, state, run: RunDir, trained) -> dict:
+        state.rows = run.merge_logs()
+        return finish(cfg, trained, state.images, state.data_cfg, run, state.before, state.views, state.rows)
+
+    def report(self, run: RunDir, cfg: PretrainConfig, metrics: dict, state) -> None:
+        write_pretrain_report(run, cfg, metrics, state.rows)
+
+
 def pretrain(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) a pretraining run; returns its ``metrics.json`` content ({} on non-zero ranks)."""
-    from transferkit.engine.checks import (check_device_and_run_dir, check_same_data, check_train_images,
-                                           check_trainer, resumed_config, run_inputs)
-
-    cfg = cfg.model_copy(update={"out": str(run_path(cfg, f"pretrain-{cfg.method}"))})
-    run, changed = RunDir(cfg.out, kind="pretrain"), {}
-    if resume:
-        cfg, changed = resumed_config(run, cfg)
-    seed_all(cfg.seed)
-    images = load_images(cfg)
-    check_trainer(cfg)
-    check_train_images(len(images.train[1]), cfg, f"the pretraining set of {cfg.data}", "" if not images.classes
-                       else " (or lower --val-split/--test-split)")
-    check_device_and_run_dir(cfg, run, overwrite=overwrite, resume=resume)
-    if resume:
-        check_same_data(run, images.record(cfg))
-    method, data_cfg = build(cfg)  # refuses a method that does not fit the backbone: still nothing written
-    with run.open(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg)) as run, resume_hint(run, "pretrain"):
-        record_run(run, cfg, images.record(cfg), resume=resume, changed=changed)
-        before = monitor_accuracy(cfg, method.backbone, images, data_cfg) if is_global_zero() else None
-        trained, views = train(cfg, method, images, data_cfg, run, resume, progress)
-        if not trained.is_global_zero:
-            return {}
-        rows = run.merge_logs()
-        metrics = finish(cfg, trained, images, data_cfg, run, before, views, rows)
-        if changed:
-            metrics["resume_changes"] = changed
-        write_pretrain_report(run, cfg, metrics, rows)
-    return metrics
+    return run_command(Pretrain(), cfg, overwrite=overwrite, resume=resume, progress=progress)
 
 
 # ----------------------------------------------------------------------------- images

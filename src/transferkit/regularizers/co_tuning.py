@@ -64,7 +64,10 @@ class CoTuning(nn.Module):
 
 
 class CoTuningTerm(Term):
-    """Co-tuning as a loss term: the source head on the features the target head saw (``--strategy co-tuning``)."""
+    """Co-tuning as a loss term: the source head on the features the target head saw (``--strategy co-tuning``).
+    The source head trains and is checkpointed; the relationship is recomputed on resume."""
+
+    rebuilt = ("block",)
 
     def __init__(self, source_head: nn.Module, relationship: torch.Tensor, weight: float = 2.3):
         super().__init__("reg", weight)

@@ -86,7 +86,7 @@ ADAPT_RANKING = ("source validation accuracy — the only labelled validation sc
 def write_adapt_leaderboard(path: Path, result: dict, chart: str | None = None) -> Path:
     """``leaderboard.md`` of ``adapt --method a,b,c``: one row per method, best source validation accuracy
     first (:data:`ADAPT_RANKING`); target accuracy reported beside it."""
-    from transferkit.report.compare import percent, ranking_note
+    from transferkit.report.compare import ranking_note
     from transferkit.report.markdown import relative_link, verdict_lines
     from transferkit.rundir import atomic_write
 
