@@ -49,8 +49,9 @@ def _config_params(names, config_cls=None, **overrides) -> list[inspect.Paramete
         if isinstance(default, dict):  # model_args: typed as "name=value,..." text
             default = None
         annotation = Optional[_cli_type(f.annotation)] if default is None else _cli_type(f.annotation)
+        panel = (config_cls or FinetuneConfig).panel_of(name)
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                                        default=typer.Option(default, *flag, help=help_text)))
+                                        default=typer.Option(default, *flag, help=help_text, rich_help_panel=panel)))
     return params
 
 
@@ -63,9 +64,9 @@ def _with_params(*params: list[inspect.Parameter]):
     return wrap
 
 
-def _extra(name: str, annotation, default, help_text: str) -> inspect.Parameter:
+def _extra(name: str, annotation, default, help_text: str, panel: str = "Run") -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
-                             default=typer.Option(default, help=help_text))
+                             default=typer.Option(default, help=help_text, rich_help_panel=panel))
 
 
 #: generated ``--<method>-<option>`` flags: parameter name -> (method, option); filled in by :func:`_complete`
@@ -299,10 +300,10 @@ def _one_run_or_grid(ctx: typer.Context, values: dict, key: str, default: str, c
 
 
 def _adapt_fields() -> list[str]:
-    from transferkit.config import NOT_FOR_ADAPT, AdaptConfig
+    from transferkit.config import AdaptConfig
 
     first = ["source", "target", "method"]
-    return first + [n for n in AdaptConfig.model_fields if n not in (*first, "data", "out", "options", *NOT_FOR_ADAPT)]
+    return first + [n for n in AdaptConfig.model_fields if n not in (*first, "data", "out", "options")]
 
 
 def _adapt_cls():
@@ -368,10 +369,10 @@ def _adapt_leaderboard(base, methods: list[str], seeds: int, out, overwrite: boo
 
 
 def _distill_fields() -> list[str]:
-    from transferkit.config import NOT_FOR_DISTILL, DistillConfig
+    from transferkit.config import DistillConfig
 
     first = ["teacher", "model", "weights", "model_args", "data", "loss"]
-    return first + [n for n in DistillConfig.model_fields if n not in (*first, "out", "options", *NOT_FOR_DISTILL)]
+    return first + [n for n in DistillConfig.model_fields if n not in (*first, "out", "options")]
 
 
 def _distill_cls():
@@ -440,11 +441,10 @@ def _distill_leaderboard(base, losses: list[str], seeds: int, out, overwrite: bo
 
 
 def _pretrain_fields() -> list[str]:
-    from transferkit.config import NOT_FOR_PRETRAIN, PretrainConfig
+    from transferkit.config import PretrainConfig
 
     first = ["data", "method", "model", "weights", "model_args", "images"]
-    return first + [n for n in PretrainConfig.model_fields if n not in (*first, "out", "options", "val_split", "test_split",
-                                                                         *NOT_FOR_PRETRAIN)]
+    return first + [n for n in PretrainConfig.model_fields if n not in (*first, "out", "options", "val_split", "test_split")]
 
 
 def _pretrain_cls():

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from transferkit.errors import ConfigError
-from transferkit.registry import ADAPTATION, DISTILL, REGULARIZERS, STRATEGIES, check_options
+from transferkit.registry import ADAPTATION, DISTILL, REGULARIZERS, SELFSUP, STRATEGIES, check_options
 
 
 def one_of(value: str, allowed, what: str) -> str:
@@ -71,28 +71,58 @@ def yaml_problem(e: yaml.YAMLError) -> str:
     return " ".join(text.split())
 
 
-def refuse_finetune_only(cfg, names: tuple[str, ...], command: str) -> None:
-    """Refuse finetune options ``command`` does not offer when they differ from finetune's defaults."""
-    given = [k for k in names if getattr(cfg, k) != FinetuneConfig.model_fields[k].default]
-    if given:
-        raise ValueError(f"{', '.join(given)} do(es) not apply to {command}")
-
-
-class FinetuneConfig(BaseModel):
-    """Everything that defines a ``transferkit finetune`` run."""
+class OptionGroup(BaseModel):
+    """A group of options (data, model, recipe, training, hardware, output, ...): the commands' configs are
+    composed of the groups they offer, so an option a command does not take does not exist in its config
+    (no blacklist). ``PANEL`` names the group's ``--help`` panel."""
 
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)  # no inf/NaN option
+    PANEL: ClassVar[str] = "Options"
 
+
+class DataOptions(OptionGroup):
+    """The images and how they are split."""
+
+    PANEL: ClassVar[str] = "Data"
     data: str = Field(description="builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label[,split])")
+    val_split: float = Field(0.15, ge=0, lt=1, description="fraction of the training images held out for validation")
+    test_split: float = Field(0.2, ge=0, lt=1, description="fraction held out for test; ignored when the data has its own test split")
+    seed: int = Field(0, ge=0, lt=2**32, description="fixes splits, init and data order")
+    skip_bad_images: bool = Field(False, description="skip unreadable images (counted) instead of stopping")
+    workers: int = Field(0, ge=0, description="data-loader worker processes")
+
+
+class LabelOptions(OptionGroup):
+    """How many labelled images are used, and how labels are smoothed."""
+
+    PANEL: ClassVar[str] = "Data"
+    per_class: int | None = Field(None, ge=1, description="few-shot: N training images per class")
+    test_per_class: int | None = Field(None, ge=1, description="evaluate on at most N seeded test images per class")
+    label_smoothing: float = Field(0.1, ge=0, lt=1, description="cross-entropy label smoothing")
+
+
+class ModelOptions(OptionGroup):
+    """The network and its starting weights."""
+
+    PANEL: ClassVar[str] = "Model"
     model: str = Field("efficientnet_lite0", description="any timm model name (see `transferkit models`)")
     weights: str = Field("packaged", description="packaged (offline ImageNet), imagenet (hub), none (scratch), a file, or a run directory (e.g. a pretrain run: its backbone)")
     model_args: dict[str, int | float | bool | str] = Field(
         {}, description="architecture arguments for timm.create_model, e.g. patch_size=4,embed_dim=192,depth=6")
+    image_size: int | None = Field(None, ge=16, description="None: the strategy's default")
+    norm: Literal["batchnorm", "groupnorm"] = Field("batchnorm", description="batchnorm, or groupnorm (replaces every BatchNorm2d; discards its pretrained statistics)")
+
+    @field_validator("model_args", mode="before")
+    @classmethod
+    def _parse_model_args(cls, v):
+        return {} if v is None else parse_model_args(v) if isinstance(v, str) else v
+
+
+class RecipeOptions(OptionGroup):
+    """How the network trains: the recipe (strategy) and its layer-wise settings."""
+
+    PANEL: ClassVar[str] = "Recipe"
     strategy: str = Field("auto", description="a registered recipe (transferkit.strategies.REGISTRY)")
-    epochs: int | None = Field(None, ge=1, description="None: the strategy's default")
-    batch_size: int = Field(64, ge=1, description="images per step and device")
-    lr: float | None = Field(None, gt=0, le=10, allow_inf_nan=False,
-                             description="head learning rate; None: the strategy's default")
     backbone_lr_mult: float = Field(0.1, ge=0, description="backbone LR = head LR x this (strategies that train it)")
     lr_decay: float | None = Field(None, gt=0, le=1, description="layer group i from the top trains at "
                                    "lr x lr_decay^i (head i=0); takes precedence over backbone_lr_mult")
@@ -101,14 +131,65 @@ class FinetuneConfig(BaseModel):
                                       "through them; None: the strategy's default")
     unfreeze_every: int = Field(1, ge=1, description="gradual: unfreeze one more group every N epochs")
     bn: Literal["auto", "train", "freeze"] = Field("auto", description="BatchNorm: train, freeze (eval mode, affine frozen) or auto (freeze below 16 images per device)")
-    norm: Literal["batchnorm", "groupnorm"] = Field("batchnorm", description="batchnorm, or groupnorm (replaces every BatchNorm2d; discards its pretrained statistics)")
-    reg: str = Field("none", description="a regulariser added to the loss (transferkit.registry.REGULARIZERS), or none")
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, v: str) -> str:
+        return STRATEGIES.validate(v)
+
+
+class L2SPOptions(OptionGroup):
+    """L2-SP's strengths (the l2sp recipe, --reg l2sp)."""
+
+    PANEL: ClassVar[str] = "Recipe"
     reg_alpha: float = Field(0.1, ge=0, description="l2sp: alpha/2 ||w - w_pretrained||^2 on the backbone")
     reg_beta: float = Field(0.01, ge=0, description="l2sp: beta/2 ||w||^2 on the new head")
+
+
+class RegularizerOptions(OptionGroup):
+    """A regulariser added to the loss, and the settings of LwF and co-tuning."""
+
+    PANEL: ClassVar[str] = "Recipe"
+    reg: str = Field("none", description="a regulariser added to the loss (transferkit.registry.REGULARIZERS), or none")
     lwf_weight: float = Field(1.0, ge=0, description="lwf: weight of the source-output distillation loss")
     lwf_temperature: float = Field(2.0, gt=0, description="lwf: softmax temperature T")
     co_tuning_weight: float = Field(2.3, ge=0, description="co-tuning: weight lambda of the source-head loss "
                                     "(tllib's default)")
+
+    @field_validator("reg")
+    @classmethod
+    def _known_reg(cls, v: str) -> str:
+        return v if v == "none" else REGULARIZERS.validate(v)
+
+
+class OptimOptions(OptionGroup):
+    """The optimisation: epochs, batch, learning rate, schedule, augmentation."""
+
+    PANEL: ClassVar[str] = "Training"
+    epochs: int | None = Field(None, ge=1, description="None: the strategy's default")
+    batch_size: int = Field(64, ge=1, description="images per step and device")
+    lr: float | None = Field(None, gt=0, le=10, allow_inf_nan=False,
+                             description="head learning rate; None: the strategy's default")
+    weight_decay: float = Field(0.05, ge=0, description="decoupled weight decay (none on norms and biases)")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw or sgd")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd: momentum")
+    warmup_epochs: float = Field(1.0, ge=0, description="linear warmup, then cosine decay")
+    hflip: float = Field(0.0, ge=0, le=1, description="horizontal flip probability in training augmentation")
+
+
+class AveragingOptions(OptionGroup):
+    """An exponential moving average of the weights."""
+
+    PANEL: ClassVar[str] = "Training"
+    ema_decay: float = Field(0.0, ge=0, lt=1, description="keep an exponential moving average of the weights (decay "
+                             "per step; Lightning's EMAWeightAveraging): validation and the saved model use the "
+                             "average; 0: off (the main job's default: it did not beat the last epoch on validation)")
+
+
+class ForgettingOptions(OptionGroup):
+    """Forgetting of the source task, measured (source_eval) and mitigated by WiSE-FT."""
+
+    PANEL: ClassVar[str] = "Forgetting"
     source_eval: bool = Field(False, description="measure forgetting: source-head agreement with the pretrained model")
     source_data: str | None = Field(None, description="images for --source-eval (default: the target's test "
                                     "split); implies source_eval")
@@ -116,54 +197,53 @@ class FinetuneConfig(BaseModel):
                                 "also report source accuracy")
     wise_alpha: float | None = Field(None, ge=0, le=1, description="WiSE-FT: interpolate backbone weights")
     wise_curve: list[float] | None = Field(None, description="WiSE-FT: also evaluate these alphas (the alpha curve)")
+
+    @field_validator("wise_curve")
+    @classmethod
+    def _alphas_in_range(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not all(0.0 <= a <= 1.0 for a in v):
+            raise ValueError(f"WiSE-FT alphas must be in [0, 1], got {v}")
+        return v
+
+
+class LoRAOptions(OptionGroup):
+    """LoRA's adapters (the lora recipe)."""
+
+    PANEL: ClassVar[str] = "Recipe"
     lora_rank: int = Field(4, ge=1, description="lora: rank r of the low-rank updates (4: 3.1 percent of EfficientNet-Lite0 trains)")
     lora_alpha: float | None = Field(None, gt=0, description="lora: scale alpha/r; None: 2 x rank")
     lora_targets: str | None = Field(None, description="lora: comma-separated module names (or suffixes); "
                                      "None: 1x1 convolutions (CNN) or attention qkv/proj (ViT)")
-    options: dict[str, dict[str, Any]] = Field({}, description="each registered method's own options, "
-                                                "{method: {option: value}} (flags --<method>-<option>)")
-    ema_decay: float = Field(0.0, ge=0, lt=1, description="keep an exponential moving average of the weights (decay "
-                             "per step; Lightning's EMAWeightAveraging): validation and the saved model use the "
-                             "average; 0: off (the main job's default: it did not beat the last epoch on validation)")
-    weight_decay: float = Field(0.05, ge=0, description="decoupled weight decay (none on norms and biases)")
-    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="adamw or sgd")
-    momentum: float = Field(0.9, ge=0, lt=1, description="sgd: momentum")
-    warmup_epochs: float = Field(1.0, ge=0, description="linear warmup, then cosine decay")
-    label_smoothing: float = Field(0.1, ge=0, lt=1, description="cross-entropy label smoothing")
-    image_size: int | None = Field(None, ge=16, description="None: the strategy's default")
-    hflip: float = Field(0.0, ge=0, le=1, description="horizontal flip probability in training augmentation")
-    val_split: float = Field(0.15, ge=0, lt=1, description="fraction of the training images held out for validation")
-    test_split: float = Field(0.2, ge=0, lt=1, description="fraction held out for test; ignored when the data has its own test split")
-    per_class: int | None = Field(None, ge=1, description="few-shot: N training images per class")
-    test_per_class: int | None = Field(None, ge=1, description="evaluate on at most N seeded test images per class")
-    seed: int = Field(0, ge=0, lt=2**32, description="fixes splits, init and data order")
-    skip_bad_images: bool = Field(False, description="skip unreadable images (counted) instead of stopping")
+
+
+class ProbeOptions(OptionGroup):
+    """The linear probe's augmented views and the raw-pixel baseline."""
+
+    PANEL: ClassVar[str] = "Recipe"
     probe_augment: int = Field(0, ge=0, le=32, description="linear probe: also fit on K augmented views "
                                "of each training image (cached once)")
     baseline: bool = Field(True, description="also score logistic regression on raw pixels")
-    workers: int = Field(0, ge=0, description="data-loader worker processes")
+
+
+class TrainerOptions(OptionGroup):
+    """Where and how Lightning trains: accelerator, devices, nodes, precision."""
+
+    PANEL: ClassVar[str] = "Hardware"
     accelerator: str = Field("auto", description="Lightning accelerator: auto, cpu, gpu, ...")
     devices: str = Field("1", description="Lightning devices: a count or a list (0,2); 1 by default, so the "
                          "plain command runs the same on a laptop and on a multi-GPU node (scale out with --devices N)")
     num_nodes: int = Field(1, ge=1, description="Lightning num_nodes")
     dist: str = Field("auto", description="Lightning strategy: auto, ddp, fsdp, ...")
     precision: str = Field("32-true", description="Lightning precision: 32-true, bf16-mixed, 16-mixed, ...")
-    out: str | None = Field(None, description="run directory (default runs/<model>-<strategy>-<time>)")
 
-    @field_validator("strategy")
-    @classmethod
-    def _known_strategy(cls, v: str) -> str:
-        return STRATEGIES.validate(v)
 
-    @field_validator("reg")
-    @classmethod
-    def _known_reg(cls, v: str) -> str:
-        return v if v == "none" else REGULARIZERS.validate(v)
+class MethodOptions(OptionGroup):
+    """Each registered method's own options (flags ``--<method>-<option>``), checked against the methods the
+    run uses (:meth:`RunConfig.methods_used`)."""
 
-    @model_validator(mode="after")
-    def _options_of_used_methods(self):
-        self.options = check_options(self.options, self.option_families(), self.methods_used())
-        return self
+    PANEL: ClassVar[str] = "Method options"
+    options: dict[str, dict[str, Any]] = Field({}, description="each registered method's own options, "
+                                                "{method: {option: value}} (flags --<method>-<option>)")
 
     def option_families(self) -> list:
         """The registries whose entries this command's ``options`` may configure."""
@@ -174,21 +254,21 @@ class FinetuneConfig(BaseModel):
         recipe = STRATEGIES[self.strategy]
         return [self.strategy, *recipe.regularizers(self)]
 
-    @field_validator("model_args", mode="before")
-    @classmethod
-    def _parse_model_args(cls, v):
-        return {} if v is None else parse_model_args(v) if isinstance(v, str) else v
+    @model_validator(mode="after")
+    def _options_of_used_methods(self):
+        self.options = check_options(self.options, self.option_families(), self.methods_used())
+        return self
 
-    @field_validator("wise_curve")
-    @classmethod
-    def _alphas_in_range(cls, v: list[float] | None) -> list[float] | None:
-        if v is not None and not all(0.0 <= a <= 1.0 for a in v):
-            raise ValueError(f"WiSE-FT alphas must be in [0, 1], got {v}")
-        return v
+
+class RunConfig(OptionGroup):
+    """What every run config has: where it writes, and its YAML form (``config.yaml``)."""
+
+    PANEL: ClassVar[str] = "Output"
+    out: str | None = Field(None, description="run directory (default runs/<model>-<strategy>-<time>)")
 
     def data_specs(self) -> list[str]:
         """The data sources this run reads (builtin names included)."""
-        return [p for p in (self.data, self.source_data) if p]
+        return [self.data]
 
     def save(self, path: Path) -> None:
         from transferkit.rundir import atomic_write
@@ -208,19 +288,37 @@ class FinetuneConfig(BaseModel):
         except ValidationError as e:
             err = e.errors()[0]
             where = ".".join(str(p) for p in err["loc"]) or "config"
-            raise ConfigError(f"invalid option {where}: {err['msg']}") from None
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = f"{cls.__name__.removesuffix('Config').lower() or 'this command'} has no such option"
+            raise ConfigError(f"invalid option {where}: {msg}") from None
+
+    @classmethod
+    def panel_of(cls, field: str) -> str:
+        """The ``--help`` panel of ``field``: its option group's, else the command's own (``Adapt``)."""
+        for base in cls.__mro__[1:]:
+            if issubclass(base, OptionGroup) and field in base.__dict__.get("__annotations__", {}):
+                return base.PANEL
+        return cls.__name__.removesuffix("Config")
 
 
-#: finetune options that ``adapt`` does not offer: they must stay at their defaults.
-NOT_FOR_ADAPT = ("ema_decay", "co_tuning_weight", "source_eval", "source_data", "source_labels", "wise_alpha", "wise_curve", "lora_rank",
-                 "lora_alpha", "lora_targets", "probe_augment", "baseline", "reg", "lwf_weight", "lwf_temperature")
+class FinetuneConfig(RunConfig, MethodOptions, TrainerOptions, ProbeOptions, LoRAOptions, ForgettingOptions,
+                     AveragingOptions, OptimOptions, RegularizerOptions, L2SPOptions, RecipeOptions, LabelOptions,
+                     ModelOptions, DataOptions):
+    """Everything that defines a ``transferkit finetune`` run."""
+
+    def data_specs(self) -> list[str]:
+        return [p for p in (self.data, self.source_data) if p]
+
+
 
 #: The recipes ``adapt`` trains with: they train the backbone in a Lightning loop (the alignment loss
 #: reaches the features); cached-feature and probe-initialised recipes do not fit.
 ADAPT_STRATEGIES = ("full", "l2sp", "gradual")
 
 
-class AdaptConfig(FinetuneConfig):
+class AdaptConfig(RunConfig, MethodOptions, TrainerOptions, OptimOptions, L2SPOptions, RecipeOptions, LabelOptions,
+                  ModelOptions, DataOptions):
     """Everything that defines a ``transferkit adapt`` run: finetune's model and training options,
     a labelled source (``data`` is set to ``source``) and a target whose labels are never trained on."""
 
@@ -266,24 +364,18 @@ class AdaptConfig(FinetuneConfig):
     def _adapt_strategy(cls, v: str) -> str:
         return one_of(v, ADAPT_STRATEGIES, "strategy for adapt")
 
-    @model_validator(mode="after")
-    def _no_finetune_only_options(self):
-        refuse_finetune_only(self, NOT_FOR_ADAPT, "adapt")
-        return self
 
     def data_specs(self) -> list[str]:
         return [self.source, self.target]
 
 
-#: finetune options that ``distill`` does not offer: they must stay at their defaults.
-NOT_FOR_DISTILL = ("ema_decay", "co_tuning_weight", "source_eval", "source_data", "source_labels", "wise_alpha", "wise_curve", "lora_rank",
-                   "lora_alpha", "lora_targets", "probe_augment", "reg", "lwf_weight", "lwf_temperature")
 
 #: The recipes that train a student: every parameter in a Lightning loop.
 DISTILL_STRATEGIES = ("full", "gradual")
 
 
-class DistillConfig(FinetuneConfig):
+class DistillConfig(RunConfig, MethodOptions, TrainerOptions, OptimOptions, RecipeOptions, LabelOptions, ModelOptions,
+                    DataOptions):
     """Everything that defines a ``transferkit distill`` run: a finished run as the teacher, and a
     student (``model``, ``weights``, ``model_args``) trained with finetune's options on ``data``."""
 
@@ -323,8 +415,7 @@ class DistillConfig(FinetuneConfig):
         return one_of(v, DISTILL_STRATEGIES, "strategy for distill")
 
     @model_validator(mode="after")
-    def _no_finetune_only_options(self):
-        refuse_finetune_only(self, NOT_FOR_DISTILL, "distill")
+    def _one_baseline(self):
         if self.baseline and self.baseline_run:
             raise ValueError("give --baseline (train the student alone) or --baseline-run RUN, not both")
         return self
@@ -341,14 +432,9 @@ PRETRAIN_METHODS = {
     "mae": "masked autoencoder: reconstruct 75% hidden patches; ViTs only",
 }
 
-#: finetune options that ``pretrain`` does not offer: they must stay at their defaults.
-NOT_FOR_PRETRAIN = ("ema_decay", "strategy", "backbone_lr_mult", "lr_decay", "freeze_groups", "unfreeze_every", "bn", "reg",
-                    "reg_alpha", "reg_beta", "lwf_weight", "lwf_temperature", "co_tuning_weight", "source_eval",
-                    "source_data", "source_labels", "wise_alpha", "wise_curve", "lora_rank", "lora_alpha",
-                    "lora_targets", "label_smoothing", "per_class", "test_per_class", "probe_augment", "baseline")
 
 
-class PretrainConfig(FinetuneConfig):
+class PretrainConfig(RunConfig, MethodOptions, TrainerOptions, OptimOptions, ModelOptions, DataOptions):
     """Everything that defines a ``transferkit pretrain`` run: a self-supervised method trains a backbone
     on the images of ``data`` (labels, if any, only feed the kNN monitor)."""
 
@@ -371,10 +457,11 @@ class PretrainConfig(FinetuneConfig):
     def _known_method(cls, v: str) -> str:
         return one_of(v, PRETRAIN_METHODS, "method")
 
-    @model_validator(mode="after")
-    def _no_finetune_only_options(self):
-        refuse_finetune_only(self, NOT_FOR_PRETRAIN, "pretrain")
-        return self
+    def option_families(self) -> list:
+        return [SELFSUP]
+
+    def methods_used(self) -> list[str]:
+        return [self.method]
 
 
 #: ``tta``'s methods (kept in step with ``transferkit.tta.METHODS``, which imports torch).
@@ -414,5 +501,5 @@ class TTAConfig(BaseModel):
             raise ValueError("give at least one method")
         return [one_of(m, TTA_METHODS, "method") for m in v]
 
-    build = classmethod(FinetuneConfig.build.__func__)
-    save = FinetuneConfig.save
+    build = classmethod(RunConfig.build.__func__)
+    save = RunConfig.save

@@ -107,6 +107,8 @@ def check_train_images(count: int, cfg: FinetuneConfig, what: str = "the trainin
 
 
 def _check_source_eval(cfg: FinetuneConfig, data) -> None:
+    if not hasattr(cfg, "source_eval"):  # a command without forgetting options (adapt, distill)
+        return
     source_eval = cfg.source_eval or cfg.source_data is not None
     if cfg.reg == "lwf" or source_eval:
         from transferkit.backbones.load import has_source_head

@@ -99,8 +99,9 @@ class Recipe:
     def check(self, cfg: Any, why: str = "") -> None:
         """Refuse options this recipe cannot honour, in one line."""
         why = f" ({why})" if why else ""
-        if cfg.reg != "none" and REGULARIZERS[cfg.reg].traits.get("needs_backbone", True) and not self.trains_backbone:
-            raise ConfigError(f"--reg {cfg.reg} does not apply to strategy {self.name}{why}: it leaves the backbone "
+        reg = getattr(cfg, "reg", "none")
+        if reg != "none" and REGULARIZERS[reg].traits.get("needs_backbone", True) and not self.trains_backbone:
+            raise ConfigError(f"--reg {reg} does not apply to strategy {self.name}{why}: it leaves the backbone "
                               f"frozen; use --strategy {' or '.join(backbone_recipes())}")
         for name in self.regularizers(cfg):
             entry = REGULARIZERS[name]
@@ -108,7 +109,7 @@ class Recipe:
                 entry.check(SimpleNamespace(cfg=cfg, recipe=self))
         if getattr(cfg, "freeze_groups", 0) and not self.trains_backbone:
             raise ConfigError(f"--freeze-groups applies to strategies that train the backbone, not {self.name}{why}")
-        if (cfg.wise_alpha is not None or cfg.wise_curve) and not self.trains_backbone:
+        if (getattr(cfg, "wise_alpha", None) is not None or getattr(cfg, "wise_curve", None)) and not self.trains_backbone:
             raise ConfigError(f"--wise-alpha/--wise-curve interpolate a fine-tuned backbone; strategy {self.name}"
                               f"{why} leaves it frozen — use one of: {', '.join(backbone_recipes())}")
 
