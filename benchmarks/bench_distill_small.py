@@ -58,14 +58,17 @@ def student(args, n: int, seed: int, loss: str, alpha: float, temperature: float
     from transferkit.config import DistillConfig
     from transferkit.engine.distill import distill
 
-    name = "alone" if loss == "none" else f"{loss}-a{alpha:g}-T{temperature:g}"
+    options = json.loads(args.options) if loss != "none" else {}
+    tag = "".join(f"-{k}{v:g}" if isinstance(v, (int, float)) else f"-{k}{v}"
+                  for method in options.values() for k, v in method.items())
+    name = "alone" if loss == "none" else f"{loss}{tag}-a{alpha:g}-T{temperature:g}"
     if loss != "none" and args.teacher_per_class:
         name += f"-teacher{args.teacher_per_class}"
     out = args.out / f"pc{n}" / f"{name}-e{epochs}-seed{seed}"
     return _metrics(out, lambda: DistillConfig(teacher=str(teacher(args, n, seed)), data=args.data, loss=loss,
                                                alpha=alpha, temperature=temperature, epochs=epochs,
                                                image_size=args.image_size, per_class=n, seed=seed,
-                                               out=str(out)), distill)
+                                               options=options, out=str(out)), distill)
 
 
 def pm(values: list[float], sign: str = "") -> str:
@@ -94,6 +97,8 @@ def main() -> None:
                     "(default: the student's)")
     ap.add_argument("--loss", default="soft", help="comma-separated distillation losses, each against the student "
                     "alone (e.g. soft,dkd)")
+    ap.add_argument("--options", default="{}", help='each method\'s own options as JSON, e.g. \'{"dkd": {"nckd": 1}}\' '
+                    "(they name the runs: dkd-nckd1-...)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -108,7 +113,7 @@ def main() -> None:
                     for s in range(args.seeds)]
             dv = [d["student_val_accuracy"] - a["student_val_accuracy"] for d, a in rows]
             dt = [d["student_accuracy"] - a["student_accuracy"] for d, a in rows]
-            print(f"| {n} | {loss}, α {alpha:g}, T {temp:g}, {epochs} epochs | "
+            print(f"| {n} | {loss} {args.options if loss != 'none' else ''}, α {alpha:g}, T {temp:g}, {epochs} epochs | "
                   f"{pm([d['student_val_accuracy'] for d, _ in rows])} | {pm([a['student_val_accuracy'] for _, a in rows])} | "
                   f"{pm(dv, '+')} ({each(dv)}) | {100 * np.mean(dt):+.1f} ({each(dt)}) | "
                   f"{pm([d['teacher_accuracy'] for d, _ in rows])} |", flush=True)

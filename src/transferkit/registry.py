@@ -151,9 +151,11 @@ class Registry(Mapping):
 
     def markdown_table(self, header: str | None = None) -> str:
         """A README table of the family: name, summary, its options and their defaults."""
-        rows = [f"| {header or self.flag} | what it does | options (default) |", "|---|---|---|"]
+        rows = [f"| {header or self.flag} | what it does | measured defaults | options (default) |", "|---|---|---|---|"]
         for e in self.values():
-            rows.append(f"| `{e.name}` | {e.summary} | {options_text(e) or '-'} |")
+            defaults = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}"
+                                 for k, v in getattr(e, "defaults", {}).items())
+            rows.append(f"| `{e.name}` | {e.summary} | {defaults or '-'} | {options_text(e) or '-'} |")
         return "\n".join(rows)
 
 
@@ -204,3 +206,14 @@ TTA = Registry("tta", "transferkit.tta", "--method", "method")
 DISTILL = Registry("distill", "transferkit.distill", "--loss", "loss")
 SELFSUP = Registry("selfsup", "transferkit.selfsup", "--method", "method")
 FAMILIES = {r.family: r for r in (STRATEGIES, REGULARIZERS, ADAPTATION, TTA, DISTILL, SELFSUP)}
+
+
+def families_markdown() -> str:
+    """The README's tables of every family but the strategies (which have their own,
+    :func:`transferkit.strategies.markdown_table`), generated from the registries (a test keeps them in sync)."""
+    titles = ((REGULARIZERS, "Regularisers (`finetune --reg NAME`, `compare --strategies X+NAME`)", "--reg"),
+              (ADAPTATION, "Domain adaptation (`adapt --method NAME`)", "--method"),
+              (TTA, "Test-time adaptation (`tta --methods NAME,...`)", "--methods"),
+              (DISTILL, "Distillation losses (`distill --loss NAME`)", "--loss"),
+              (SELFSUP, "Self-supervised pretraining (`pretrain --method NAME`)", "--method"))
+    return "\n\n".join(f"**{title}**\n\n{registry.markdown_table(flag)}" for registry, title, flag in titles)

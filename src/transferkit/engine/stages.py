@@ -97,15 +97,16 @@ def quiet_lightning() -> None:
 
 def load_data(cfg: FinetuneConfig, source=None) -> Data:
     """Load ``cfg.data`` (unless ``source`` is given, already loaded) and make the seeded train/val/test
-    splits (test: the source's own, if any)."""
+    splits (test: the source's own, if any). A config without label options (pretrain) uses every image."""
     source = source or load_source(cfg.data, skip_bad_images=cfg.skip_bad_images)
+    per_class, test_per_class = getattr(cfg, "per_class", None), getattr(cfg, "test_per_class", None)
     splits = make_splits(source.train.targets, val_split=cfg.val_split, test_split=cfg.test_split,
-                         seed=cfg.seed, has_test=source.test is not None, per_class=cfg.per_class,
+                         seed=cfg.seed, has_test=source.test is not None, per_class=per_class,
                          classes=source.classes)
     test_set = source.test if source.test is not None else source.train
     test_idx = splits.test if source.test is None else np.arange(len(test_set))
-    if cfg.test_per_class:
-        test_idx = cap_per_class(test_idx, test_set.targets, cfg.test_per_class, cfg.seed)
+    if test_per_class:
+        test_idx = cap_per_class(test_idx, test_set.targets, test_per_class, cfg.seed)
     return Data(source, source.classes, {"train": (source.train, splits.train), "val": (source.train, splits.val),
                                          "test": (test_set, np.asarray(test_idx))})
 

@@ -66,6 +66,6 @@ class L2SPTerm(Term):
 
 
 METHOD = REGULARIZERS.register(Method(
-    name="l2sp", summary="stay near the pretrained weights: alpha/2 ||w - w0||^2 on the backbone + beta/2 ||w||^2 on the head "
+    name="l2sp", summary="stay near the pretrained weights: alpha/2 ‖w - w0‖² on the backbone + beta/2 ‖w‖² on the head "
     "(--reg-alpha, --reg-beta)", build=lambda ctx: L2SPTerm(ctx.model, ctx.cfg.reg_alpha, ctx.cfg.reg_beta),
     defaults={"reg_alpha": 0.1, "reg_beta": 0.01}, traits={"needs_backbone": True}))
