@@ -464,3 +464,36 @@ def test_weights_on_full_disk_one_line_old_file_kept(small_fs):
     _one_line(e)
     assert target.read_bytes() == before and [p.name for p in small_fs.iterdir()] == ["model.safetensors"]
 
+
+
+# ----------------------------------------------------------------------------- declared kinds
+def test_a_kind_is_declared_once_and_looked_up_by_name(tmp_path):
+    from transferkit.rundir import declare_kind, declared_kinds, run_kind
+
+    kind = declare_kind("test-notes", ("notes.json",), result="notes.json")
+    assert declare_kind("test-notes", ("notes.json",), result="notes.json") is kind  # a module imported twice
+    with pytest.raises(ValueError, match="'test-notes' declared twice"):
+        declare_kind("test-notes", ("notes.json", "more.json"), result="notes.json")
+    assert run_kind("test-notes") is kind and "test-notes" in declared_kinds()
+    run = RunDir(tmp_path / "n", kind="test-never-declared")
+    assert run.config == tmp_path / "n" / "config.yaml"  # reading paths needs no declaration
+    with pytest.raises(ValueError, match="unknown run directory kind 'test-never-declared'.*finetune"):
+        run.check()
+    assert not (tmp_path / "n").exists()
+
+
+def test_a_kind_not_declared_here_is_refused_by_name_and_its_nested_run_removed_by_its_marker(tmp_path):
+    out = tmp_path / "cmp"
+    nested = out / "runs" / "other"
+    with RunDir(out, kind="compare").open():
+        nested.mkdir(parents=True)
+    (nested / "transferkit.json").write_text(json.dumps({"kind": "elsewhere", "owned": ["result.txt", "sub/*.bin"]}))
+    for name, data in (("result.txt", "r"), ("sub/a.bin", "b"), ("notes.txt", "mine")):
+        (nested / name).parent.mkdir(exist_ok=True)
+        (nested / name).write_text(data)
+    with pytest.raises(RunDirError, match="transferkit elsewhere directory, not a finetune one"):
+        RunDir(nested).check(overwrite=True)
+    with RunDir(out, kind="compare").open(overwrite=True):
+        pass
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        ".lock", "runs", "runs/other", "runs/other/notes.txt", "transferkit.json"]

@@ -1,13 +1,15 @@
 """The run-directory layout: what each kind of run owns, declared by the command that writes it, and
 the paths, marker and ownership of one run directory (reading only: nothing here writes).
 
-A command declares its kind once, in its own module, at import::
+A command declares its kind once, in its own module, at import (``EXPORTED``: what ``export`` adds,
+declared by engine/export.py)::
 
     RANK_RUN = declare_kind("rank", ("rank.json", "rank.md"), result="rank.json", keep=())
     FINETUNE_RUN = declare_model_run("finetune", "learning_curve.png", "confusion_matrix.png", *EXPORTED)
 
-and passes it to ``RunDir(out, kind=TTA_RUN)``. A kind's name (``RunDir(out, kind="tta")``, a marker's
-``kind``) is looked up among the kinds declared in this process. Plots are named one by one (no
+and passes it to ``RunDir(out, kind=FINETUNE_RUN)``. A kind's name (``RunDir(out, kind="rank")``, a
+marker's ``kind``) is looked up among the kinds declared in this process; ``RunDir(path)`` (kind
+``finetune``) that only reads a run's paths needs none. Plots are named one by one (no
 ``*.png``) so that a user's own picture in the folder survives ``--overwrite``: a new plot adds its
 name to its command's declaration.
 """
@@ -91,9 +93,10 @@ def declare_kind(name: str, owned: tuple[str, ...], *, result: str | None = None
     once by the command that writes such runs, in its own module. Declaring a name again is accepted
     only with the same fields (a module imported twice)."""
     kind = RunKind(name, tuple(owned), result, resume_needs, None if keep is None else tuple(keep), parts)
-    if _DECLARED.setdefault(name, kind) != kind:
+    declared = _DECLARED.setdefault(name, kind)
+    if declared != kind:
         raise ValueError(f"run directory kind '{name}' declared twice, with different files")
-    return kind
+    return declared
 
 
 def declare_model_run(name: str, *own: str) -> RunKind:
