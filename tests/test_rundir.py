@@ -14,12 +14,14 @@ import pytest
 import torch
 
 import transferkit
+import transferkit.engine.compare  # noqa: F401 (declares the compare and finetune kinds)
 import transferkit.rundir
+import transferkit.transferability.rank  # noqa: F401 (declares the rank kind)
 from transferkit.errors import IOFault, RunDirError
-from transferkit.rundir import (TEMP_SUFFIX, RunDir, atomic_write, check_output_not_input, global_rank,
+from transferkit.rundir import (TEMP_SUFFIX, RunDir, RunKind, atomic_write, check_output_not_input, global_rank,
                                 save_weights, write_json)
 
-SRC = Path(transferkit.rundir.__file__).parents[1]
+SRC = Path(transferkit.rundir.__file__).parents[2]
 RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "GROUP_RANK", "LOCAL_WORLD_SIZE", "SLURM_PROCID",
              "JSM_NAMESPACE_RANK", "WORLD_SIZE")
 
@@ -61,15 +63,19 @@ def _finished_run(path: Path) -> RunDir:
 
 
 # ----------------------------------------------------------------------------- child processes
+#: the kind the lock tests' processes open (CHILD makes it alike): the mechanism's, no command's, so that
+#: a child process needs no engine module (which declares a command's kind) to take a run
+LOCK_TEST = RunKind("lock-test", ("metrics.json", "report.md"), result="metrics.json")
 CHILD = textwrap.dedent("""
     import json, os, sys, time
-    from transferkit.rundir import RunDir, atomic_write, write_json
+    from transferkit.rundir import RunDir, RunKind, atomic_write, write_json
     from transferkit.errors import RunDirError
     out, go, action = sys.argv[1], sys.argv[2], sys.argv[3]
+    KIND = RunKind("lock-test", ("metrics.json", "report.md"), result="metrics.json")  # as LOCK_TEST
     while not os.path.exists(go):
         time.sleep(0.001)
     try:
-        with RunDir(out).open(command=["transferkit", "finetune", "--out", out]) as run:
+        with RunDir(out, kind=KIND).open(command=["transferkit", "finetune", "--out", out]) as run:
             print("locked", flush=True)
             if action == "hold":
                 sys.stdin.read()  # until the parent closes stdin (or kills us)
@@ -281,7 +287,7 @@ def test_two_processes_one_lock(tmp_path):
     assert "wait for it or choose another --out" in refusal
     winner.stdin.close()
     assert winner.wait(timeout=30) == 0
-    with RunDir(out).open():  # free again
+    with RunDir(out, kind=LOCK_TEST).open():  # free again
         pass
 
 
@@ -298,11 +304,11 @@ def test_lock_released_after_crash(tmp_path):
     holder = _child(tmp_path, out, go)
     assert holder.stdout.readline().strip() == "locked"
     with pytest.raises(RunDirError, match=f"pid {holder.pid}"):
-        with RunDir(out).open():
+        with RunDir(out, kind=LOCK_TEST).open():
             pass
     holder.send_signal(signal.SIGKILL)
     holder.wait(timeout=30)
-    with RunDir(out).open(command=["transferkit", "finetune", "again"]) as run:
+    with RunDir(out, kind=LOCK_TEST).open(command=["transferkit", "finetune", "again"]) as run:
         assert json.loads(run.lock_file.read_text())["pid"] == os.getpid()
 
 
@@ -310,7 +316,7 @@ def test_forked_child_exit_keeps_the_lock(tmp_path):
     """A forked helper (a DataLoader worker) that exits must not release the parent's lock."""
     out, go = tmp_path / "run", tmp_path / "go"
     go.touch()
-    with RunDir(out).open():
+    with RunDir(out, kind=LOCK_TEST).open():
         pid = os.fork()
         if pid == 0:
             os._exit(0)
@@ -458,3 +464,36 @@ def test_weights_on_full_disk_one_line_old_file_kept(small_fs):
     _one_line(e)
     assert target.read_bytes() == before and [p.name for p in small_fs.iterdir()] == ["model.safetensors"]
 
+
+
+# ----------------------------------------------------------------------------- declared kinds
+def test_a_kind_is_declared_once_and_looked_up_by_name(tmp_path):
+    from transferkit.rundir import declare_kind, declared_kinds, run_kind
+
+    kind = declare_kind("test-notes", ("notes.json",), result="notes.json")
+    assert declare_kind("test-notes", ("notes.json",), result="notes.json") is kind  # a module imported twice
+    with pytest.raises(ValueError, match="'test-notes' declared twice"):
+        declare_kind("test-notes", ("notes.json", "more.json"), result="notes.json")
+    assert run_kind("test-notes") is kind and "test-notes" in declared_kinds()
+    run = RunDir(tmp_path / "n", kind="test-never-declared")
+    assert run.config == tmp_path / "n" / "config.yaml"  # reading paths needs no declaration
+    with pytest.raises(ValueError, match="unknown run directory kind 'test-never-declared'.*finetune"):
+        run.check()
+    assert not (tmp_path / "n").exists()
+
+
+def test_a_kind_not_declared_here_is_refused_by_name_and_its_nested_run_removed_by_its_marker(tmp_path):
+    out = tmp_path / "cmp"
+    nested = out / "runs" / "other"
+    with RunDir(out, kind="compare").open():
+        nested.mkdir(parents=True)
+    (nested / "transferkit.json").write_text(json.dumps({"kind": "elsewhere", "owned": ["result.txt", "sub/*.bin"]}))
+    for name, data in (("result.txt", "r"), ("sub/a.bin", "b"), ("notes.txt", "mine")):
+        (nested / name).parent.mkdir(exist_ok=True)
+        (nested / name).write_text(data)
+    with pytest.raises(RunDirError, match="transferkit elsewhere directory, not a finetune one"):
+        RunDir(nested).check(overwrite=True)
+    with RunDir(out, kind="compare").open(overwrite=True):
+        pass
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        ".lock", "runs", "runs/other", "runs/other/notes.txt", "transferkit.json"]

@@ -208,11 +208,13 @@ def test_defect_12_corrupt_sigterm_says_what_was_finished(run_cli, imgs, tmp_pat
 
 def test_corrupt_kind_owns_the_folders_of_every_corruption():
     from transferkit.data.corruptions import BENCHMARK, EXTRA
-    from transferkit.rundir import CORRUPTIONS, RunDir
+    from transferkit.engine.corrupt import CORRUPT_RUN
+    from transferkit.rundir import RunDir
 
-    assert CORRUPTIONS == BENCHMARK + EXTRA
-    run = RunDir("c", kind="corrupt")
-    assert all(run.owns(f"{name}-{s}") for name in CORRUPTIONS for s in range(1, 6))
+    run = RunDir("c", kind=CORRUPT_RUN)
+    assert all(run.owns(f"{name}-{s}") for name in BENCHMARK + EXTRA for s in range(1, 6))
+    assert run.owns("fog-3/labels.csv") and run.owns("fog-3/images/00012.png")
+    assert not run.owns("fog-3/images/mine.png") and not run.owns("fog-3/notes.txt")
     assert not run.owns("fog-6") and not run.owns("notes.txt")
 
 
@@ -282,6 +284,7 @@ def test_defect_05_overwrite_keeps_users_files_in_run_subfolders(run_cli, race2,
 
 def test_defect_05_overwrite_of_a_grid_keeps_users_files_in_its_runs(tmp_path):
     """``compare``'s ``runs/<name>/`` are run directories of their own: each removes what its kind owns."""
+    import transferkit.engine.compare  # noqa: F401 (declares the compare and finetune kinds)
     from transferkit.rundir import RunDir, write_json
 
     grid = tmp_path / "grid"

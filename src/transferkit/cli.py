@@ -590,7 +590,7 @@ def rank(
     """Rank backbones (and layers) for a dataset by transferability scores and probes, before training."""
     from rich import box
 
-    from transferkit.transferability.rank import rank_candidates
+    from transferkit.transferability.rank import RANK_RUN, rank_candidates
 
     if not data:
         raise TransferkitError("--data is required, e.g. --data builtin:digits or --data path/to/images")
@@ -598,7 +598,7 @@ def rank(
     if out:  # refuse an unusable --out before computing anything
         from transferkit.rundir import RunDir
 
-        run = RunDir(out, kind="rank")
+        run = RunDir(out, kind=RANK_RUN)
         run.check(overwrite=True, inputs=[] if data.startswith("builtin:") else [data])
     result = rank_candidates(data, models, weights=weights, layers=layers, per_class=per_class,
                              image_size=image_size, seed=seed, cache_dir=cache_dir, progress=progress,

@@ -24,13 +24,18 @@ import torch
 from transferkit.config import AdaptConfig
 from transferkit.data import TransformedSubset, build_transform, load_source
 from transferkit.data.transforms import STRONG
+from transferkit.engine.export import EXPORTED
 from transferkit.engine.finetune import Setup, choose_recipe
 from transferkit.engine.run import Command, build_entry, run_command
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits,
                                        load_data, loader, save_model, train_lightning, train_loader)
 from transferkit.errors import ConfigError, DataError
 from transferkit.registry import ADAPTATION
-from transferkit.rundir import RunDir, write_json
+from transferkit.rundir import RunDir, declare_model_run, write_json
+
+#: what an adapt run writes besides a model run's files (rundir.layout); a new plot adds its name here
+ADAPT_RUN = declare_model_run("adapt", "learning_curve.png", "confusion_matrix.png", "embedding.png",
+                              *EXPORTED)
 
 #: Defaults chosen on the source validation split (never the target's labels): synth-digits ->
 #: digits, seed 0, 32 px, LR 0.01: source-only's source val accuracy was 0.69 after 3 epochs and

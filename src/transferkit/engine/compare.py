@@ -36,7 +36,7 @@ from transferkit.engine.finetune import choose_recipe, finetune
 from transferkit.errors import ConfigError, Interrupted, RunDirError
 from transferkit.report.compare import plot_compare, write_leaderboard
 from transferkit.engine.checks import run_inputs
-from transferkit.rundir import RunDir, is_global_zero, write_json
+from transferkit.rundir import RunDir, RunKind, declare_kind, is_global_zero, write_json
 from transferkit.registry import REGULARIZERS
 from transferkit.strategies import REGISTRY
 
@@ -47,6 +47,8 @@ RECORD_KEYS = ("test_accuracy", "val_accuracy", "train_seconds", "trainable_para
 
 #: The files compare writes next to ``runs/``.
 OUTPUTS = ("compare.json", "leaderboard.md", "compare.png")
+#: what a compare run owns (rundir.layout): its files, and its runs, each a finetune run of its own
+COMPARE_RUN = declare_kind("compare", (*OUTPUTS, "runs/*/"), result=OUTPUTS[0])
 
 #: "within noise of the best": the paired validation gap is at most this many accuracy points (or the std
 #: of the per-seed gaps, if larger); see :func:`within_noise`.
@@ -97,7 +99,7 @@ def compare(base: FinetuneConfig, strategies: list[str], seeds: list[int], out: 
             for seed in seeds for name in strategies]
     for _, _, cfg in plan:  # refuse before running anything: impossible combinations first
         choose_recipe(cfg)
-    with grid_dir(out, "compare", plan, base, overwrite):
+    with grid_dir(out, COMPARE_RUN, plan, base, overwrite):
         records = run_all(plan, finetune, progress, console or Console())
         if not is_global_zero():
             return {}
@@ -112,7 +114,7 @@ def compare(base: FinetuneConfig, strategies: list[str], seeds: list[int], out: 
 
 
 @contextmanager
-def grid_dir(out: Path, kind: str, plan: list, base: FinetuneConfig, overwrite: bool):
+def grid_dir(out: Path, kind: RunKind, plan: list, base: FinetuneConfig, overwrite: bool):
     """The folder of a grid of runs (compare, adapt/distill leaderboards), held while they run: resumed
     when started before (unless ``overwrite``), refused when a planned run folder holds other settings."""
     run = RunDir(out, kind=kind)

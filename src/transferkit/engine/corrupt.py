@@ -13,8 +13,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transferkit.data.corruptions import BENCHMARK, EXTRA
 from transferkit.errors import Interrupted
-from transferkit.rundir import RunDir, atomic_dir
+from transferkit.rundir import RunDir, atomic_dir, declare_kind
+
+#: what a corrupt folder owns (rundir.layout): per corruption and severity, its labels and images; a
+#: finished folder is kept; a run writes, and --overwrite replaces, only its own folders (parts)
+CORRUPT_RUN = declare_kind("corrupt", tuple(f"{name}-[1-5]/{file}" for name in BENCHMARK + EXTRA
+                                            for file in ("labels.csv", "images/[0-9][0-9][0-9][0-9][0-9]*.png")),
+                           keep=tuple(f"{name}-[1-5]" for name in BENCHMARK + EXTRA), parts=True)
 
 
 def corrupt(spec: str, names: list[str], severity: int, out: Path | str, *, seed: int = 0,
@@ -28,7 +35,7 @@ def corrupt(spec: str, names: list[str], severity: int, out: Path | str, *, seed
     check_opencv()
     parts = [f"{name}-{check_severity(severity)}" for name in names]
     inputs = [] if spec.startswith("builtin:") else [spec]
-    run = RunDir(out, kind="corrupt").check(overwrite=overwrite, inputs=inputs, parts=parts)
+    run = RunDir(out, kind=CORRUPT_RUN).check(overwrite=overwrite, inputs=inputs, parts=parts)
     source = load_source(spec)
     images = source.test if source.test is not None else source.train
     try:

@@ -21,13 +21,14 @@ import torch
 import yaml
 
 from transferkit.config import DistillConfig
+from transferkit.engine.export import EXPORTED
 from transferkit.engine.finetune import Setup, choose_recipe
 from transferkit.engine.run import Command, build_entry, run_command
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits,
                                        load_data, loader, save_model, train_lightning, train_loader)
 from transferkit.errors import ConfigError, DataError, RunDirError
 from transferkit.registry import DISTILL
-from transferkit.rundir import RunDir, write_json
+from transferkit.rundir import RunDir, declare_model_run, write_json
 
 #: The student's LR multiplier on its backbone when unset: a student from scratch has nothing to
 #: protect (1.0); a pretrained one is fine-tuned as ``full`` does (0.1).
@@ -41,6 +42,9 @@ SCRATCH_EPOCHS = 20
 #: Throughput is measured on this many images per forward pass (eval mode, this machine's threads).
 THROUGHPUT_BATCH = 32
 BASELINE_DIR = "student-alone"
+#: what a distill run writes besides a model run's files (rundir.layout): plots, the student-alone run
+DISTILL_RUN = declare_model_run("distill", "learning_curve.png", "confusion_matrix.png", "distill.png",
+                                f"{BASELINE_DIR}/", *EXPORTED)
 
 
 @dataclass

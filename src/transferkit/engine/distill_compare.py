@@ -21,13 +21,15 @@ from transferkit.errors import ConfigError
 from transferkit.evaluation.baselines import grid_verdict
 from transferkit.report.compare import plot_scores
 from transferkit.report.distill import write_distill_leaderboard
-from transferkit.rundir import is_global_zero, write_json
+from transferkit.rundir import declare_kind, is_global_zero, write_json
 
 #: Kept in each ``distill.json`` record (besides ``loss``, ``seed`` and ``run_dir``).
 RECORD_KEYS = ("student_accuracy", "student_val_accuracy", "teacher_accuracy", "train_seconds", "image_size",
                "epochs", "alpha", "temperature", "student_params", "teacher_params", "student_images_per_second",
                "teacher_images_per_second", "teacher_model", "unlabelled_images")
 OUTPUTS = ("distill.json", "leaderboard.md", "distill-compare.png")
+#: what a distill leaderboard owns (rundir.layout): its files, and its runs, each a distill run of its own
+DISTILL_COMPARE_RUN = declare_kind("distill-compare", (*OUTPUTS, "runs/*/"), result=OUTPUTS[0])
 
 
 def plan_runs(base: DistillConfig, losses: list[str], seeds: list[int], out: Path) -> list[tuple]:
@@ -74,7 +76,7 @@ def distill_compare(base: DistillConfig, losses: list[str], seeds: list[int], ou
     out = Path(out)
     base = with_defaults(base, load_teacher(base.teacher))  # the teacher checked, its data filled in, up front
     plan = plan_runs(base, losses, seeds, out)
-    with grid_dir(out, "distill-compare", plan, base, overwrite):
+    with grid_dir(out, DISTILL_COMPARE_RUN, plan, base, overwrite):
         records = run_all(plan, distill, progress, console or Console(), title="distill", name_key="loss",
                           score="student_accuracy", keys=RECORD_KEYS)
         if not is_global_zero():

@@ -19,6 +19,8 @@ PARITY_IMAGES = 32
 TOLERANCE = 1e-4
 #: timed calls per backend and batch size, after warm-up (``export.time_calls``), and the time they may take
 REPEATS, BUDGET_SECONDS = 30, 5.0
+#: what export adds to a run that has a model: the kinds of such runs own these names too (rundir.layout)
+EXPORTED = ("model.onnx", "export.json", "export.md")
 
 
 def export_run(run_dir: Path | str, *, fmt: str = "onnx", opset: int = 18, dynamic_batch: bool = True,

@@ -16,14 +16,19 @@ from types import SimpleNamespace
 import torch
 
 from transferkit.config import FinetuneConfig
+from transferkit.engine.export import EXPORTED
 from transferkit.engine.forgetting import Drift
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits,
                                        load_data, loader, save_model, train_lightning, train_loader,
                                        write_run_report)
 from transferkit.engine.run import Command, build_entry, run_command
 from transferkit.optim import OptimSettings
-from transferkit.rundir import RunDir, is_global_zero
+from transferkit.rundir import RunDir, declare_model_run, is_global_zero
 from transferkit.strategies import Recipe, get_recipe
+
+#: what a finetune run writes besides a model run's files (rundir.layout); a new plot adds its name here
+FINETUNE_RUN = declare_model_run("finetune", "learning_curve.png", "confusion_matrix.png", "wise_curve.png",
+                                 *EXPORTED)
 
 
 @dataclass

@@ -21,10 +21,12 @@ from transferkit.engine.run import Command, run_command
 from transferkit.engine.stages import (device_of, load_data, loader, train_lightning, train_loader)
 from transferkit.errors import ConfigError
 from transferkit.optim import OptimSettings
-from transferkit.rundir import RunDir, write_json
+from transferkit.rundir import RunDir, declare_model_run, write_json
 
 #: Input size when ``--image-size`` is unset (CNNs pool globally: fine-tuning may use another).
 IMAGE_SIZE = 64
+#: what a pretrain run writes besides a model run's files (rundir.layout); not exported (no classifier)
+PRETRAIN_RUN = declare_model_run("pretrain", "pretrain_curves.png")
 #: Per method: (epochs, AdamW learning rate) when unset — the papers' optimisers scaled down to CPU
 #: budgets, not tuned here (benchmarks/RESULTS.md, "pretrain", says what was measured).
 DEFAULTS = {"simclr": (20, 1e-3), "byol": (20, 1e-3), "dino": (20, 1e-3), "mae": (20, 1e-3)}

@@ -24,7 +24,12 @@ from torch.utils.data import DataLoader
 from transferkit.config import TTAConfig
 from transferkit.data import ImageSet, TransformedSubset, load_source
 from transferkit.errors import ConfigError, DataError
-from transferkit.rundir import RunDir, write_json
+from transferkit.engine.export import EXPORTED
+from transferkit.rundir import RunDir, declare_kind, write_json
+
+#: what a tta run writes (rundir.layout): the model only with --save; kept never (undone when it fails)
+TTA_RUN = declare_kind("tta", ("config.yaml", "metrics.json", "report.md", "tta.png", "model.safetensors",
+                               "model.json", *EXPORTED), result="metrics.json", keep=())
 
 #: BatchNorm prior strength N per method when --bn-prior is not given, chosen with ``bn`` on the four
 #: held-out corruptions only (speckle noise, Gaussian blur, spatter, saturate; severity 5, 500 images,
@@ -56,7 +61,7 @@ def tta(cfg: TTAConfig, *, overwrite: bool = False, save: bool = False, progress
     for method in cfg.methods:
         check_method(method, model)
     inputs = [cfg.run] + ([] if cfg.data.startswith("builtin:") else [cfg.data])
-    run = RunDir(cfg.out, kind="tta").check(overwrite=overwrite, inputs=inputs)
+    run = RunDir(cfg.out, kind=TTA_RUN).check(overwrite=overwrite, inputs=inputs)
     stream = load_stream(cfg, meta)
     fisher = eata_fisher(cfg, meta, model) if "eata" in cfg.methods and cfg.fisher_images else None
     with run.open(overwrite=overwrite, inputs=inputs):

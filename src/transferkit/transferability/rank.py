@@ -84,14 +84,18 @@ from torch.utils.data import DataLoader
 from transferkit.backbones import PACKAGED, load_backbone, packaged_available
 from transferkit.backbones.load import WEIGHT_SOURCES, check_model_name, read_run_weights
 from transferkit.data import TransformedSubset, build_transform, data_config_for, load_source, make_splits
-from transferkit.rundir import atomic_write, write_json
+from transferkit.rundir import atomic_write, declare_kind, write_json
 from transferkit.errors import ConfigError, ModelError, WeightsError
 from transferkit.evaluation.features import (FeatureCache, resolve_device, default_cache_dir, feature_key, map_batches,
                                              weights_identity)
 from transferkit.transferability.probes import knn_accuracy, linear_probe_accuracy
 from transferkit.transferability.scores import h_score, leep, logme, nce
 
-__all__ = ["PROBE_BELOW_PER_CLASS", "RankResult", "default_cache_dir", "freeze_or_finetune", "rank_candidates"]
+__all__ = ["PROBE_BELOW_PER_CLASS", "RANK_RUN", "RankResult", "default_cache_dir", "freeze_or_finetune",
+           "rank_candidates"]
+
+#: what ``transferkit rank --out`` owns (rundir.layout): the files ``RankResult.write`` writes
+RANK_RUN = declare_kind("rank", ("rank.json", "rank.md"), result="rank.json", keep=())
 
 #: Input size when none is given: the engine's full fine-tuning size.
 DEFAULT_IMAGE_SIZE = 64
