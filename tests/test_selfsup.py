@@ -117,6 +117,8 @@ def test_view_counts_per_method():
     mean, std = (0.5,) * 3, (0.5,) * 3
     assert [len(method_views(m, 32, mean, std, True)(img)) for m in ("simclr", "byol", "dino", "mae")] == [2, 2, 8, 1]
     assert len(method_views("dino", 32, mean, std, True, local_views=False)(img)) == 2
+    assert len(method_views("dino", 32, mean, std, True, backbone=small_vit())(img)) == 2  # fixed input size
+    assert len(method_views("dino", 32, mean, std, True, backbone=small_cnn())(img)) == 8
 
 
 def test_knn_accuracy_on_separable_features_and_on_noise():
@@ -130,3 +132,30 @@ def test_knn_accuracy_on_separable_features_and_on_noise():
     assert knn_accuracy(ident, *loaders, num_classes=3, k=5) == 1.0
     shuffled = [[(x[:30], y[:30][torch.randperm(30)])], [(x[30:], y[30:])]]
     assert knn_accuracy(ident, *shuffled, num_classes=3, k=5) < 0.7
+
+
+def test_a_method_registered_at_run_time_is_accepted_with_its_own_views():
+    """The registry drives PretrainConfig's names, build_method (check first) and method_views (the entry's trait)."""
+    from transferkit.config import PretrainConfig
+    from transferkit.registry import SELFSUP, Method
+    from transferkit.selfsup import build_method
+
+    def refuse_vits(ctx):
+        if hasattr(ctx.backbone, "patch_embed"):
+            raise ConfigError(f"no ViT please, {ctx.model_name}")
+
+    SELFSUP.register(Method("sizes", "views that report their size", build=lambda ctx: SimCLR(ctx.backbone),
+                            check=refuse_vits, traits={"views": lambda spec: lambda image: [spec.image_size, spec.hflip]}))
+    try:
+        assert PretrainConfig(data="images", method="sizes").method == "sizes"
+        assert method_views("sizes", 24, (0.5,) * 3, (0.5,) * 3, True, hflip=0.25)(None) == [24, 0.25]
+        assert isinstance(build_method("sizes", small_cnn()), SimCLR)
+        with pytest.raises(ConfigError, match="no ViT please, tiny-vit"):
+            build_method("sizes", small_vit(), model_name="tiny-vit")
+    finally:
+        SELFSUP.unregister("sizes")
+    with pytest.raises(ConfigError, match="unknown method 'sizes'"):
+        PretrainConfig.build(data="images", method="sizes")
+    with pytest.raises(ConfigError, match="resnet10t is not one"):
+        build_method("mae", small_cnn(), model_name="resnet10t")
+    assert {SELFSUP[m].defaults["epochs"] for m in ("simclr", "byol", "dino", "mae")} == {20}

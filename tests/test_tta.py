@@ -139,6 +139,80 @@ def test_layernorm_models_adapt_with_tent_and_bn_adaptation_refuses_them():
     assert tent.params == norm_affine_params(vit) and any(not torch.equal(a, b) for a, b in zip(start, tent.params))
 
 
+def test_a_method_registered_at_run_time_is_validated_configured_and_built():
+    """The registry drives TTAConfig (names, per-method options, the default line-up) and build_adapter."""
+    from transferkit.config import TTAConfig
+    from transferkit.registry import TTA, Method, Options
+
+    class Factor(Options):
+        factor: float = 2.0
+
+    class Scaled(nn.Module):
+        def __init__(self, model, factor):
+            super().__init__()
+            self.model, self.factor = model, factor
+
+        def forward(self, x):
+            return self.factor * self.model(x)
+
+    TTA.register(Method("scaled", "multiply the logits", build=lambda ctx: Scaled(ctx.model, ctx.options.factor),
+                        options=Factor, in_lineup=False))
+    try:
+        cfg = TTAConfig(run="r", data="d", methods=["none", "scaled"], options={"scaled": {"factor": "3"}})
+        assert cfg.methods == ["none", "scaled"] and cfg.options == {"scaled": {"factor": 3.0}}
+        assert TTAConfig(run="r", data="d").methods == ["none", "bn", "tent", "eata"]  # the line-up, in order
+        with pytest.raises(ConfigError, match="--scaled-factor configure"):
+            TTAConfig(run="r", data="d", methods=["tent"], options={"scaled": {"factor": 3}})
+        with pytest.raises(ConfigError, match="invalid option --scaled-factor"):
+            TTAConfig(run="r", data="d", methods=["scaled"], options={"scaled": {"factor": "big"}})
+        torch.manual_seed(0)
+        model, x = nn.Linear(2, 3), torch.randn(4, 2)
+        torch.testing.assert_close(build_adapter("scaled", model, 3, options={"factor": 3})(x), 3 * model(x))
+    finally:
+        TTA.unregister("scaled")
+    with pytest.raises(ConfigError, match="unknown method 'scaled'"):
+        TTAConfig.build(run="r", data="d", methods=["scaled"])
+
+
+def test_eata_options_and_the_fisher_trait(digits_cnn):
+    import math
+
+    from transferkit.engine.tta import needs_fisher
+
+    model, _, _ = digits_cnn
+    eata = build_adapter("eata", _copy(model), 10, options={"margin": 0.2, "fisher_beta": 0})
+    assert eata.e0 == pytest.approx(0.2 * math.log(10)) and eata.d_margin == 0.4 and eata.fisher is None
+    assert build_adapter("eata", _copy(model), 10).e0 == pytest.approx(0.4 * math.log(10))
+    assert needs_fisher(["none", "eata"]) and not needs_fisher(["none", "bn", "tent"])
+    with pytest.raises(ConfigError, match="tent takes no options"):
+        build_adapter("tent", _copy(model), 10, options={"margin": 0.2})
+
+
+def test_cli_method_options_reach_the_config_and_the_help(run_cli, monkeypatch, tmp_path):
+    import transferkit.engine.tta as engine
+
+    seen = {}
+
+    def fake_tta(cfg, **kwargs):
+        seen["cfg"] = cfg
+        return {"mean_accuracy": {}, "accuracy_before": None, "corruptions": ["clean"]}
+
+    monkeypatch.setattr(engine, "tta", fake_tta)
+    common = ("--data", "images", "--out", tmp_path / "out", "--no-progress")
+    code, _, err = run_cli("tta", "run", "--method", "none,eata", "--eata-margin", "0.3", *common)
+    assert code == 0, err
+    assert seen["cfg"].options == {"eata": {"margin": 0.3, "d_margin": 0.4, "fisher_beta": 2000.0}}
+    code, _, err = run_cli("tta", "run", *common)
+    assert code == 0 and seen["cfg"].methods == ["none", "bn", "tent", "eata"] and seen["cfg"].options == {}
+    for args, words in ((("--method", "tent", "--eata-margin", "0.3"), "which this run does not use"),
+                        (("--method", "eata", "--eata-margin", "-1"), "invalid option --eata-margin")):
+        code, _, err = run_cli("tta", "run", *args, *common)
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+    monkeypatch.setenv("COLUMNS", "200")
+    code, out, _ = run_cli("tta", "--help")
+    assert code == 0 and "--eata-fisher-beta" in out and "eata: EATA" in out and "default: none,bn,tent,eata" in out
+
+
 @pytest.mark.needs_opencv
 def test_corruptions_are_seeded_sized_and_named():
     from transferkit.data.corruptions import BENCHMARK, corrupt_images, corruption_names
@@ -223,7 +297,7 @@ def test_cli_tta_refuses_bad_input_in_one_line(run_cli, tiny_run, animal_folder,
             ((tiny_run, "--data", animal_folder, "--batch-size", "0"), "batch_size"),
             ((tiny_run, "--data", digits, "--method", "bn"), "classes the model does not know: zebra"),
             ((gn, "--data", animal_folder, "--method", "bn"), "no BatchNorm layer"),
-            ((tiny_run, "--data", animal_folder, "--method", "tent,sar"), "unknown method 'sar'"),
+            ((tiny_run, "--data", animal_folder, "--method", "tent,bogus"), "unknown method 'bogus'"),
             ((tiny_run, "--data", animal_folder, "--corruptions", "rain"), "unknown corruption rain")):
         code, _, err = run_cli("tta", *args, "--out", tmp_path / "out", "--no-progress")
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -73,11 +73,15 @@ def _extra(name: str, annotation, default, help_text: str, panel: str = "Run") -
 _OPTION_FLAGS: dict[str, tuple[str, str]] = {}
 
 
-def _method_options(*families: str):
+def _method_options(*families: str, choices: str | None = None, lineup: bool = False):
     """Mark a command as taking the ``--<method>-<option>`` flags of the registered methods of ``families``
-    (added by :func:`_complete` when the command runs: the registries import torch, the bare CLI does not)."""
+    (added by :func:`_complete` when the command runs: the registries import torch, the bare CLI does not).
+    ``choices``: the family whose methods (name: summary) the ``--method`` help lists, with ``lineup``
+    its default line-up. A command with its own parameters receives the flags in ``**options``."""
     def mark(fn):
-        fn.__method_families__ = families
+        fn.__method_families__, fn.__method_choices__ = families, (choices, lineup)
+        sig = inspect.signature(fn)
+        fn.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.kind is not p.VAR_KEYWORD])
         return fn
     return mark
 
@@ -106,10 +110,22 @@ def _complete(argv: list[str]) -> None:
     if not families or getattr(fn, "__completed__", False):
         return
     sig = inspect.signature(fn)
+    _list_choices(sig, *fn.__method_choices__)
     taken = set(sig.parameters)
     extra = [p for p in _option_params(families) if p.name not in taken]
     fn.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
     fn.__completed__ = True
+
+
+def _list_choices(sig: inspect.Signature, family: str | None, lineup: bool) -> None:
+    """Append the registered methods of ``family`` (and its default line-up) to the ``--method`` help."""
+    if family is None or "method" not in sig.parameters:
+        return
+    from transferkit.registry import FAMILIES
+
+    registry, info = FAMILIES[family], sig.parameters["method"].default
+    default = f"; default: {','.join(registry.lineup())}" if lineup else ""
+    info.help = f"{info.help}: {registry.help()}{default}"
 
 
 def _collect_options(values: dict) -> dict:
@@ -454,16 +470,17 @@ def _pretrain_cls():
 
 
 @app.command()
-@_method_options("selfsup")
+@_method_options("selfsup", choices="selfsup")
 @_with_params(
     _config_params(_pretrain_fields(), _pretrain_cls(),
                    data=(None, "images: builtin:fashion-mnist, an image folder (with class folders, or without: "
                                "unlabelled) or a CSV; labels only feed the kNN monitor"),
-                   method=("simclr", "simclr, byol, dino (any backbone) or mae (ViTs)"),
-                   epochs=(None, "None: 20"), lr=(None, "AdamW learning rate; None: 1e-3")),
+                   method=("simclr", "the self-supervised method"),
+                   epochs=(None, "None: the method's default (20)"),
+                   lr=(None, "AdamW learning rate; None: the method's default (1e-3)")),
     RUN_OPTIONS)
 def pretrain(ctx: typer.Context, **values) -> None:
-    """Self-supervised pretraining (SimCLR, BYOL, DINO, MAE via lightly) on unlabelled images; the run
+    """Self-supervised pretraining (SimCLR, BYOL, DINO, MAE, ... via lightly) on unlabelled images; the run
     directory is a backbone for finetune --weights RUN_DIR."""
     from transferkit.engine.pretrain import pretrain as run_pretrain
 
@@ -627,11 +644,12 @@ def rank(
 
 
 @app.command()
+@_method_options("tta", choices="tta", lineup=True)
 def tta(
     run_dir: Path = typer.Argument(..., help="a finished finetune or adapt run directory"),
     data: str = typer.Option(..., help="the test stream: builtin:fashion-mnist (its test split), an image folder "
                              "or a CSV; labels only score"),
-    method: str = typer.Option("none,bn,tent,eata", help="none, bn, tent, eata; comma-separated for a grid"),
+    method: Optional[str] = typer.Option(None, help="the methods, comma-separated for a grid"),
     corruptions: Optional[str] = typer.Option(None, help="corrupt the stream: all (the 15 of CIFAR-10-C), extra, "
                                               "or comma-separated names"),
     severity: int = typer.Option(5, help="corruption severity 1..5"),
@@ -652,6 +670,7 @@ def tta(
     out: Optional[Path] = typer.Option(None, help="output folder (required)"),
     overwrite: bool = typer.Option(False, help="replace an existing tta folder"),
     progress: bool = typer.Option(True, help="rich progress bars"),
+    **options,
 ) -> None:
     """Test-time adaptation: adapt a finished run to a drifted test stream, batch by batch, without labels."""
     from transferkit.config import TTAConfig
@@ -663,7 +682,8 @@ def tta(
         from transferkit.data.corruptions import corruption_names
 
         names = corruption_names(corruptions)
-    cfg = TTAConfig.build(run=str(run_dir), data=data, methods=[m.strip() for m in method.split(",") if m.strip()],
+    methods = {} if method is None else {"methods": [m.strip() for m in method.split(",") if m.strip()]}
+    cfg = TTAConfig.build(run=str(run_dir), data=data, **methods, options=_collect_options(options),
                           corruptions=names, severity=severity, continual=continual, batch_size=batch_size,
                           episodic=episodic, steps=steps, lr=lr, optimizer=optimizer, bn_prior=bn_prior,
                           images=images, fisher_images=fisher_images, seed=seed, device=device, out=str(out))

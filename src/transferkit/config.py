@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from transferkit.errors import ConfigError
-from transferkit.registry import ADAPTATION, DISTILL, REGULARIZERS, SELFSUP, STRATEGIES, check_options
+from transferkit.registry import ADAPTATION, DISTILL, REGULARIZERS, SELFSUP, STRATEGIES, TTA, check_options
 
 
 def one_of(value: str, allowed, what: str) -> str:
@@ -424,14 +424,6 @@ class DistillConfig(RunConfig, MethodOptions, TrainerOptions, OptimOptions, Reci
         return [p for p in (self.data, self.teacher, self.baseline_run) if p]
 
 
-#: ``pretrain``'s self-supervised methods (kept in step with ``transferkit.selfsup.METHODS``, which imports torch).
-PRETRAIN_METHODS = {
-    "simclr": "contrastive: two views of an image attract, other images repel (NT-Xent); any backbone",
-    "byol": "an online network predicts a momentum target's view, no negatives; any backbone",
-    "dino": "self-distillation to a momentum teacher over prototypes, global and local crops; any backbone",
-    "mae": "masked autoencoder: reconstruct 75% hidden patches; ViTs only",
-}
-
 
 
 class PretrainConfig(RunConfig, MethodOptions, TrainerOptions, OptimOptions, ModelOptions, DataOptions):
@@ -440,7 +432,7 @@ class PretrainConfig(RunConfig, MethodOptions, TrainerOptions, OptimOptions, Mod
 
     data: str = Field(description="images: builtin:..., an image folder (class folders, or none: unlabelled) or a "
                       "CSV; labels are never trained on")
-    method: str = Field("simclr", description=", ".join(PRETRAIN_METHODS))
+    method: str = Field("simclr", description="a self-supervised method (transferkit.registry.SELFSUP)")
     weights: str = Field("packaged", description="start from: packaged (offline ImageNet: domain-adaptive "
                          "pretraining, measured best here), none (random init), imagenet (hub), a file or a run")
     batch_size: int = Field(128, ge=2, description="images per step and device (each gives 2+ views)")
@@ -455,7 +447,7 @@ class PretrainConfig(RunConfig, MethodOptions, TrainerOptions, OptimOptions, Mod
     @field_validator("method")
     @classmethod
     def _known_method(cls, v: str) -> str:
-        return one_of(v, PRETRAIN_METHODS, "method")
+        return SELFSUP.validate(v)
 
     def option_families(self) -> list:
         return [SELFSUP]
@@ -464,19 +456,14 @@ class PretrainConfig(RunConfig, MethodOptions, TrainerOptions, OptimOptions, Mod
         return [self.method]
 
 
-#: ``tta``'s methods (kept in step with ``transferkit.tta.METHODS``, which imports torch).
-TTA_METHODS = ("none", "bn", "tent", "eata")
-
-
-class TTAConfig(BaseModel):
+class TTAConfig(MethodOptions):
     """Everything that defines a ``transferkit tta`` run (saved as its ``config.yaml``)."""
-
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)  # no inf/NaN option
 
     run: str = Field(description="a finished finetune/adapt run directory (model.json + model.safetensors)")
     data: str = Field(description="the test stream: builtin:..., an image folder (class folders or flat) or a CSV; "
                       "its test split when it has one; labels only score")
-    methods: list[str] = Field(["none", "bn", "tent", "eata"], description="none, bn, tent, eata")
+    methods: list[str] = Field(default_factory=lambda: TTA.lineup(), description="test-time adaptation methods "
+                               "(transferkit.registry.TTA); default: its line-up")
     corruptions: list[str] = Field([], description="corruptions applied to the stream (none: the data as it is)")
     severity: int = Field(5, ge=1, le=5, description="corruption severity 1..5")
     continual: bool = Field(False, description="one stream of all corruptions in turn, never reset")
@@ -499,7 +486,13 @@ class TTAConfig(BaseModel):
     def _known_methods(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("give at least one method")
-        return [one_of(m, TTA_METHODS, "method") for m in v]
+        return [TTA.validate(m) for m in v]
+
+    def option_families(self) -> list:
+        return [TTA]
+
+    def methods_used(self) -> list[str]:
+        return self.methods
 
     build = classmethod(RunConfig.build.__func__)
     save = RunConfig.save

@@ -27,9 +27,6 @@ from transferkit.rundir import RunDir, declare_model_run, write_json
 IMAGE_SIZE = 64
 #: what a pretrain run writes besides a model run's files (rundir.layout); not exported (no classifier)
 PRETRAIN_RUN = declare_model_run("pretrain", "pretrain_curves.png")
-#: Per method: (epochs, AdamW learning rate) when unset — the papers' optimisers scaled down to CPU
-#: budgets, not tuned here (benchmarks/RESULTS.md, "pretrain", says what was measured).
-DEFAULTS = {"simclr": (20, 1e-3), "byol": (20, 1e-3), "dino": (20, 1e-3), "mae": (20, 1e-3)}
 
 
 @dataclass
@@ -128,15 +125,14 @@ def build(cfg: PretrainConfig):
     """The backbone (``num_classes=0``: pooled features) inside the method; its data config (normalisation)."""
     from transferkit.backbones import load_backbone
     from transferkit.data import data_config_for
-    from transferkit.selfsup import build_method, check_mae_backbone
+    from transferkit.selfsup import build_method
 
     size = image_size(cfg)
     backbone = load_backbone(cfg.model, cfg.weights, num_classes=0, image_size=size, **cfg.model_args)
-    if cfg.method == "mae":
-        check_mae_backbone(backbone, cfg.model)
     if cfg.norm == "groupnorm":
         raise ConfigError("pretrain keeps the backbone's normalisation layers; drop --norm groupnorm")
-    method = build_method(cfg.method, backbone, pretrained=cfg.weights != "none")
+    method = build_method(cfg.method, backbone, pretrained=cfg.weights != "none", options=cfg.options.get(cfg.method),
+                          model_name=cfg.model)  # the method's check first (MAE: ViTs only)
     return method, data_config_for(backbone, size)
 
 
@@ -145,17 +141,18 @@ def train(cfg: PretrainConfig, method, images: Images, data_cfg: dict, run: RunD
     """Lightning fit of the method on the views of the training images; the kNN monitor as validation."""
     from transferkit.data import TransformedSubset, build_transform
     from transferkit.engine.pretrain_module import PretrainModule
-    from transferkit.selfsup import DINO, is_grayscale, method_views
+    from transferkit.registry import SELFSUP
+    from transferkit.selfsup import is_grayscale, method_views
 
     start = time.perf_counter()
     size = image_size(cfg)
     base, idx = images.train
     grey = is_grayscale(base.subset(idx), seed=cfg.seed)
-    local = cfg.method == "dino" and DINO.local_views_fit(method.backbone)
-    transform = method_views(cfg.method, size, data_cfg["mean"], data_cfg["std"], grey, cfg.hflip, local)
-    default_epochs, default_lr = DEFAULTS[cfg.method]
-    epochs = cfg.epochs or default_epochs
-    optim = OptimSettings(lr=cfg.lr or default_lr, weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
+    transform = method_views(cfg.method, size, data_cfg["mean"], data_cfg["std"], grey, cfg.hflip,
+                             backbone=method.backbone)
+    defaults = SELFSUP[cfg.method].defaults
+    epochs = cfg.epochs or defaults["epochs"]
+    optim = OptimSettings(lr=cfg.lr or defaults["lr"], weight_decay=cfg.weight_decay, optimizer=cfg.optimizer,
                           momentum=cfg.momentum, warmup_epochs=cfg.warmup_epochs)
     eval_tf = build_transform(data_cfg, size, train=False)
     monitored = images.bank is not None

@@ -31,12 +31,6 @@ from transferkit.rundir import RunDir, declare_kind, write_json
 TTA_RUN = declare_kind("tta", ("config.yaml", "metrics.json", "report.md", "tta.png", "model.safetensors",
                                "model.json", *EXPORTED), result="metrics.json", keep=())
 
-#: BatchNorm prior strength N per method when --bn-prior is not given, chosen with ``bn`` on the four
-#: held-out corruptions only (speckle noise, Gaussian blur, spatter, saturate; severity 5, 500 images,
-#: the Fashion-MNIST 32-px run of benchmarks/RESULTS.md "tta"): N = 16 is best or within 1.2 points
-#: of the best at every batch size 1..200, where N = 0 (pure test statistics, the papers' setting)
-#: falls to chance at batch 1 and loses 15 points at batch 4. TENT and EATA normalise the same way.
-BN_PRIOR = {"none": 0.0, "bn": 16.0, "tent": 16.0, "eata": 16.0}
 ONLINE = "each batch is predicted by the forward pass its own update is computed from (before that update)"
 
 
@@ -59,11 +53,11 @@ def tta(cfg: TTAConfig, *, overwrite: bool = False, save: bool = False, progress
 
     model, meta = load_run_model(cfg.run, cfg.device)
     for method in cfg.methods:
-        check_method(method, model)
+        check_method(method, model, cfg.options.get(method))
     inputs = [cfg.run] + ([] if cfg.data.startswith("builtin:") else [cfg.data])
     run = RunDir(cfg.out, kind=TTA_RUN).check(overwrite=overwrite, inputs=inputs)
     stream = load_stream(cfg, meta)
-    fisher = eata_fisher(cfg, meta, model) if "eata" in cfg.methods and cfg.fisher_images else None
+    fisher = eata_fisher(cfg, meta, model) if needs_fisher(cfg.methods) and cfg.fisher_images else None
     with run.open(overwrite=overwrite, inputs=inputs):
         cfg.save(run.config)
         cells, adapted = [], None
@@ -117,8 +111,15 @@ def _as_array(images: ImageSet, size: int | None) -> np.ndarray:
     return np.stack([pixels(im) for im, _ in images])
 
 
+def needs_fisher(methods: list[str]) -> bool:
+    """Whether a method of ``methods`` reads the Fisher diagonal (its ``needs_fisher`` trait: EATA)."""
+    from transferkit.registry import TTA
+
+    return any(TTA[m].traits.get("needs_fisher", False) for m in methods)
+
+
 def eata_fisher(cfg: TTAConfig, meta: dict, model: torch.nn.Module) -> list[torch.Tensor] | None:
-    """EATA's Fisher diagonal on up to ``cfg.fisher_images`` clean training images of the run (from its
+    """The Fisher diagonal (EATA's) on up to ``cfg.fisher_images`` clean training images of the run (from its
     ``config.yaml``); None when the run's data cannot be read here (EATA then runs as ETA)."""
     from transferkit.predict import run_data_sample
     from transferkit.tta import fisher_diagonal
@@ -138,11 +139,13 @@ def run_method(method: str, model: torch.nn.Module, stream: Stream, cfg: TTAConf
     from transferkit.predict import eval_transform
     from transferkit.tta import build_adapter
 
+    from transferkit.registry import TTA
+
     device = next(model.parameters()).device
-    prior = BN_PRIOR[method] if cfg.bn_prior is None else cfg.bn_prior
+    prior = TTA[method].defaults.get("bn_prior", 0.0) if cfg.bn_prior is None else cfg.bn_prior
     make = lambda: build_adapter(method, copy.deepcopy(model), len(stream.classes), bn_prior=prior, lr=cfg.lr,  # noqa: E731
                                  steps=cfg.steps, episodic=cfg.episodic, optimizer=cfg.optimizer,
-                                 fisher=fisher)
+                                 fisher=fisher, options=cfg.options.get(method))
     transform = eval_transform(meta)
     cells, adapter = [], None
     for name, images in stream.segments:

@@ -3,17 +3,44 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import Any
 
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 from torch import nn
 
 
+#: Every method's defaults when --epochs/--lr are unset (AdamW): the papers' optimisers scaled down to CPU
+#: budgets, not tuned here (benchmarks/RESULTS.md, "pretrain", says what was measured).
+DEFAULTS = {"epochs": 20, "lr": 1e-3}
+
+
+@dataclass
+class SelfSupContext:
+    """What a self-supervised entry's ``check`` and ``build`` read (the contract: :mod:`transferkit.selfsup`).
+
+    ``backbone``: a timm model built with ``num_classes=0`` (images -> pooled features); ``pretrained``: it
+    carries weights to keep (a method must not re-initialise it); ``options``: the entry's validated
+    Options instance, or None; ``name``: the backbone's model name for messages (None: its class name).
+    """
+
+    backbone: Any
+    pretrained: bool = False
+    options: Any = None
+    name: str | None = None
+
+    @property
+    def model_name(self) -> str:
+        return self.name or type(self.backbone).__name__
+
+
 class SelfSupervised(nn.Module):
     """Base class: ``backbone`` maps images to pooled features (a timm model with ``num_classes=0``).
 
     Subclasses implement ``forward(views, step, total) -> loss``; ``views`` is the list of batched
-    views the method's transform (:func:`~transferkit.selfsup.method_views`) made of each image.
+    views the method's transform (its entry's ``views`` trait, :func:`~transferkit.selfsup.method_views`)
+    made of each image.
     """
 
     #: the method's name (``--method``)

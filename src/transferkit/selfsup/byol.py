@@ -15,7 +15,8 @@ from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from torch import nn
 
-from transferkit.selfsup.base import SelfSupervised, ema_step, momentum_copy
+from transferkit.registry import SELFSUP, Method
+from transferkit.selfsup.base import DEFAULTS, SelfSupervised, ema_step, momentum_copy
 
 
 class BYOL(SelfSupervised):
@@ -41,3 +42,17 @@ class BYOL(SelfSupervised):
         p0, p1 = (self.prediction(self.projection(self.backbone(x))) for x in (x0, x1))
         z0, z1 = (self.target_projection(self.target_backbone(x)).detach() for x in (x0, x1))
         return 0.5 * (self.criterion(p0, z1) + self.criterion(p1, z0))
+
+
+def views(spec):
+    """2 asymmetric views (lightly's ``BYOLTransform``): blur always on the first, solarisation on the second."""
+    from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform
+
+    common = dict(input_size=spec.image_size, hf_prob=spec.hflip, normalize=spec.normalize, **spec.colour,
+                  **({"gaussian_blur": 0.0} if spec.small else {}))
+    return BYOLTransform(BYOLView1Transform(**common), BYOLView2Transform(**common))
+
+
+METHOD = SELFSUP.register(Method(
+    name="byol", summary="an online network predicts a momentum target's view, no negatives; any backbone",
+    build=lambda ctx: BYOL(ctx.backbone, pretrained=ctx.pretrained), defaults=DEFAULTS, traits={"views": views}))

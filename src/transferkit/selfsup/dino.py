@@ -17,7 +17,8 @@ from lightly.models.modules import DINOProjectionHead
 from torch import nn
 from torch.nn.utils import parametrizations, remove_weight_norm
 
-from transferkit.selfsup.base import SelfSupervised, ema_step, momentum_copy
+from transferkit.registry import SELFSUP, Method
+from transferkit.selfsup.base import DEFAULTS, SelfSupervised, ema_step, momentum_copy
 
 
 def copyable(head: DINOProjectionHead) -> DINOProjectionHead:
@@ -63,3 +64,21 @@ class DINO(SelfSupervised):
 
     def after_backward(self, epoch: int) -> None:
         self.head.cancel_last_layer_gradients(current_epoch=epoch)
+
+
+def views(spec):
+    """2 global crops (40-100 % of the image) and, with ``spec.local_views`` and a backbone that takes them
+    (:meth:`DINO.local_views_fit`), 6 local crops of half the size (5-40 %) (lightly's ``DINOTransform``)."""
+    from lightly.transforms import DINOTransform
+
+    local = max(8, (spec.image_size // 2) // 8 * 8)
+    n_local = 6 if spec.local_views and (spec.backbone is None or DINO.local_views_fit(spec.backbone)) else 0
+    return DINOTransform(global_crop_size=spec.image_size, local_crop_size=local, n_local_views=n_local,
+                         hf_prob=spec.hflip, gaussian_blur=(0.0, 0.0, 0.0) if spec.small else (1.0, 0.1, 0.5),
+                         normalize=spec.normalize, **spec.colour)
+
+
+METHOD = SELFSUP.register(Method(
+    name="dino", summary="self-distillation to a momentum teacher over prototypes, global and local crops; "
+                         "any backbone",
+    build=lambda ctx: DINO(ctx.backbone, pretrained=ctx.pretrained), defaults=DEFAULTS, traits={"views": views}))

@@ -17,7 +17,8 @@ from lightly.models.modules import MaskedVisionTransformerDecoderTIMM, MaskedVis
 from torch import nn
 
 from transferkit.errors import ConfigError
-from transferkit.selfsup.base import SelfSupervised
+from transferkit.registry import SELFSUP, Method
+from transferkit.selfsup.base import DEFAULTS, SelfSupervised
 
 
 def check_mae_backbone(backbone: nn.Module, name: str) -> None:
@@ -71,3 +72,16 @@ class MAE(SelfSupervised):
         predicted = self.pixels(utils.get_at_index(self.decoder(tokens), idx_mask))
         target = utils.get_at_index(utils.patchify(images, self.patch_size), idx_mask - 1)  # index 0: class token
         return F.mse_loss(predicted, target)
+
+
+def views(spec):
+    """1 crop (20-100 % of the image; lightly's ``MAETransform``)."""
+    from lightly.transforms import MAETransform
+
+    return MAETransform(input_size=spec.image_size, normalize=spec.normalize)
+
+
+METHOD = SELFSUP.register(Method(
+    name="mae", summary="masked autoencoder: reconstruct 75% hidden patches; ViTs only",
+    build=lambda ctx: MAE(ctx.backbone, pretrained=ctx.pretrained),
+    check=lambda ctx: check_mae_backbone(ctx.backbone, ctx.model_name), defaults=DEFAULTS, traits={"views": views}))

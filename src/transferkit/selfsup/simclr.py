@@ -14,7 +14,8 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from torch import nn
 
-from transferkit.selfsup.base import SelfSupervised
+from transferkit.registry import SELFSUP, Method
+from transferkit.selfsup.base import DEFAULTS, SelfSupervised
 
 
 class SimCLR(SelfSupervised):
@@ -31,3 +32,16 @@ class SimCLR(SelfSupervised):
     def forward(self, views, step: int = 0, total: int = 1):
         z0, z1 = (self.projection(self.backbone(v)) for v in views[:2])
         return self.criterion(z0, z1)
+
+
+def views(spec):
+    """2 views: SimCLR's crop, flip, colour jitter, random grayscale, blur (lightly's ``SimCLRTransform``)."""
+    from lightly.transforms import SimCLRTransform
+
+    return SimCLRTransform(input_size=spec.image_size, hf_prob=spec.hflip, gaussian_blur=0.0 if spec.small else 0.5,
+                           normalize=spec.normalize, **spec.colour)
+
+
+METHOD = SELFSUP.register(Method(
+    name="simclr", summary="contrastive: two views of an image attract, other images repel (NT-Xent); any backbone",
+    build=lambda ctx: SimCLR(ctx.backbone, pretrained=ctx.pretrained), defaults=DEFAULTS, traits={"views": views}))

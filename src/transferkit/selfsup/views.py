@@ -1,4 +1,6 @@
-"""Each method's multi-view transform, from lightly, at the run's input size and normalisation.
+"""What every method's multi-view transform shares: lightly's transforms at the run's input size and
+normalisation (:class:`ViewSpec`). Each method declares its own transform in its module, as its entry's
+``views`` trait (``views(spec) -> transform``); :func:`method_views` calls it by name.
 
 Grayscale data (every sampled image has R = G = B) gets the colour part of the jitter (saturation,
 hue) and random grayscale off — they do nothing to a grey image but cost time and, with hue, round-off
@@ -7,6 +9,9 @@ ablations found to matter most after cropping.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -21,35 +26,44 @@ def is_grayscale(images, n: int = 32, seed: int = 0) -> bool:
     return True
 
 
-def method_views(method: str, image_size: int, mean, std, grayscale: bool, hflip: float = 0.5,
-                 local_views: bool = True):
-    """lightly's transform for ``method`` (a PIL image -> a list of normalised view tensors).
+@dataclass(frozen=True)
+class ViewSpec:
+    """What a method's ``views(spec)`` (its entry's ``views`` trait) reads to make its transform.
 
-    simclr: 2 views (SimCLR's crop, flip, jitter, grayscale, blur); byol: 2 asymmetric views
-    (blur always on the first, solarisation on the second); dino: 2 global crops (40-100 % of the
-    image) and, with ``local_views``, 6 local crops of half the size (5-40 %); mae: 1 crop (20-100 %).
-    Gaussian blur is off below 64 px (as lightly's CIFAR-10 benchmarks do: it erases small images).
+    ``image_size``: the run's input size; ``mean``/``std``: the backbone's normalisation; ``grayscale``:
+    every sampled image has R = G = B; ``hflip``: horizontal flip probability; ``local_views``: multi-crop
+    methods may add smaller crops; ``backbone``: the network the views feed (None: any).
     """
-    from lightly.transforms import BYOLTransform, BYOLView1Transform, BYOLView2Transform, DINOTransform, MAETransform
-    from lightly.transforms import SimCLRTransform
 
-    normalize = {"mean": list(mean), "std": list(std)}
-    colour = {"cj_sat": 0.0, "cj_hue": 0.0, "random_gray_scale": 0.0} if grayscale else {}
-    small = image_size < 64
-    if method == "simclr":
-        return SimCLRTransform(input_size=image_size, hf_prob=hflip, gaussian_blur=0.0 if small else 0.5,
-                               normalize=normalize, **colour)
-    if method == "byol":
-        blur = {"gaussian_blur": 0.0} if small else {}
-        return BYOLTransform(BYOLView1Transform(input_size=image_size, hf_prob=hflip, normalize=normalize,
-                                                **colour, **blur),
-                             BYOLView2Transform(input_size=image_size, hf_prob=hflip, normalize=normalize,
-                                                **colour, **blur))
-    if method == "dino":
-        local = max(8, (image_size // 2) // 8 * 8)
-        return DINOTransform(global_crop_size=image_size, local_crop_size=local, n_local_views=6 if local_views else 0,
-                             hf_prob=hflip, gaussian_blur=(0.0, 0.0, 0.0) if small else (1.0, 0.1, 0.5),
-                             normalize=normalize, **colour)
-    if method == "mae":
-        return MAETransform(input_size=image_size, normalize=normalize)
-    raise ValueError(f"unknown self-supervised method '{method}'")
+    image_size: int
+    mean: tuple
+    std: tuple
+    grayscale: bool
+    hflip: float = 0.5
+    local_views: bool = True
+    backbone: Any = None
+
+    @property
+    def normalize(self) -> dict:
+        """lightly's ``normalize`` argument."""
+        return {"mean": list(self.mean), "std": list(self.std)}
+
+    @property
+    def colour(self) -> dict:
+        """The colour part of lightly's jitter, off for grayscale data (see the module docstring)."""
+        return {"cj_sat": 0.0, "cj_hue": 0.0, "random_gray_scale": 0.0} if self.grayscale else {}
+
+    @property
+    def small(self) -> bool:
+        """Below 64 px Gaussian blur is off (as lightly's CIFAR-10 benchmarks do: it erases small images)."""
+        return self.image_size < 64
+
+
+def method_views(method: str, image_size: int, mean, std, grayscale: bool, hflip: float = 0.5,
+                 local_views: bool = True, backbone=None):
+    """The registered ``method``'s transform (a PIL image -> a list of normalised view tensors): its
+    entry's ``views`` trait, called with a :class:`ViewSpec`."""
+    from transferkit.registry import SELFSUP
+
+    spec = ViewSpec(image_size, tuple(mean), tuple(std), grayscale, hflip, local_views, backbone)
+    return SELFSUP[method].traits["views"](spec)

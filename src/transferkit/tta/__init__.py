@@ -2,74 +2,86 @@
 
 Plain PyTorch blocks, usable around any trained classifier:
 
+* :class:`NoAdapt` -- the model as it is (``none``, the baseline);
 * :class:`BNAdapt` -- BatchNorm statistics from the test batch, mixed with the source's by a prior
   strength N (Schneider et al. 2020);
 * :class:`Tent` -- entropy minimisation on the normalisation affine parameters (Wang et al. 2021);
 * :class:`EATA` -- TENT on reliable, non-redundant samples with a Fisher anti-forgetting penalty
   (Niu et al. 2022): the robust method for small batches and long mixed streams.
 
-:func:`build_adapter` makes any of them (or ``none``) by name; every adapter's ``forward(x)`` returns
-the logits the batch is predicted with.
+The family contract (:data:`transferkit.registry.TTA`, ``tta --method NAME``). Each method is one module
+of this package that registers a :class:`~transferkit.registry.Method` on import (every module here is
+imported with the package, so a new method is one module):
+
+* ``build(ctx) -> nn.Module`` -- the adapter; ``adapter(x)`` returns the logits the batch ``x`` is
+  predicted with (and adapts, for the gradient methods). It may change ``ctx.model`` in place (the engine
+  passes a copy) and keeps the adapted model as ``adapter.model`` (``tta --save`` writes it);
+  ``adapter.kept``/``adapter.seen``, where present, count the samples that drove an update;
+* ``check(ctx)`` -- ConfigError, before any work, for a model it cannot adapt (no BatchNorm for ``bn``,
+  no normalisation affine parameters for the gradient methods);
+* ``ctx`` -- a :class:`TTAContext`: ``model, num_classes, bn_prior, lr, steps, episodic, optimizer,
+  fisher, options`` (``options``: the entry's validated Options instance, or None);
+* ``defaults={"bn_prior": N}`` -- the BatchNorm prior strength when ``--bn-prior`` is not given;
+* ``traits={"needs_fisher": True}`` -- the engine computes the Fisher diagonal on clean training images
+  (:func:`fisher_diagonal`) and passes it as ``ctx.fisher`` (EATA);
+* ``in_lineup`` -- part of ``tta``'s default ``--method`` line-up.
+
+:func:`build_adapter` and :func:`check_method` do that by name, for your own loop.
 """
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Mapping
+from typing import Any
+
 from torch import nn
 
-from transferkit.errors import ConfigError
+from transferkit.registry import TTA, import_submodules
+from transferkit.tta.base import TTAContext
+from transferkit.tta.none import NoAdapt  # noqa: I001 -- these first: the default line-up's order
 from transferkit.tta.bn import BNAdapt, PriorBatchNorm, batchnorm_layers, unwrap_bn, wrap_bn
-from transferkit.tta.eata import EATA, fisher_diagonal
 from transferkit.tta.tent import Tent, entropy, norm_affine_params
+from transferkit.tta.eata import EATA, fisher_diagonal
 
-#: name -> what it does (the CLI's choices and the report's legend)
-METHODS = {
-    "none": "the trained model as it is (source BatchNorm statistics, no update)",
-    "bn": "BatchNorm statistics of each test batch, mixed with the source's by --bn-prior",
-    "tent": "TENT: entropy minimisation on the normalisation affine parameters",
-    "eata": "EATA: TENT on reliable, non-redundant samples + Fisher anti-forgetting penalty",
-}
+import_submodules(__name__, __path__)
 
 
-class NoAdapt(nn.Module):
-    """The model unchanged, in eval mode: the baseline every method is compared with."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model.eval()
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-
-def check_method(method: str, model: nn.Module) -> None:
-    """ConfigError, before any work, when ``method`` cannot adapt ``model`` (no BatchNorm for ``bn``,
-    no normalisation affine parameters for ``tent``/``eata``)."""
-    if method not in METHODS:
-        raise ConfigError(f"unknown TTA method '{method}'; choose one of: {', '.join(METHODS)}")
-    if method == "bn" and not batchnorm_layers(model):
-        raise ConfigError("the model has no BatchNorm layer, so --method bn does not apply (its LayerNorm/"
-                          "GroupNorm layers carry no source statistics); use --method tent")
-    if method in ("tent", "eata") and not norm_affine_params(model):
-        raise ConfigError(f"the model has no BatchNorm, LayerNorm or GroupNorm affine parameters for "
-                          f"--method {method} to adapt")
+def context(method: str, model: nn.Module, num_classes: int | None = None, *, bn_prior: float | None = 0.0,
+            lr: float = 1e-3, steps: int = 1, episodic: bool = False, optimizer: str = "adam", fisher=None,
+            options: Mapping[str, Any] | None = None) -> TTAContext:
+    """The :class:`TTAContext` of ``method`` (ConfigError for an unknown one or invalid ``options``);
+    ``bn_prior`` None: the method's default."""
+    entry = TTA[method]
+    prior = entry.defaults.get("bn_prior", 0.0) if bn_prior is None else bn_prior
+    return TTAContext(model=model, num_classes=num_classes, bn_prior=prior, lr=lr, steps=steps, episodic=episodic,
+                      optimizer=optimizer, fisher=fisher, options=entry.resolve(options))
 
 
-def build_adapter(method: str, model: nn.Module, num_classes: int, *, bn_prior: float = 0.0, lr: float = 1e-3,
-                  steps: int = 1, episodic: bool = False, optimizer: str = "adam", fisher=None) -> nn.Module:
-    """Wrap ``model`` (changed in place: pass a copy to keep it) for test-time adaptation by ``method``."""
-    if method == "none":
-        return NoAdapt(model)
-    if method == "bn":
-        return BNAdapt(model, bn_prior)
-    options = dict(lr=lr, steps=steps, episodic=episodic, optimizer=optimizer, bn_prior=bn_prior)
-    if method == "tent":
-        return Tent(model, **options)
-    if method == "eata":
-        return EATA(model, num_classes, fisher=fisher, **options)
-    raise ConfigError(f"unknown TTA method '{method}'; choose one of: {', '.join(METHODS)}")
+def check_method(method: str, model: nn.Module, options: Mapping[str, Any] | None = None) -> None:
+    """ConfigError, before any work, when ``method`` is unknown or cannot adapt ``model``."""
+    entry = TTA[method]
+    if entry.check is not None:
+        entry.check(context(method, model, options=options))
 
 
-__all__ = ["METHODS", "BNAdapt", "EATA", "NoAdapt", "PriorBatchNorm", "Tent", "batchnorm_layers", "build_adapter",
-           "check_method", "entropy", "fisher_diagonal", "norm_affine_params", "unwrap_bn", "wrap_bn"]
+def build_adapter(method: str, model: nn.Module, num_classes: int, *, bn_prior: float | None = 0.0, lr: float = 1e-3,
+                  steps: int = 1, episodic: bool = False, optimizer: str = "adam", fisher=None,
+                  options: Mapping[str, Any] | None = None) -> nn.Module:
+    """Wrap ``model`` (changed in place: pass a copy to keep it) for test-time adaptation by ``method``
+    (``bn_prior`` None: the method's default; ``options``: the method's own, ``{option: value}``)."""
+    ctx = context(method, model, num_classes, bn_prior=bn_prior, lr=lr, steps=steps, episodic=episodic,
+                  optimizer=optimizer, fisher=fisher, options=options)
+    entry = TTA[method]
+    if entry.check is not None:
+        entry.check(ctx)
+    return entry.build(ctx)
+
+
+def method_names() -> tuple[str, ...]:
+    """Every registered method (run-time registrations included)."""
+    return TTA.names()
+
+
+__all__ = ["BNAdapt", "EATA", "NoAdapt", "PriorBatchNorm", "TTAContext", "Tent", "batchnorm_layers", "build_adapter",
+           "check_method", "context", "entropy", "fisher_diagonal", "method_names", "norm_affine_params", "unwrap_bn",
+           "wrap_bn"]

@@ -25,16 +25,17 @@ from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import nn
 
-from transferkit.tta.tent import Tent, entropy
+from transferkit.registry import TTA, Method, Options
+from transferkit.tta.bn import MEASURED_PRIOR
+from transferkit.tta.tent import Tent, entropy, norm_affine_params, require_norm_affine
 
 
 def fisher_diagonal(model: nn.Module, batches: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     """For each normalisation affine parameter of ``model`` (eval mode: on clean images the source
     statistics apply), the mean over ``batches`` of the squared gradient of CE(f(x), argmax f(x))."""
-    from transferkit.tta.tent import norm_affine_params
-
     params = [p.requires_grad_(True) for p in norm_affine_params(model.eval())]
     sums, count = [torch.zeros_like(p) for p in params], 0
     with torch.enable_grad():
@@ -97,3 +98,24 @@ class EATA(Tent):
         if not keep.any():
             return loss.detach()  # no reliable sample: no update
         return loss
+
+
+class EATAOptions(Options):
+    """``--eata-margin``, ``--eata-d-margin``, ``--eata-fisher-beta`` (the module docstring says where each is from)."""
+
+    margin: float = Field(0.4, gt=0, description="reliable: entropy < margin * ln C (the paper's 0.4)")
+    d_margin: float = Field(0.4, gt=0, le=1, description="non-redundant: |cos(p, mean p)| < d (0.4: CIFAR-10's)")
+    fisher_beta: float = Field(2000.0, ge=0, description="weight of the Fisher anti-forgetting penalty "
+                               "(the paper's 2000; 0: ETA)")
+
+
+def build(ctx) -> EATA:
+    options = ctx.options or EATAOptions()
+    return EATA(ctx.model, ctx.num_classes, lr=ctx.lr, steps=ctx.steps, episodic=ctx.episodic,
+                optimizer=ctx.optimizer, bn_prior=ctx.bn_prior, fisher=ctx.fisher, **options.model_dump())
+
+
+METHOD = TTA.register(Method(
+    name="eata", summary="EATA: TENT on reliable, non-redundant samples + Fisher anti-forgetting penalty",
+    build=build, check=lambda ctx: require_norm_affine(ctx.model, "eata"), defaults={"bn_prior": MEASURED_PRIOR},
+    options=EATAOptions, traits={"needs_fisher": True}))

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from transferkit.errors import ConfigError
-from transferkit.tta.bn import batchnorm_layers, wrap_bn
+from transferkit.registry import TTA, Method
+from transferkit.tta.bn import MEASURED_PRIOR, batchnorm_layers, wrap_bn
 
 NORM_TYPES = (nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 
@@ -37,6 +38,13 @@ def norm_affine_params(model: nn.Module) -> list[nn.Parameter]:
         if isinstance(m, NORM_TYPES):
             params += [p for p in (m.weight, m.bias) if isinstance(p, nn.Parameter)]
     return params
+
+
+def require_norm_affine(model: nn.Module, method: str) -> None:
+    """ConfigError when ``model`` has no normalisation affine parameter for ``--method method`` to adapt."""
+    if not norm_affine_params(model):
+        raise ConfigError(f"the model has no BatchNorm, LayerNorm or GroupNorm affine parameters for "
+                          f"--method {method} to adapt")
 
 
 def make_optimizer(params: list[nn.Parameter], name: str, lr: float) -> torch.optim.Optimizer:
@@ -102,3 +110,13 @@ class Tent(nn.Module):
         model_state, opt_state = self._initial
         self.model.load_state_dict(model_state)
         self.optimizer.load_state_dict(copy.deepcopy(opt_state))
+
+
+def build(ctx) -> Tent:
+    return Tent(ctx.model, lr=ctx.lr, steps=ctx.steps, episodic=ctx.episodic, optimizer=ctx.optimizer,
+                bn_prior=ctx.bn_prior)
+
+
+METHOD = TTA.register(Method(
+    name="tent", summary="TENT: entropy minimisation on the normalisation affine parameters",
+    build=build, check=lambda ctx: require_norm_affine(ctx.model, "tent"), defaults={"bn_prior": MEASURED_PRIOR}))
