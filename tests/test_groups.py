@@ -4,7 +4,7 @@ import pytest
 import timm
 import torch
 
-from transferkit.backbones import layer_groups
+from transferkit.backbones import describe_groups, layer_groups
 from transferkit.errors import ConfigError, ModelError
 from transferkit.optim import build_optimizer, layer_lr_decay, param_groups, warmup_cosine_scheduler
 from transferkit.strategies import make_plan
@@ -75,6 +75,17 @@ def test_full_with_lr_decay_replaces_backbone_mult_and_survives_schedule_and_res
         s.optimizer.step()
         s.step()
     assert [g["lr"] for g in opt2.param_groups] == pytest.approx([g["lr"] for g in opt.param_groups])
+
+
+def test_describe_groups_rows_of_resnet18():
+    rows = describe_groups("resnet18", lr_decay=0.5)
+    assert [r["group"] for r in rows] == EXPECTED["resnet18"]
+    assert [r["lr_scale"] for r in rows] == [1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0]
+    # conv1 64x3x7x7 + bn1 weight and bias; layer4 (as the command test); fc 512x1000 + 1000
+    assert (rows[0]["tensors"], rows[0]["params"]) == (3, 9408 + 128)
+    assert rows[4]["params"] == 8_393_728 and (rows[5]["tensors"], rows[5]["params"]) == (2, 513_000)
+    assert sum(r["params"] for r in rows) == 11_689_512  # resnet18, 1000 classes
+    assert {r["lr_scale"] for r in describe_groups("resnet18")} == {None}
 
 
 def test_groups_command(run_cli):

@@ -77,6 +77,27 @@ def test_topk_above_class_count_is_clamped(tiny_run, tmp_path):
     assert abs(sum(t["prob"] for t in result["top"]) - 1) < 1e-4
 
 
+def test_default_topk_is_three_most_probable_first(tmp_path):
+    """Five classes: the default lists three, the first three of the full ranking (the CLI's default is this one)."""
+    from transferkit.backbones import describe_model, load_backbone
+    from transferkit.data import data_config_for
+    from transferkit.rundir import RunDir, save_weights, write_json
+
+    torch.manual_seed(0)
+    model = load_backbone("test_efficientnet", weights="none", num_classes=5)
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    save_weights(run.weights, model)
+    write_json(run.model_json, {**describe_model(model), "norm": "batchnorm", "classes": list("abcde"),
+                                "data_config": data_config_for(model, 32), "strategy": "full",
+                                "transferkit_format": 1})
+    gradient().save(tmp_path / "a.png")
+    (every,) = predict(run.path, [tmp_path / "a.png"], topk=5)
+    (default,) = predict(run.path, [tmp_path / "a.png"])
+    assert sorted(t["class"] for t in every["top"]) == list("abcde")
+    assert default["top"] == every["top"][:3]
+
+
 def test_device_parameter(tiny_run, tmp_path):
     from transferkit.predict import resolve_device
 

@@ -7,6 +7,7 @@ and exit code 2 — no traceback.
 from __future__ import annotations
 
 import csv
+import importlib
 import inspect
 import io
 import json
@@ -28,13 +29,18 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 console = Console()
 
 
-def _cli_type(annotation):
-    """The command-line type of a config field: lists and literals are typed as text
-    (pydantic validates them), ``X | None`` stays optional."""
+def _cli_type(annotation, argument: bool = False):
+    """The command-line type of a config field or a function's parameter: ``X | None`` stays optional, a path
+    stays a path (``Path | str`` too), lists (comma-separated: pydantic or the command splits them; an
+    ``argument`` takes several values), literals and anything else are text."""
     args = [a for a in get_args(annotation) if a is not type(None)]
-    if get_origin(annotation) in (Union, UnionType) and len(args) == 1:
-        return Optional[_cli_type(args[0])]
-    return annotation if annotation in (bool, int, float, str) else str
+    if get_origin(annotation) in (Union, UnionType):
+        if len(args) < len(get_args(annotation)):
+            return Optional[_cli_type(Union[tuple(args)], argument)]
+        return Path if Path in args else str
+    if argument and get_origin(annotation) is list:
+        return list[_cli_type(args[0])]
+    return annotation if annotation in (bool, int, float, str, Path) else str
 
 
 def _config_params(names, config_cls=None, **overrides) -> list[inspect.Parameter]:
@@ -67,6 +73,44 @@ def _with_params(*params: list[inspect.Parameter]):
 def _extra(name: str, annotation, default, help_text: str, panel: str = "Run") -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation,
                              default=typer.Option(default, help=help_text, rich_help_panel=panel))
+
+
+def _from_function(target: str, help: dict[str, str], *, arguments=(), flags=None, skip=(), asked=(), extra=()):
+    """Give a ``**values`` command the parameters of the Python function ``target`` ("module:function"):
+    name, type and default from its signature, so the two cannot drift; the help texts from ``help``
+    (every parameter needs one). ``arguments``: the positional ones; ``flags``: name -> flag names where
+    they are not ``--name``; ``skip``: parameters the command line does not take; ``asked``: parameters
+    without a default that the command asks for itself, in one line (default None here; others without
+    one are required by typer); ``extra``: options of the command line alone, after the function's.
+    The signature is read by :func:`_complete` when the command runs (the module may import torch)."""
+    def mark(fn):
+        def params() -> list[inspect.Parameter]:
+            generated = _function_params(target, help, arguments, flags or {}, skip, asked)
+            return [*generated, *extra]
+
+        fn.__function_params__ = params
+        fn.__signature__ = inspect.Signature([])  # until _complete: `transferkit --help` needs no torch
+        return fn
+    return mark
+
+
+def _function_params(target: str, help: dict[str, str], arguments, flags: dict, skip, asked) -> list[inspect.Parameter]:
+    """Typer parameters from the signature of ``target`` (see :func:`_from_function`)."""
+    module, name = target.split(":")
+    params = []
+    for p in inspect.signature(getattr(importlib.import_module(module), name), eval_str=True).parameters.values():
+        if p.name in skip:
+            continue
+        if p.name not in help:
+            raise TypeError(f"{target}: parameter '{p.name}' has no help text in cli.py: add one, or skip it")
+        default = None if p.name in asked else (... if p.default is p.empty else p.default)
+        annotation = _cli_type(p.annotation, argument=p.name in arguments)
+        if default is None and get_origin(annotation) not in (Union, UnionType):
+            annotation = Optional[annotation]
+        info = (typer.Argument(default, help=help[p.name]) if p.name in arguments
+                else typer.Option(default, *flags.get(p.name, ()), help=help[p.name]))
+        params.append(inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, annotation=annotation, default=info))
+    return params
 
 
 #: generated ``--<method>-<option>`` flags: parameter name -> (method, option); filled in by :func:`_complete`
@@ -102,18 +146,22 @@ def _option_params(families) -> list[inspect.Parameter]:
 
 
 def _complete(argv: list[str]) -> None:
-    """Add the generated method-option flags to the command named in ``argv`` (once)."""
+    """Add the parameters read late to the command named in ``argv`` (once): a Python function's
+    (:func:`_from_function`) and the generated method-option flags (:func:`_method_options`)."""
     name = next((a for a in argv if not a.startswith("-")), None)
     info = next((c for c in app.registered_commands if (c.name or c.callback.__name__) == name), None)
     fn = info.callback if info else None
+    function_params = getattr(fn, "__function_params__", None)
     families = getattr(fn, "__method_families__", ())
-    if not families or getattr(fn, "__completed__", False):
+    if not (function_params or families) or getattr(fn, "__completed__", False):
         return
     sig = inspect.signature(fn)
-    _list_choices(sig, *fn.__method_choices__)
-    taken = set(sig.parameters)
-    extra = [p for p in _option_params(families) if p.name not in taken]
-    fn.__signature__ = sig.replace(parameters=[*sig.parameters.values(), *extra])
+    if families:
+        _list_choices(sig, *fn.__method_choices__)
+    params = [*sig.parameters.values(), *(function_params() if function_params else [])]
+    taken = {p.name for p in params}
+    params += [p for p in (_option_params(families) if families else []) if p.name not in taken]
+    fn.__signature__ = sig.replace(parameters=params)
     fn.__completed__ = True
 
 
@@ -517,42 +565,45 @@ def _config(ctx: typer.Context, values: dict, config: Optional[Path], config_cls
     return cls.load(config, **_given(ctx, values), **({"options": options} if options else {}))
 
 
-@app.command()
-def groups(
-    model: str = typer.Argument(..., help="timm model name"),
-    lr_decay: Optional[float] = typer.Option(None, help="also show each group's LR scale under --lr-decay D"),
-) -> None:
-    """Show a model's layer groups, stem to head: what --lr-decay and gradual unfreezing act on."""
-    from transferkit.backbones import layer_groups, load_backbone
-    from transferkit.optim import layer_lr_decay
+GROUPS_HELP = {"model": "timm model name", "lr_decay": "also show each group's LR scale under --lr-decay D"}
 
-    rows = layer_groups(load_backbone(model, weights="none"))
-    scales = [s for *_, s in layer_lr_decay(rows, lr_decay)] if lr_decay is not None else []
-    table = Table("#", "group", "tensors", "params", *(["LR scale"] if scales else []),
-                  title=f"{model}: {len(rows)} layer groups")
-    for i, (name, params) in enumerate(rows):
-        table.add_row(str(i), name, str(len(params)), f"{sum(p.numel() for _, p in params):,}",
-                      *([f"{scales[i]:.3g}"] if scales else []))
+
+@app.command()
+@_from_function("transferkit.backbones:describe_groups", GROUPS_HELP, arguments=("model",))
+def groups(**values) -> None:
+    """Show a model's layer groups, stem to head: what --lr-decay and gradual unfreezing act on."""
+    from transferkit.backbones import describe_groups
+
+    rows = describe_groups(**values)
+    scaled = values["lr_decay"] is not None
+    table = Table("#", "group", "tensors", "params", *(["LR scale"] if scaled else []),
+                  title=f"{values['model']}: {len(rows)} layer groups")
+    for i, r in enumerate(rows):
+        table.add_row(str(i), r["group"], str(r["tensors"]), f"{r['params']:,}",
+                      *([f"{r['lr_scale']:.3g}"] if scaled else []))
     console.print(table)
 
 
+PREDICT_HELP = {
+    "run_dir": "a finished run directory", "paths": "image files or folders",
+    "topk": "classes shown per image, most probable first (all of them when the run has fewer)",
+    "skip_bad_images": "skip unreadable images (named on stderr) instead of stopping",
+    "device": "cpu, cuda, cuda:N or auto (cuda when available)",
+    "backend": "torch, or onnxruntime (the run's model.onnx: transferkit export)"}
+
+
 @app.command()
-def predict(
-    run_dir: Path = typer.Argument(..., help="a finished run directory"),
-    paths: list[Path] = typer.Argument(..., help="image files or folders"),
-    topk: int = typer.Option(3, "--topk", "-k"),
-    format: str = typer.Option("table", "--format", help="table, json or csv"),
-    skip_bad_images: bool = typer.Option(False),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto (cuda when available)"),
-    backend: str = typer.Option("torch", help="torch, or onnxruntime (the run's model.onnx: transferkit export)"),
-) -> None:
+@_from_function("transferkit.predict:predict", PREDICT_HELP, arguments=("run_dir", "paths"),
+                flags={"topk": ("--topk", "-k")}, skip=("batch_size",),
+                extra=[_extra("format", str, "table", "table, json or csv")])
+def predict(**values) -> None:
     """Print the top-k classes with probabilities for each image."""
     from transferkit.predict import predict as run_predict, shown
 
+    format = values.pop("format")
     if format not in ("table", "json", "csv"):
         raise TransferkitError(f"unknown --format '{format}'; choose table, json or csv")
-    results = run_predict(run_dir, paths, topk=topk, skip_bad_images=skip_bad_images, device=device,
-                          backend=backend)
+    results = run_predict(**values)
     if results.skipped:  # stderr: stdout stays the results alone
         print(f"warning: skipped {len(results.skipped)} unreadable image(s): {shown(results.skipped, 10)}",
               file=sys.stderr)
@@ -574,13 +625,15 @@ def predict(
 
 
 @app.command()
-def models(pattern: Optional[str] = typer.Argument(None, help="timm wildcard, e.g. 'resnet*'")) -> None:
+@_from_function("transferkit.backbones:list_backbones", {"pattern": "timm wildcard, e.g. 'resnet*'"},
+                arguments=("pattern",))
+def models(**values) -> None:
     """List backbones and which weights work offline here."""
     from transferkit.backbones import list_backbones
 
-    rows = list_backbones(pattern)
+    rows = list_backbones(**values)
     if not rows:  # a typo, not an empty answer: say so instead of printing an empty table
-        raise TransferkitError(f"no timm model matches '{pattern}'; try a wildcard, e.g. 'resnet*', or "
+        raise TransferkitError(f"no timm model matches '{values['pattern']}'; try a wildcard, e.g. 'resnet*', or "
                                "transferkit models for common backbones")
     table = Table("model", "params (M)", "offline weights", "pretrained tags")
     for r in rows:
@@ -590,25 +643,30 @@ def models(pattern: Optional[str] = typer.Argument(None, help="timm wildcard, e.
     console.print(table)
 
 
+RANK_HELP = {
+    "data": "builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label)",
+    "models": "comma-separated timm model names",
+    "weights": "comma-separated: packaged, imagenet, none (random-init baseline), a file or a run directory "
+               "(a pretrain run)",
+    "layers": "comma-separated: last (pre-logits) or feature-stage indices, e.g. last,-2,-3",
+    "per_class": "few-shot: N training images per class (as finetune)",
+    "image_size": "input size (>= 64; rank at the size you will train at)",
+    "seed": "fixes splits (same as finetune --seed), random init and probes",
+    "cache_dir": "feature cache (default $TRANSFERKIT_CACHE/features or ~/.cache/transferkit/features)",
+    "progress": "rich progress bars",
+    "device": "where features are extracted: cpu, cuda, cuda:N or auto"}
+
+
 @app.command()
-def rank(
-    data: Optional[str] = typer.Option(None, help="builtin:digits, builtin:fashion-mnist, an image folder or a CSV (path,label)"),
-    models: str = typer.Option("efficientnet_lite0", help="comma-separated timm model names"),
-    weights: str = typer.Option("packaged", help="comma-separated: packaged, imagenet, none (random-init baseline), a file or a run directory (a pretrain run)"),
-    layers: str = typer.Option("last", help="comma-separated: last (pre-logits) or feature-stage indices, e.g. last,-2,-3"),
-    per_class: Optional[int] = typer.Option(None, help="few-shot: N training images per class (as finetune)"),
-    image_size: int = typer.Option(64, help="input size (>= 64; rank at the size you will train at)"),
-    seed: int = typer.Option(0, help="fixes splits (same as finetune --seed), random init and probes"),
-    out: Optional[Path] = typer.Option(None, help="folder for rank.json and rank.md"),
-    cache_dir: Optional[Path] = typer.Option(None, help="feature cache (default $TRANSFERKIT_CACHE/features or ~/.cache/transferkit/features)"),
-    device: str = typer.Option("cpu", help="where features are extracted: cpu, cuda, cuda:N or auto"),
-    progress: bool = typer.Option(True, help="rich progress bars"),
-) -> None:
+@_from_function("transferkit.transferability.rank:rank_candidates", RANK_HELP, asked=("data",),
+                extra=[_extra("out", Optional[Path], None, "folder for rank.json and rank.md")])
+def rank(**values) -> None:
     """Rank backbones (and layers) for a dataset by transferability scores and probes, before training."""
     from rich import box
 
     from transferkit.transferability.rank import RANK_RUN, rank_candidates
 
+    out, data, image_size = values.pop("out"), values["data"], values["image_size"]
     if not data:
         raise TransferkitError("--data is required, e.g. --data builtin:digits or --data path/to/images")
     run = None
@@ -617,9 +675,7 @@ def rank(
 
         run = RunDir(out, kind=RANK_RUN)
         run.check(overwrite=True, inputs=[] if data.startswith("builtin:") else [data])
-    result = rank_candidates(data, models, weights=weights, layers=layers, per_class=per_class,
-                             image_size=image_size, seed=seed, cache_dir=cache_dir, progress=progress,
-                             device=device)
+    result = rank_candidates(**values)
     headers, rows = result.table()
     table = Table(*headers, title=f"transferkit rank: {data} ({result.info['train_images']} train / "
                                   f"{result.info['val_images']} val images, {image_size} px)",
@@ -701,41 +757,44 @@ def tta(
     console.print(f"-> {_shown(out / 'report.md')}", highlight=False, soft_wrap=True)
 
 
+CORRUPT_HELP = {
+    "data": "builtin:fashion-mnist (its test split), an image folder or a CSV",
+    "names": "gaussian_noise, shot_noise, impulse_noise, defocus_blur, glass_blur, motion_blur, zoom_blur, snow, "
+             "frost, fog, brightness, contrast, elastic_transform, pixelate, jpeg_compression (all), speckle_noise, "
+             "gaussian_blur, spatter, saturate (extra); several comma-separated",
+    "severity": "1..5",
+    "seed": "fixes the random parts of the corruptions",
+    "out": "folder to write: <corruption>-<severity>/images/<n>.png + labels.csv",
+    "overwrite": "replace the <corruption>-<severity> folders this command writes (only the files transferkit "
+                 "wrote in them)"}
+
+
 @app.command()
-def corrupt(
-    data: str = typer.Argument(..., help="builtin:fashion-mnist (its test split), an image folder or a CSV"),
-    corruption: str = typer.Option(..., help="gaussian_noise, shot_noise, impulse_noise, defocus_blur, glass_blur, "
-                                   "motion_blur, zoom_blur, snow, frost, fog, brightness, contrast, elastic_transform, "
-                                   "pixelate, jpeg_compression (all), speckle_noise, gaussian_blur, spatter, saturate "
-                                   "(extra); several comma-separated"),
-    severity: int = typer.Option(3, help="1..5"),
-    seed: int = typer.Option(0, help="fixes the random parts of the corruptions"),
-    out: Path = typer.Option(..., help="folder to write: <corruption>-<severity>/images/<n>.png + labels.csv"),
-    overwrite: bool = typer.Option(False, help="replace the <corruption>-<severity> folders this command writes "
-                                   "(only the files transferkit wrote in them)"),
-) -> None:
+@_from_function("transferkit.engine.corrupt:corrupt", CORRUPT_HELP, arguments=("data",),
+                flags={"names": ("--corruption",)})
+def corrupt(**values) -> None:
     """Write corrupted copies of a dataset's test images (ImageNet-C / CIFAR-10-C corruptions): images + labels.csv."""
     from transferkit.data.corruptions import corruption_names
     from transferkit.engine.corrupt import corrupt as run_corrupt
 
-    names = corruption_names(corruption)
-    folders = run_corrupt(data, names, severity, out, seed=seed, overwrite=overwrite)
+    folders = run_corrupt(**{**values, "names": corruption_names(values["names"])})
     console.print(f"-> {', '.join(_shown(f) for f in folders)}", highlight=False, soft_wrap=True)
 
 
+EXPORT_HELP = {
+    "run_dir": "a finished run directory (finetune, adapt, tta --save)", "fmt": "onnx", "opset": "ONNX opset",
+    "dynamic_batch": "any batch size (else batch 1 only)",
+    "threads": "CPU threads both backends are timed on (1: the steadiest where other processes share the CPU)"}
+
+
 @app.command()
-def export(
-    run_dir: Path = typer.Argument(..., help="a finished run directory (finetune, adapt, tta --save)"),
-    format: str = typer.Option("onnx", "--format", help="onnx"),
-    opset: int = typer.Option(18, help="ONNX opset"),
-    dynamic_batch: bool = typer.Option(True, help="any batch size (else batch 1 only)"),
-    threads: int = typer.Option(1, help="CPU threads both backends are timed on (1: the steadiest where other "
-                                "processes share the CPU)"),
-) -> None:
+@_from_function("transferkit.engine.export:export_run", EXPORT_HELP, arguments=("run_dir",),
+                flags={"fmt": ("--format",)})
+def export(**values) -> None:
     """Export a run's model for deployment (ONNX), checked and verified against PyTorch with onnxruntime."""
     from transferkit.engine.export import export_run
 
-    info = export_run(run_dir, fmt=format, opset=opset, dynamic_batch=dynamic_batch, threads=threads)
+    info, run_dir = export_run(**values), Path(values["run_dir"])
     verdict, lat = ("within" if info["within_tolerance"] else "[red]OVER[/]"), info["latency"]
     console.print(f"{_shown(run_dir / info['file'])}: {info['bytes'] / 1e6:.1f} MB, opset {info['opset']}, batch "
                   f"{'dynamic' if info['dynamic_batch'] else 1}; onnxruntime vs PyTorch max |diff| "

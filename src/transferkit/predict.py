@@ -165,14 +165,16 @@ def readable_images(files: list[Path], skip_bad_images: bool) -> tuple[list[Path
 
 
 @torch.inference_mode()
-def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 5,
+def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 3,
             batch_size: int = 32, skip_bad_images: bool = False,
-            device: str | None = None, backend: str = "torch") -> Predictions:
+            device: str | None = "cpu", backend: str = "torch") -> Predictions:
     """Top-k classes with probabilities for each image: ``[{path, top: [{class, prob}]}]`` (a list whose
     ``skipped`` names the unreadable files skipped under ``skip_bad_images``).
 
-    ``topk`` larger than the number of classes is clamped to it (every class is
-    listed); below 1 is a ConfigError. ``device``: see :func:`resolve_device`.
+    ``topk``: 3 by default (a table that reads at a glance; ``transferkit predict``
+    takes its ``--topk`` default from here); larger than the number of classes is
+    clamped to it (every class is listed); below 1 is a ConfigError.
+    ``device``: see :func:`resolve_device` (None is the CPU too).
     ``path`` is the file's :func:`~transferkit.data.display_name` (its text for
     ordinary names; undecodable bytes as ``\\xNN``), so results always print and
     JSON-encode. ``backend``: ``torch``, or ``onnxruntime`` to serve from the run's

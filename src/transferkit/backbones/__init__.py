@@ -1,6 +1,6 @@
 """Load a pretrained timm model from any source: timm's hub, a PyPI package, a local file; layer groups."""
 
-from transferkit.backbones.groups import layer_groups
+from transferkit.backbones.groups import describe_groups, layer_groups
 from transferkit.backbones.load import (
     build_from_description,
     describe_model,
@@ -13,6 +13,7 @@ from transferkit.backbones.packaged import PACKAGED, packaged_available, package
 __all__ = [
     "PACKAGED",
     "build_from_description",
+    "describe_groups",
     "describe_model",
     "layer_groups",
     "list_backbones",

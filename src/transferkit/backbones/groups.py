@@ -61,3 +61,19 @@ def _group_names(groups: list[list[str]], all_names: list[str]) -> list[str]:
                 prefixes.append(p)
         out.append("+".join(prefixes))
     return out
+
+
+def describe_groups(model: str, lr_decay: float | None = None) -> list[dict]:
+    """The layer groups of timm model ``model`` (random init, nothing downloaded), stem to head, one row each:
+    ``{"group", "tensors", "params", "lr_scale"}`` — what ``transferkit groups`` shows.
+
+    ``lr_scale`` is the group's learning-rate scale under layer-wise decay ``D = lr_decay``,
+    ``D^(L-1-k)`` for the k-th of L groups (:func:`transferkit.optim.layer_lr_decay`: the head 1,
+    the stem ``D^(L-1)``); None without ``lr_decay``."""
+    from transferkit.backbones.load import load_backbone
+    from transferkit.optim import layer_lr_decay
+
+    groups = layer_groups(load_backbone(model, weights="none"))
+    scales = [s for *_, s in layer_lr_decay(groups, lr_decay)] if lr_decay is not None else [None] * len(groups)
+    return [{"group": name, "tensors": len(params), "params": sum(p.numel() for _, p in params), "lr_scale": scale}
+            for (name, params), scale in zip(groups, scales)]

@@ -24,9 +24,11 @@ CORRUPT_RUN = declare_kind("corrupt", tuple(f"{name}-[1-5]/{file}" for name in B
                            keep=tuple(f"{name}-[1-5]" for name in BENCHMARK + EXTRA), parts=True)
 
 
-def corrupt(spec: str, names: list[str], severity: int, out: Path | str, *, seed: int = 0,
+def corrupt(data: str, names: list[str], out: Path | str, *, severity: int = 3, seed: int = 0,
             overwrite: bool = False) -> list[Path]:
-    """Write ``out/<name>-<severity>/`` for each of ``names``; returns their ``labels.csv`` paths."""
+    """Write ``out/<name>-<severity>/`` for each of ``names`` from ``data``'s test images (its training
+    images when it has no test split); returns their ``labels.csv`` paths. ``severity`` 1..5 (3 by
+    default: ``transferkit corrupt`` takes its default from here)."""
     from transferkit.data.corruptions import check_opencv, check_severity, corruption_names, write_corrupted
     from transferkit.data.sources import load_source
 
@@ -34,9 +36,9 @@ def corrupt(spec: str, names: list[str], severity: int, out: Path | str, *, seed
         corruption_names(name)
     check_opencv()
     parts = [f"{name}-{check_severity(severity)}" for name in names]
-    inputs = [] if spec.startswith("builtin:") else [spec]
+    inputs = [] if data.startswith("builtin:") else [data]
     run = RunDir(out, kind=CORRUPT_RUN).check(overwrite=overwrite, inputs=inputs, parts=parts)
-    source = load_source(spec)
+    source = load_source(data)
     images = source.test if source.test is not None else source.train
     try:
         with run.open(overwrite=overwrite, inputs=inputs, parts=parts):
@@ -46,7 +48,7 @@ def corrupt(spec: str, names: list[str], severity: int, out: Path | str, *, seed
     except Interrupted as e:
         left = [name for name, part in zip(names, parts) if not (run.path / part).is_dir()]
         if e.where and left:
-            e.where += (f"; to add them: transferkit corrupt {spec} --corruption {','.join(left)} "
+            e.where += (f"; to add them: transferkit corrupt {data} --corruption {','.join(left)} "
                         f"--severity {severity} --seed {seed} --out {out}")
         raise
     return [run.path / part / "labels.csv" for part in parts]

@@ -432,29 +432,30 @@ def _recommend(rows: list[dict[str, Any]], info: dict[str, Any]) -> dict[str, An
 
 def rank_candidates(
     data: str,
-    models: str | Sequence[str],
-    weights: str | Sequence[str] = ("packaged",),
-    layers: str | Sequence[str] = ("last",),
+    models: str | Sequence[str] = "efficientnet_lite0",
+    weights: str | Sequence[str] = "packaged",
+    layers: str | Sequence[str] = "last",
     per_class: int | None = None,
     image_size: int = DEFAULT_IMAGE_SIZE,
     seed: int = 0,
     cache_dir: str | Path | None = None,
     progress: bool = True,
-    device: str | None = None,
+    device: str | None = "cpu",
 ) -> RankResult:
     """Score every ``models`` x ``weights`` x ``layers`` candidate on ``data`` (see the module docstring).
 
     Args:
         data: a data source spec (``builtin:digits``, a folder, a CSV; :func:`load_source`).
-        models: timm model names (a list, or one comma-separated string).
-        weights: weight sources for every model (``packaged``, ``imagenet``, ``none``
+        models: timm model names (a list, or one comma-separated string; default EfficientNet-Lite0).
+        weights: weight sources for every model (``packaged``, the default, ``imagenet``, ``none``
             = random-init baseline, or a file); ``none`` enables the negative-transfer check.
-        layers: ``last`` (pre-logits) and/or feature-stage indices such as ``-2``.
+        layers: ``last`` (pre-logits, the default) and/or feature-stage indices such as ``-2``.
         per_class: few-shot: train on N images per class (as ``finetune --per-class``).
         image_size: input size in pixels, at least :data:`MIN_IMAGE_SIZE` (64, the default).
         seed: fixes the splits, the random-init weights and the linear probe's folds.
         cache_dir: feature cache folder; ``None``: :func:`default_cache_dir`.
         progress: rich progress bars during extraction.
+        device: where features are extracted (:func:`resolve_device`: cpu, cuda, cuda:N or auto).
 
     Returns:
         :class:`RankResult`. Each row has ``model, weights, layer, feature_dim``,
