@@ -27,6 +27,9 @@ from transferkit import cli
 REQUIRED = "<required>"
 
 #: command -> its options' source: a config class of transferkit.config, or "module:function"
+#: a config default computed when the config is built (a default factory): the CLI's default must be None
+FACTORY = object()
+
 SOURCES = {
     "finetune": "FinetuneConfig",
     "compare": "FinetuneConfig",
@@ -69,7 +72,7 @@ def _source_defaults(source: str) -> dict:
     if ":" not in source:
         import transferkit.config as config
 
-        return {name: REQUIRED if f.is_required() else f.get_default(call_default_factory=True)
+        return {name: REQUIRED if f.is_required() else FACTORY if f.default_factory else f.default
                 for name, f in getattr(config, source).model_fields.items()}
     module, name = source.split(":")
     fn = getattr(importlib.import_module(module), name)
@@ -124,7 +127,9 @@ def _problems(name: str) -> list[str]:
         else:
             problems.append(f"{where}: no known source (not in {SOURCES[name]}, the aliases or CLI_ONLY)")
             continue
-        if expected == REQUIRED:
+        if expected is FACTORY:  # the config computes it (tta's line-up, from the registry): the CLI defers
+            ok = given is None
+        elif expected == REQUIRED:
             ok = given is REQUIRED or given is None
         else:
             ok = given is not REQUIRED and given == _as_cli(expected)

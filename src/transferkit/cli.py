@@ -153,16 +153,15 @@ def _complete(argv: list[str]) -> None:
     fn = info.callback if info else None
     function_params = getattr(fn, "__function_params__", None)
     families = getattr(fn, "__method_families__", ())
-    if not (function_params or families) or getattr(fn, "__completed__", False):
+    if not (function_params or families):
         return
-    sig = inspect.signature(fn)
+    fn.__base_signature__ = sig = getattr(fn, "__base_signature__", None) or inspect.signature(fn)
     if families:
         _list_choices(sig, *fn.__method_choices__)
     params = [*sig.parameters.values(), *(function_params() if function_params else [])]
     taken = {p.name for p in params}
     params += [p for p in (_option_params(families) if families else []) if p.name not in taken]
-    fn.__signature__ = sig.replace(parameters=params)
-    fn.__completed__ = True
+    fn.__signature__ = sig.replace(parameters=params)  # anew each time: methods registered since count
 
 
 def _list_choices(sig: inspect.Signature, family: str | None, lineup: bool) -> None:
@@ -173,7 +172,8 @@ def _list_choices(sig: inspect.Signature, family: str | None, lineup: bool) -> N
 
     registry, info = FAMILIES[family], sig.parameters["method"].default
     default = f"; default: {','.join(registry.lineup())}" if lineup else ""
-    info.help = f"{info.help}: {registry.help()}{default}"
+    base = info.__dict__.setdefault("base_help", info.help)  # once, however often the command is completed
+    info.help = f"{base}: {registry.help()}{default}"
 
 
 def _collect_options(values: dict) -> dict:
