@@ -76,3 +76,12 @@ def test_every_family_has_a_registry_of_documented_entries():
             assert registry[name].summary and "\n" not in registry[name].summary, (family, name)
     assert {"bss", "l2sp", "lwf", "co-tuning"} <= set(REGULARIZERS)
     assert {"mcc", "self-training", "dann"} <= set(ADAPTATION) and {"dkd", "soft"} <= set(DISTILL)
+
+
+def test_readme_tables_are_generated_from_the_registries():
+    from pathlib import Path
+
+    from transferkit.registry import families_markdown
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert families_markdown() in readme, "README's method tables are stale: paste transferkit.registry.families_markdown()"

@@ -213,7 +213,7 @@ def families_markdown() -> str:
     :func:`transferkit.strategies.markdown_table`), generated from the registries (a test keeps them in sync)."""
     titles = ((REGULARIZERS, "Regularisers (`finetune --reg NAME`, `compare --strategies X+NAME`)", "--reg"),
               (ADAPTATION, "Domain adaptation (`adapt --method NAME`)", "--method"),
-              (TTA, "Test-time adaptation (`tta --methods NAME,...`)", "--methods"),
+              (TTA, "Test-time adaptation (`tta RUN --method NAME,...`)", "--method"),
               (DISTILL, "Distillation losses (`distill --loss NAME`)", "--loss"),
               (SELFSUP, "Self-supervised pretraining (`pretrain --method NAME`)", "--method"))
     return "\n\n".join(f"**{title}**\n\n{registry.markdown_table(flag)}" for registry, title, flag in titles)

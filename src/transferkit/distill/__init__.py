@@ -11,6 +11,7 @@ student alone); ``ctx``: ``cfg``, ``net`` (the student), ``teacher`` (a TeacherV
 from transferkit.distill.losses import (FeatureHint, hard_distillation_loss, kd_divergence, soft_kd_loss,
                                         teacher_label_loss, token_distillation_loss)
 from transferkit.distill.teacher import TeacherView
+from transferkit.distill import terms  # noqa: F401  (the baseline and the classic losses first in every line-up)
 from transferkit.registry import import_submodules
 
 import_submodules(__name__, __path__)  # each module registers its losses: a new loss is one module

@@ -87,7 +87,7 @@ def _check_token(ctx) -> None:
 NONE = DISTILL.register(Method(name="none", summary="the student alone: cross-entropy on the labels (the baseline)",
                                build=lambda ctx: None))
 SOFT = DISTILL.register(Method(
-    name="soft", summary="soft targets: (1-a) CE + a T^2 KL(teacher/T || student/T) (Hinton et al. 2015)",
+    name="soft", summary="soft targets: (1-a) CE + a T² KL(teacher/T ‖ student/T) (Hinton et al. 2015)",
     build=lambda ctx: TeacherTerm(ctx.teacher, ctx.alpha, lambda step, t: kd_divergence(step.logits, t, ctx.temperature))))
 HARD = DISTILL.register(Method(
     name="hard", summary="hard labels: (1-a) CE + a CE(student, teacher argmax) (DeiT)",
