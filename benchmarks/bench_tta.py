@@ -61,10 +61,12 @@ def main() -> None:
     p.add_argument("--parts", default="prior,sev5,sev3,batch,continual")
     p.add_argument("--batch-sizes", default="1,4,16,64,200")
     p.add_argument("--priors", default="0,4,16,64")
+    p.add_argument("--methods", default=METHODS, help="the methods of every part but prior (e.g. none,tent,eata,sar)")
+    p.add_argument("--continual-batch", default="64", help="the continual stream's batch size")
     a = p.parse_args()
     seeds, parts, out = a.seeds.split(","), a.parts.split(","), Path(a.out)
-    common = ["--images", a.images, "--method", METHODS]
-    small = ["--images", a.images_small, "--method", METHODS]
+    common = ["--images", a.images, "--method", a.methods]
+    small = ["--images", a.images_small, "--method", a.methods]
     if "prior" in parts:  # chosen on the held-out corruptions only, with BN adaptation (no gradient)
         rows = {}
         for bs in a.batch_sizes.split(","):
@@ -97,10 +99,11 @@ def main() -> None:
                 rows.setdefault(m, []).append(mean_std(errs))
         table(f"Batch size, severity 5, mean error % over {BATCH_CORRUPTIONS}", a.batch_sizes.split(","), rows)
     if "continual" in parts:
-        res = [tta(a.run, out / "continual" / f"seed{s}", *small, "--corruptions", "all", "--continual",
-                   "--seed", s) for s in seeds]
+        res = [tta(a.run, out / "continual" / f"bs{a.continual_batch}-seed{s}", *small, "--corruptions", "all",
+                   "--continual", "--batch-size", a.continual_batch, "--seed", s) for s in seeds]
         rows = {m: [mean_std(errs)] for m, errs in errors(res).items()}
-        table(f"Continual stream (15 corruptions in turn, {a.images_small} images each, severity 5, batch 64, never "
+        table(f"Continual stream (15 corruptions in turn, {a.images_small} images each, severity 5, batch "
+              f"{a.continual_batch}, never "
               "reset), mean error %",
               ["mean error %"], rows)
 
