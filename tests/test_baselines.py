@@ -1,7 +1,7 @@
 import numpy as np
 
 from transferkit.data import load_source, make_splits
-from transferkit.evaluation.baselines import pixel_baseline, pixels
+from transferkit.transferability.pixels import pixel_baseline, pixels
 
 
 def test_pixel_baseline_on_digits_is_strong_and_label_sensitive():
@@ -19,19 +19,19 @@ def test_pixel_baseline_on_digits_is_strong_and_label_sensitive():
 
 
 def test_cached_baseline_is_scored_once_per_data_and_seed(tmp_path, monkeypatch):
-    from transferkit.evaluation import baselines
+    from transferkit.transferability import pixels as pixel_module
     from transferkit.evaluation.features import FeatureCache
 
     src = load_source("builtin:digits")
     s = make_splits(src.train.targets, seed=0, per_class=20)
     train, test = src.train.subset(s.train), src.train.subset(s.test)
     cache = FeatureCache(tmp_path)
-    first = baselines.cached_pixel_baseline(train, test, size=8, cache=cache)
+    first = pixel_module.cached_pixel_baseline(train, test, size=8, cache=cache)
     assert first == pixel_baseline(train, test, size=8)
     calls = []
-    monkeypatch.setattr(baselines, "pixel_baseline", lambda *a: calls.append(a) or 0.0)
-    assert baselines.cached_pixel_baseline(train, test, size=8, cache=cache) == first and not calls
+    monkeypatch.setattr(pixel_module, "pixel_baseline", lambda *a: calls.append(a) or 0.0)
+    assert pixel_module.cached_pixel_baseline(train, test, size=8, cache=cache) == first and not calls
     other = src.train.subset(s.val)  # other test images: scored again
-    assert baselines.cached_pixel_baseline(train, other, size=8, cache=cache) == 0.0 and len(calls) == 1
-    baselines.cached_pixel_baseline(train, test, size=8, seed=1, cache=cache)
+    assert pixel_module.cached_pixel_baseline(train, other, size=8, cache=cache) == 0.0 and len(calls) == 1
+    pixel_module.cached_pixel_baseline(train, test, size=8, seed=1, cache=cache)
     assert len(calls) == 2

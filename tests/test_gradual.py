@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 
 from transferkit import FinetuneConfig, finetune, load_backbone
 from transferkit.backbones import layer_groups
-from transferkit.engine.gradual import GradualUnfreezing
+from transferkit.strategies.callbacks import GradualUnfreezing
 from transferkit.engine.module import OptimSettings, TransferModule
 from transferkit.strategies import make_plan
 from transferkit.surgery.freezing import batchnorm_modules

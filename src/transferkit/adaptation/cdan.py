@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from transferkit.adaptation.dann import _check_rows, domain_adversarial_loss
+from transferkit.adaptation.dann import check_rows, domain_adversarial_loss
 from transferkit.adaptation.grl import DomainDiscriminator, GradientReversal
 from transferkit.errors import ConfigError, DataError
 from transferkit.registry import ADAPTATION, Method
@@ -104,7 +104,7 @@ class CDANLoss(nn.Module):
     def forward(self, f_s: torch.Tensor, logits_s: torch.Tensor, f_t: torch.Tensor,
                 logits_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         for name, f, logits in (("source", f_s, logits_s), ("target", f_t, logits_t)):
-            _check_rows(f"{name} features", f)
+            check_rows(f"{name} features", f)
             if logits.shape != (len(f), self.num_classes) or f.shape[1] != self.features_dim:
                 raise DataError(f"{name}: features {tuple(f.shape)} and logits {tuple(logits.shape)} must be "
                                 f"(N, {self.features_dim}) and (N, {self.num_classes}) with the same N")

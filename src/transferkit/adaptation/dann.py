@@ -17,7 +17,8 @@ from transferkit.registry import ADAPTATION, Method
 __all__ = ["DANNLoss", "domain_adversarial_loss"]
 
 
-def _check_rows(name: str, x: torch.Tensor, ndim: int = 2) -> None:
+def check_rows(name: str, x: torch.Tensor, ndim: int = 2) -> None:
+    """Refuse ``x`` unless it is a non-empty ``ndim``-D tensor (one line naming ``name``)."""
     if x.ndim != ndim or len(x) == 0:
         raise DataError(f"{name} must be a non-empty {ndim}-D tensor, got shape {tuple(x.shape)}")
 
@@ -77,8 +78,8 @@ class DANNLoss(nn.Module):
 
     def forward(self, f_s: torch.Tensor, f_t: torch.Tensor, w_s: torch.Tensor | None = None,
                 w_t: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_rows("f_s", f_s)
-        _check_rows("f_t", f_t)
+        check_rows("f_s", f_s)
+        check_rows("f_t", f_t)
         d = self.discriminator(self.grl(torch.cat([f_s, f_t]))).reshape(-1)
         return domain_adversarial_loss(d[: len(f_s)], d[len(f_s):], w_s, w_t)
 

@@ -78,13 +78,13 @@ def run_inputs(cfg: FinetuneConfig) -> list[str]:
 def check_trainer(cfg: FinetuneConfig) -> None:
     """Lightning's accelerator, devices, strategy and precision, validated by Lightning itself
     (building a Trainer launches nothing)."""
-    from transferkit.engine.stages import _devices, quiet_lightning
+    from transferkit.engine.stages import lightning_devices, quiet_lightning
 
     quiet_lightning()
     import lightning as L
 
     try:
-        L.Trainer(accelerator=cfg.accelerator, devices=_devices(cfg.devices), num_nodes=cfg.num_nodes,
+        L.Trainer(accelerator=cfg.accelerator, devices=lightning_devices(cfg.devices), num_nodes=cfg.num_nodes,
                   strategy=cfg.dist, precision=cfg.precision, logger=False, enable_checkpointing=False,
                   enable_progress_bar=False, enable_model_summary=False)
     except Exception as e:  # noqa: BLE001  (Lightning's MisconfigurationException, ValueError, ...)

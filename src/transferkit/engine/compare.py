@@ -138,7 +138,7 @@ def run_all(plan: list, run: Callable[..., dict], progress: bool, console: Conso
         for name, seed, cfg in plan:
             bar.update(task, description=f"{name} (seed {seed})")
             try:
-                metrics = _run_or_reuse(cfg, run)
+                metrics = run_or_reuse(cfg, run)
             except Interrupted as e:
                 done = ", ".join(f"{r[name_key]} seed {r['seed']}" for r in records) or "none"
                 e.where = (f"{e.where}; finished runs: {done}; the same {title} command continues "
@@ -170,7 +170,7 @@ def check_reusable(cfg: FinetuneConfig) -> None:
                           "afresh or choose another --out")
 
 
-def _run_or_reuse(cfg: FinetuneConfig, run_fn: Callable[..., dict]) -> dict:
+def run_or_reuse(cfg: FinetuneConfig, run_fn: Callable[..., dict]) -> dict:
     """A finished run's metrics; else resume an interrupted one; else run it."""
     run = RunDir(cfg.out)
     if run.metrics_json.is_file():  # written last: the run, its weights and report are complete

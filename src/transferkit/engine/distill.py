@@ -260,12 +260,12 @@ def read_baseline_run(cfg: DistillConfig) -> dict | None:
 def student_alone(cfg: DistillConfig, run: RunDir) -> dict:
     """``{"test": accuracy, "val": accuracy}`` of the same student and budget without a teacher
     (``--baseline``: trained in ``student-alone/``, reused when finished); None values without it."""
-    from transferkit.engine.compare import _run_or_reuse
+    from transferkit.engine.compare import run_or_reuse
 
     if not cfg.baseline or cfg.loss == "none":
         return {"test": None, "val": None}
     alone = cfg.model_copy(update={"loss": "none", "baseline": False, "out": str(run.path / BASELINE_DIR)})
-    metrics = _run_or_reuse(alone, distill)
+    metrics = run_or_reuse(alone, distill)
     return {"test": metrics.get("student_accuracy"), "val": metrics.get("student_val_accuracy")}
 
 

@@ -19,7 +19,7 @@ from transferkit.config import FinetuneConfig
 from transferkit.engine.export import EXPORTED
 from transferkit.engine.forgetting import Drift
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits,
-                                       load_data, loader, save_model, train_lightning, train_loader,
+                                       load_data, loader, save_model, source_model, train_lightning, train_loader,
                                        write_run_report)
 from transferkit.engine.run import Command, build_entry, run_command
 from transferkit.optim import OptimSettings
@@ -167,21 +167,15 @@ def term_context(cfg: FinetuneConfig, data: Data, built: Built, image_size: int)
                            source_model=lambda: source_model(cfg, image_size), source_outputs=source_outputs)
 
 
-def source_model(cfg: FinetuneConfig, image_size: int) -> torch.nn.Module:
-    """The pretrained model with its own (source) head: LwF's teacher and the forgetting reference."""
-    from transferkit.backbones import load_backbone
-
-    return load_backbone(cfg.model, cfg.weights, image_size=image_size).eval()
-
-
 def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Built, run: RunDir,
                       trained: Trained, extra: dict, drift) -> dict:
     """Rank zero: the trained model back into ``built.model`` (LoRA merged), auto's check against
     the probe, WiSE-FT, forgetting, test/val scores, the raw-pixel baseline; saves the model."""
     from transferkit.engine import probe
     from transferkit.engine.forgetting import wise_metrics
-    from transferkit.evaluation.baselines import cached_pixel_baseline, verdict
+    from transferkit.evaluation.baselines import verdict
     from transferkit.surgery.heads import count_parameters
+    from transferkit.transferability.pixels import cached_pixel_baseline
 
     device = device_of(cfg)
     model, recipe_metrics = setup.recipe.finish(trained.net, built.model, run.path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from transferkit.config import FinetuneConfig
-from transferkit.engine.stages import Built, Data, loader
+from transferkit.engine.stages import Built, Data, loader, source_model
 
 
 class Drift:
@@ -21,7 +21,6 @@ class Drift:
         if not self.on:
             return
         from transferkit.data import TransformedSubset, load_source
-        from transferkit.engine.finetune import source_model
 
         self.source = source_model(cfg, image_size)
         self.label_map = None

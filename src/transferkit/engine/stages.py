@@ -134,6 +134,13 @@ def build_model(cfg: FinetuneConfig, num_classes: int, image_size: int) -> Built
                  build_transform(data_cfg, image_size, train=True, hflip=cfg.hflip))
 
 
+def source_model(cfg: FinetuneConfig, image_size: int) -> torch.nn.Module:
+    """The pretrained model with its own (source) head: LwF's teacher and the forgetting reference."""
+    from transferkit.backbones import load_backbone
+
+    return load_backbone(cfg.model, cfg.weights, image_size=image_size).eval()
+
+
 def loader(dataset, cfg: FinetuneConfig, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=cfg.workers,
                       persistent_workers=cfg.workers > 0, drop_last=drop_last)
@@ -152,7 +159,7 @@ def train_loader(dataset, cfg: FinetuneConfig, drop_last: bool = False) -> DataL
 def world_size(cfg: FinetuneConfig) -> int:
     """How many training processes share the data: devices (a count, or a list's length; ``auto``
     counted as 1) times nodes."""
-    d = _devices(cfg.devices)
+    d = lightning_devices(cfg.devices)
     return max(len(d) if isinstance(d, list) else 1 if d == "auto" else abs(d), 1) * cfg.num_nodes
 
 
@@ -203,7 +210,7 @@ def train_lightning(module, cfg: FinetuneConfig, run: RunDir, loaders: dict, epo
     averaging = [ema_callback(ema_decay)] if ema_decay else []
     callbacks = [AtomicCheckpoint(run.checkpoints), timer, *callbacks, *averaging, final]  # the average before final
     trainer = L.Trainer(
-        max_epochs=epochs, accelerator=cfg.accelerator, devices=_devices(cfg.devices), num_nodes=cfg.num_nodes,
+        max_epochs=epochs, accelerator=cfg.accelerator, devices=lightning_devices(cfg.devices), num_nodes=cfg.num_nodes,
         strategy=cfg.dist, precision=cfg.precision,
         callbacks=callbacks + ([RichProgressBar(leave=True)] if progress else []),
         logger=CSVLogger(run.logs, name="", version=run.next_attempt()) if is_global_zero() else False,
@@ -223,7 +230,7 @@ def train_lightning(module, cfg: FinetuneConfig, run: RunDir, loaders: dict, epo
     return Trained(plain, timer.seconds, resume_from is not None, trainer.is_global_zero)
 
 
-def _devices(devices: str):
+def lightning_devices(devices: str):
     """Lightning's ``devices`` from the CLI's string: ``auto``, a count, or a list ``0,2``."""
     if devices == "auto" or devices.lstrip("-").isdigit():
         return devices if devices == "auto" else int(devices)

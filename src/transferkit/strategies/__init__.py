@@ -12,8 +12,11 @@ import pkgutil
 
 from transferkit.strategies.base import REGISTRY, Defaults, Plan, Recipe, get_recipe, register
 
+#: modules of the package that are not recipes (``callbacks`` imports Lightning: only the hooks import it)
+NOT_RECIPES = ("base", "callbacks")
+
 for _info in pkgutil.iter_modules(__path__):
-    if _info.name != "base":
+    if _info.name not in NOT_RECIPES:
         importlib.import_module(f"{__name__}.{_info.name}")
 
 

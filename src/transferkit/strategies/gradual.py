@@ -1,6 +1,6 @@
 """``gradual``: ULMFiT's gradual unfreezing (Howard & Ruder 2018).
 
-Only the head trains at first; :class:`~transferkit.engine.gradual.GradualUnfreezing`
+Only the head trains at first; :class:`~transferkit.strategies.callbacks.GradualUnfreezing`
 unfreezes one more layer group, from the top down, every ``--unfreeze-every`` epochs.
 Groups keep their LR scales (``--lr-decay``, else ``--backbone-lr-mult``).
 """
@@ -27,7 +27,7 @@ class Gradual(Recipe):
         return plan
 
     def callbacks(self, cfg):
-        from transferkit.engine.gradual import GradualUnfreezing
+        from transferkit.strategies.callbacks import GradualUnfreezing
 
         return [GradualUnfreezing(cfg.unfreeze_every)]
 

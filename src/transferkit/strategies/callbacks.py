@@ -1,4 +1,10 @@
-"""Gradual unfreezing (ULMFiT, Howard & Ruder 2018; Q17) as a Lightning callback."""
+"""Lightning callbacks that recipes return from ``Recipe.callbacks``: gradual unfreezing (ULMFiT,
+Howard & Ruder 2018; Q17).
+
+Not imported with the package (``strategies/__init__`` skips this module): the hook that returns
+a callback imports it, so listing the recipes never imports Lightning, and no recipe imports the
+engine.
+"""
 
 from __future__ import annotations
 
