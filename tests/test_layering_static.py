@@ -121,8 +121,10 @@ def listing(found: list[str]) -> str:
 
 
 # a/b. upper layers ----------------------------------------------------------------------
-def forbidden(importers: tuple[str, ...], banned: tuple[str, ...]) -> list[str]:
-    return [f"{i.where}: {i.text}" for i in all_imports() if within(i.source, importers) and within(i.target, banned)]
+def forbidden(importers: tuple[str, ...], banned: tuple[str, ...], imports=None) -> list[str]:
+    """``file:line: statement`` of each import by a module under ``importers`` of one under ``banned``."""
+    return [f"{i.where}: {i.text}" for i in (all_imports() if imports is None else imports)
+            if within(i.source, importers) and within(i.target, banned)]
 
 
 def test_blocks_never_import_upper_layers():
@@ -203,10 +205,10 @@ def unit(module: str) -> str:
     return ".".join(module.split(".")[:2])
 
 
-def import_graph() -> dict[tuple[str, str], list[Import]]:
+def import_graph(imports) -> dict[tuple[str, str], list[Import]]:
     """(importer, imported) unit -> the imports that make the edge."""
     edges = defaultdict(list)
-    for i in all_imports():
+    for i in imports:
         if within(i.target, (PKG,)) and unit(i.source) != unit(i.target):
             edges[unit(i.source), unit(i.target)].append(i)
     return edges
@@ -243,25 +245,35 @@ def strongly_connected(edges) -> list[list[str]]:
     return found
 
 
-def test_no_import_cycles():
-    edges = import_graph()
+def cycles(imports) -> list[str]:
+    """Each cycle of the import graph, with the edges inside it and the ``file:line`` imports making them."""
+    edges = import_graph(imports)
     report = []
     for component in strongly_connected(edges):
         report.append("cycle among " + ", ".join(component) + ":")
         for (a, b), made_by in sorted(edges.items()):
             if a in component and b in component:
-                report += [f"  {a} -> {b}"] + [f"    {line}" for line in unique(f"{i.where}: {i.text}" for i in made_by)]
-    if report:
+                report += [f"  {a} -> {b}", *(f"    {i.where}: {i.text}" for i in made_by)]
+    return report
+
+
+def test_no_import_cycles():
+    if report := cycles(all_imports()):
         pytest.fail("import cycles (move the shared piece to the lower module):" + listing(report), pytrace=False)
 
 
 # the checker itself, on a known case ------------------------------------------------------
 def test_the_checker_sees_function_level_and_relative_imports():
-    text = "def f():\n    from ..engine import stages\n    from .dann import DANN\nclass A:\n    def g(self):\n        import lightning\n"
-    found = {(i.where, i.target, i.name) for i in imports_of(Source("transferkit.adaptation.cdan", "cdan.py", text))}
-    assert found == {("cdan.py:2", "transferkit.engine.stages", None), ("cdan.py:3", "transferkit.adaptation.dann", "DANN"),
-                     ("cdan.py:6", "lightning", None)}
-    package = Source("transferkit.adaptation", "__init__.py", "from . import dann\nfrom .grl import GRL\n", package=True)
+    text = ("def f():\n    from ..engine import stages\n    from .dann import DANN\n"
+            "class A:\n    def g(self):\n        import lightning\n")
+    imports = imports_of(Source("transferkit.adaptation.cdan", "cdan.py", text))
+    assert {(i.where, i.target, i.name) for i in imports} == {
+        ("cdan.py:2", "transferkit.engine.stages", None), ("cdan.py:3", "transferkit.adaptation.dann", "DANN"),
+        ("cdan.py:6", "lightning", None)}
+    assert forbidden(BLOCKS, UPPER_LAYERS, imports) == ["cdan.py:2: from ..engine import stages",
+                                                        "cdan.py:6: import lightning"]
+    package = Source("transferkit.adaptation", "__init__.py", "from . import dann\nfrom .grl import GRL\n",
+                     package=True)
     assert {(i.target, i.name) for i in imports_of(package)} == {("transferkit.adaptation.dann", None),
                                                                   ("transferkit.adaptation.grl", "GRL")}
     # the real tree: an import inside a function body of strategies/base.py
@@ -270,6 +282,16 @@ def test_the_checker_sees_function_level_and_relative_imports():
 
 
 def test_the_checker_finds_cycles():
+    finetune = Source("transferkit.engine.finetune", "finetune.py", "from transferkit.engine.forgetting import Drift\n")
+    forgetting = Source("transferkit.engine.forgetting", "forgetting.py",
+                        "import torch\ndef f():\n    from .finetune import source_model\n")
+    stages = Source("transferkit.engine.stages", "stages.py", "from transferkit.engine import forgetting\n")
+    assert cycles([*imports_of(finetune), *imports_of(forgetting), *imports_of(stages)]) == [
+        "cycle among transferkit.engine.finetune, transferkit.engine.forgetting:",
+        "  transferkit.engine.finetune -> transferkit.engine.forgetting",
+        "    finetune.py:1: from transferkit.engine.forgetting import Drift",
+        "  transferkit.engine.forgetting -> transferkit.engine.finetune",
+        "    forgetting.py:3: from .finetune import source_model"]
     assert strongly_connected({("a", "b"): [], ("b", "c"): [], ("c", "a"): [], ("c", "d"): []}) == [["a", "b", "c"]]
     assert strongly_connected({("a", "b"): [], ("b", "c"): []}) == []
     assert unit("transferkit.engine.stages") == "transferkit.engine.stages"
