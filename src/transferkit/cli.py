@@ -166,11 +166,12 @@ def _complete(argv: list[str]) -> None:
 
 def _list_choices(sig: inspect.Signature, family: str | None, lineup: bool) -> None:
     """Append the registered methods of ``family`` (and its default line-up) to the ``--method`` help."""
-    if family is None or "method" not in sig.parameters:
+    name = next((n for n in ("method", "methods") if n in sig.parameters), None)
+    if family is None or name is None:
         return
     from transferkit.registry import FAMILIES
 
-    registry, info = FAMILIES[family], sig.parameters["method"].default
+    registry, info = FAMILIES[family], sig.parameters[name].default
     default = f"; default: {','.join(registry.lineup())}" if lineup else ""
     base = info.__dict__.setdefault("base_help", info.help)  # once, however often the command is completed
     info.help = f"{base}: {registry.help()}{default}"
@@ -699,55 +700,54 @@ def rank(**values) -> None:
         console.print(f"-> {_shown(json_path)}, {_shown(md_path)}", highlight=False, soft_wrap=True)
 
 
-@app.command()
-@_method_options("tta", choices="tta", lineup=True)
-def tta(
-    run_dir: Path = typer.Argument(..., help="a finished finetune or adapt run directory"),
-    data: str = typer.Option(..., help="the test stream: builtin:fashion-mnist (its test split), an image folder "
-                             "or a CSV; labels only score"),
-    method: Optional[str] = typer.Option(None, help="the methods, comma-separated for a grid"),
-    corruptions: Optional[str] = typer.Option(None, help="corrupt the stream: all (the 15 of CIFAR-10-C), extra, "
-                                              "or comma-separated names"),
-    severity: int = typer.Option(5, help="corruption severity 1..5"),
-    continual: bool = typer.Option(False, help="all corruptions in one stream, never reset"),
-    batch_size: int = typer.Option(64, help="test images per adaptation step"),
-    episodic: bool = typer.Option(False, help="reset the model after every batch"),
-    steps: int = typer.Option(1, help="gradient steps per batch (tent, eata)"),
-    lr: float = typer.Option(1e-3, help="learning rate (tent, eata)"),
-    optimizer: str = typer.Option("adam", help="adam or sgd"),
-    bn_prior: Optional[float] = typer.Option(None, help="BatchNorm prior N: (N source + n batch)/(N + n) "
-                                             "statistics; default 16, measured (0: pure test-batch statistics)"),
-    images: Optional[int] = typer.Option(None, help="at most N stream images (seeded)"),
-    fisher_images: int = typer.Option(500, help="eata: clean training images of the run for the Fisher penalty "
-                                      "(0: none)"),
-    seed: int = typer.Option(0, help="stream order, image sample, corruptions"),
-    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or auto"),
-    save: bool = typer.Option(False, help="write the adapted model (one method) so predict can use --out"),
-    out: Optional[Path] = typer.Option(None, help="output folder (required)"),
-    overwrite: bool = typer.Option(False, help="replace an existing tta folder"),
-    progress: bool = typer.Option(True, help="rich progress bars"),
-    **options,
-) -> None:
-    """Test-time adaptation: adapt a finished run to a drifted test stream, batch by batch, without labels."""
+def _tta_fields() -> list[str]:
     from transferkit.config import TTAConfig
 
+    return [n for n in TTAConfig.model_fields if n not in ("run", "out", "options")]
+
+
+def _tta_cls():
+    from transferkit.config import TTAConfig
+
+    return TTAConfig
+
+
+@app.command()
+@_method_options("tta", choices="tta", lineup=True)
+@_with_params(
+    [inspect.Parameter("run_dir", inspect.Parameter.KEYWORD_ONLY, annotation=Path,
+                       default=typer.Argument(..., help="a finished finetune or adapt run directory"))],
+    _config_params(_tta_fields(), _tta_cls(),
+                   data=(..., "the test stream: builtin:fashion-mnist (its test split), an image folder or a CSV; "
+                              "labels only score"),
+                   methods=(None, "the methods, comma-separated for a grid", "--method"),
+                   corruptions=(None, "corrupt the stream: all (the 15 of CIFAR-10-C), extra, or comma-separated "
+                                      "names")),
+    [_extra("save", bool, False, "write the adapted model (one method) so predict can use --out"),
+     _extra("out", Optional[Path], None, "output folder (required)"),
+     _extra("overwrite", bool, False, "replace an existing tta folder"),
+     _extra("progress", bool, True, "rich progress bars")])
+def tta(ctx: typer.Context, **values) -> None:
+    """Test-time adaptation: adapt a finished run to a drifted test stream, batch by batch, without labels."""
+    run_dir, save, out, overwrite, progress = (values.pop(k) for k in ("run_dir", "save", "out", "overwrite",
+                                                                       "progress"))
     if out is None:
         raise TransferkitError("give --out DIR for the tta results")
-    names = []
-    if corruptions:
+    if values["corruptions"]:
         from transferkit.data.corruptions import corruption_names
 
-        names = corruption_names(corruptions)
-    methods = {} if method is None else {"methods": [m.strip() for m in method.split(",") if m.strip()]}
-    cfg = TTAConfig.build(run=str(run_dir), data=data, **methods, options=_collect_options(options),
-                          corruptions=names, severity=severity, continual=continual, batch_size=batch_size,
-                          episodic=episodic, steps=steps, lr=lr, optimizer=optimizer, bn_prior=bn_prior,
-                          images=images, fisher_images=fisher_images, seed=seed, device=device, out=str(out))
+        values["corruptions"] = corruption_names(values["corruptions"])
+    values["corruptions"] = values["corruptions"] or []
+    method = values.pop("methods")
+    if method is not None:
+        values["methods"] = [m.strip() for m in method.split(",") if m.strip()]
+    options = _collect_options(values)
+    cfg = _tta_cls().build(run=str(run_dir), out=str(out), **values, **({"options": options} if options else {}))
     from transferkit.engine.tta import tta as run_tta
 
     metrics = run_tta(cfg, overwrite=overwrite, save=save, progress=progress)
     table = Table("method", "mean accuracy %", "Δ none (points)",
-                  title=f"transferkit tta: {data}, batch {batch_size}, {len(metrics['corruptions'])} stream(s)")
+                  title=f"transferkit tta: {cfg.data}, batch {cfg.batch_size}, {len(metrics['corruptions'])} stream(s)")
     before = metrics["accuracy_before"]
     for m, acc in metrics["mean_accuracy"].items():
         table.add_row(m, "-" if acc is None else f"{100 * acc:.1f}",

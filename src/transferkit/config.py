@@ -456,7 +456,7 @@ class PretrainConfig(RunConfig, MethodOptions, TrainerOptions, OptimOptions, Mod
         return [self.method]
 
 
-class TTAConfig(MethodOptions):
+class TTAConfig(RunConfig, MethodOptions):
     """Everything that defines a ``transferkit tta`` run (saved as its ``config.yaml``)."""
 
     run: str = Field(description="a finished finetune/adapt run directory (model.json + model.safetensors)")
@@ -493,6 +493,3 @@ class TTAConfig(MethodOptions):
 
     def methods_used(self) -> list[str]:
         return self.methods
-
-    build = classmethod(RunConfig.build.__func__)
-    save = RunConfig.save
