@@ -449,9 +449,9 @@ CASES: dict[str, Case] = {
     "models-lists-a-pattern": Case(["models", "test_eff*"], code=0, words="test_efficientnet"),
     # ------------------------------------------------------------------ any command: what typer parses
     "usage-error-value-not-a-number": Case(["finetune", "--data", "images", "--epochs", "abc", "--out", "r"],
-                                           words="--epochs", marks=(pytest.mark.xfail(
-                                               strict=True, reason="defect, no branch: a value typer cannot parse "
-                                               "(or an unknown option) is a 6-line Rich usage panel, not one line"),)),
+                                           words="--epochs"),
+    "usage-error-unknown-option": Case(["finetune", "--data", "images", "--epochs-typo", "3", "--out", "r"],
+                                       words="--epochs-typo"),
 }
 
 

@@ -804,6 +804,10 @@ def export(**values) -> None:
                   "in export.md)", highlight=False, soft_wrap=True)
 
 
+#: the command line's usage errors (typer's own click: a value it cannot parse, an unknown option, a missing one)
+USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
 def _raise_interrupted(signum, frame) -> None:
     raise Interrupted(signum)
 
@@ -822,7 +826,21 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         _complete(sys.argv[1:])
-        app(standalone_mode=True)
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except USAGE_ERROR as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # a bare command: its help, as before
+            help_text = e.ctx.get_help() if e.ctx else ""
+            if help_text:
+                print(help_text)
+            sys.exit(2)
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx else ""  # a value typer cannot parse, an unknown option
+        print(f"error: {e.format_message()}{hint}", file=sys.stderr)
+        sys.exit(2)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
     except Interrupted as e:
         print(f"interrupted by {signal.Signals(e.signum).name}: {e.where or 'nothing was written'}",
               file=sys.stderr)
