@@ -85,7 +85,7 @@ def test_gradients_reach_the_student_only_and_confident_rows_are_stable():
 
 def test_registered_entry_and_its_options():
     entry = DISTILL["dkd"]
-    assert entry.options is DKDOptions and entry.resolve(None) == DKDOptions(tckd=1.0, nckd=8.0, warmup=0.0)
+    assert entry.options is DKDOptions and entry.resolve(None) == DKDOptions(tckd=1.0, nckd=1.0, warmup=0.0)
     with pytest.raises(ConfigError, match="--dkd-nckd"):
         entry.resolve({"nckd": -1})
     with pytest.raises(ConfigError, match="--dkd-alpha"):
