@@ -80,7 +80,7 @@ def test_bad_input_is_one_line_and_writes_nothing(digits, tmp_path, run_cli):
     config.write_text("strategy: full\n")
     not_a_run.mkdir(parents=True)
     for args, words in [(("--method", "mae"), "vision transformer"), (("--method", "swav"), "unknown method"),
-                        (("--config", config), "do(es) not apply to pretrain"),
+                        (("--config", config), "pretrain has no such option"),
                         (("--weights", not_a_run), "not a finished transferkit run")]:
         code, _, err = run_cli("pretrain", "--data", digits, "--model", "resnet10t", "--weights", "none", *args,
                                "--out", out)
