@@ -130,6 +130,36 @@ def _method_options(*families: str, choices: str | None = None, lineup: bool = F
     return mark
 
 
+def _engine_defaults(loader):
+    """Mark a command whose help names engine defaults as ``{name}`` placeholders: ``loader()`` (importing
+    the engine) fills them in when the command runs (:func:`_complete`), so help never copies a default."""
+    def mark(fn):
+        fn.__help_defaults__ = loader
+        return fn
+    return mark
+
+
+def _fill_defaults(sig: inspect.Signature, values: dict) -> None:
+    """Format every ``{name}`` placeholder in the options' help with ``values`` (once per option)."""
+    for p in sig.parameters.values():
+        info = p.default
+        help_text = getattr(info, "help", None)
+        if help_text and "{" in help_text:
+            info.help = info.__dict__.setdefault("base_help", help_text).format_map(values)
+
+
+def _adapt_defaults() -> dict:
+    from transferkit.engine.adapt import DEFAULTS
+
+    return DEFAULTS
+
+
+def _distill_defaults() -> dict:
+    from transferkit.engine.distill import SCRATCH_EPOCHS
+
+    return {"scratch_epochs": SCRATCH_EPOCHS}
+
+
 def _option_params(families) -> list[inspect.Parameter]:
     """One typer option per field of each registered method's options model, default None (the method's own)."""
     from transferkit.registry import FAMILIES
@@ -153,6 +183,8 @@ def _complete(argv: list[str]) -> None:
     fn = info.callback if info else None
     function_params = getattr(fn, "__function_params__", None)
     families = getattr(fn, "__method_families__", ())
+    if getattr(fn, "__help_defaults__", None):
+        _fill_defaults(inspect.signature(fn), fn.__help_defaults__())
     if not (function_params or families):
         return
     fn.__base_signature__ = sig = getattr(fn, "__base_signature__", None) or inspect.signature(fn)
@@ -378,6 +410,7 @@ def _adapt_cls():
 
 
 @app.command()
+@_engine_defaults(_adapt_defaults)
 @_method_options("strategies", "regularizers", "adaptation")
 @_with_params(
     _config_params(_adapt_fields(), _adapt_cls(),
@@ -386,9 +419,9 @@ def _adapt_cls():
                                  "images without class folders"),
                    method=("dann", "source-only, dann, cdan, cdan+e, dan, coral or oracle; several, comma-separated, "
                                    "run side by side into a leaderboard"),
-                   image_size=(None, "None: 32 (adapt's measured default)"),
-                   epochs=(None, "None: 10 (adapt's measured default)"),
-                   lr=(None, "head learning rate; None: 0.01 (adapt's measured default)")),
+                   image_size=(None, "None: {image_size} (adapt's measured default)"),
+                   epochs=(None, "None: {epochs} (adapt's measured default)"),
+                   lr=(None, "head learning rate; None: {lr:g} (adapt's measured default)")),
     [_extra("seeds", int, 1, "seeds 0..N-1 (with several methods or N > 1: a leaderboard in --out)"),
      *RUN_OPTIONS])
 def adapt(ctx: typer.Context, **values) -> None:
@@ -447,6 +480,7 @@ def _distill_cls():
 
 
 @app.command()
+@_engine_defaults(_distill_defaults)
 @_method_options("distill")
 @_with_params(
     _config_params(_distill_fields(), _distill_cls(),
@@ -460,8 +494,8 @@ def _distill_cls():
                    loss=("soft", "soft, hard, token, feature or none (the student alone); several, comma-separated, "
                                  "run side by side into a leaderboard"),
                    image_size=(None, "the student's input size; None: the teacher's"),
-                   epochs=(None, "None: 20 for a student from scratch (--student-weights none), else 6 "
-                                 "(full's default)")),
+                   epochs=(None, "None: {scratch_epochs} for a student from scratch (--student-weights none), "
+                                 "else the recipe's default")),
     [_extra("seeds", int, 1, "seeds 0..N-1 (with several losses or N > 1: a leaderboard in --out)"), *RUN_OPTIONS])
 def distill(ctx: typer.Context, **values) -> None:
     """Knowledge distillation: train a student (any timm model, a ViT from scratch too) from a finished run."""
@@ -525,8 +559,8 @@ def _pretrain_cls():
                    data=(None, "images: builtin:fashion-mnist, an image folder (with class folders, or without: "
                                "unlabelled) or a CSV; labels only feed the kNN monitor"),
                    method=("simclr", "the self-supervised method"),
-                   epochs=(None, "None: the method's default (20)"),
-                   lr=(None, "AdamW learning rate; None: the method's default (1e-3)")),
+                   epochs=(None, "None: the method's measured default (README: pretraining table)"),
+                   lr=(None, "AdamW learning rate; None: the method's measured default (README: pretraining table)")),
     RUN_OPTIONS)
 def pretrain(ctx: typer.Context, **values) -> None:
     """Self-supervised pretraining (SimCLR, BYOL, DINO, MAE, ... via lightly) on unlabelled images; the run
