@@ -179,11 +179,14 @@ def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 3,
     ordinary names; undecodable bytes as ``\\xNN``), so results always print and
     JSON-encode. ``backend``: ``torch``, or ``onnxruntime`` to serve from the run's
     ``model.onnx`` (written by ``transferkit export``).
+
+    Example::
+
+        import transferkit as tk
+        tk.predict("runs/digits", ["digit.png", "more_digits/"], topk=1)
+        # images in memory (PIL, numpy, torch): tk.load("runs/digits").predict(image)
     """
-    if topk < 1:
-        raise ConfigError(f"--topk must be >= 1, got {topk}")
-    if batch_size < 1:
-        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+    check_topk(topk, batch_size)
     model, meta = load_backend(run_dir, device, backend)
     target = next(model.parameters()).device if backend == "torch" else torch.device("cpu")
     batch_size = getattr(model, "fixed_batch", None) or batch_size  # an ONNX file exported for batch 1
@@ -191,12 +194,24 @@ def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 3,
     classes = meta["classes"]
     images = ImageSet(files, np.zeros(len(files), dtype=np.int64), classes)
     dataset = TransformedSubset(images, range(len(files)), eval_transform(meta))
-    k = min(topk, len(classes))
     results = Predictions(skipped=skipped)
     for i, (x, _) in enumerate(DataLoader(dataset, batch_size=batch_size)):
-        top = model(x.to(target)).softmax(-1).topk(k, dim=-1)
-        for j in range(len(x)):
-            results.append({"path": display_name(files[i * batch_size + j]),
-                            "top": [{"class": classes[c], "prob": round(float(p), 6)}
-                                    for p, c in zip(top.values[j].tolist(), top.indices[j].tolist())]})
+        for j, top in enumerate(top_classes(model(x.to(target)), classes, topk)):
+            results.append({"path": display_name(files[i * batch_size + j]), "top": top})
     return results
+
+
+def check_topk(topk: int, batch_size: int = 1) -> None:
+    """``topk`` and ``batch_size`` at least 1 (ConfigError otherwise)."""
+    if topk < 1:
+        raise ConfigError(f"--topk must be >= 1, got {topk}")
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1, got {batch_size}")
+
+
+def top_classes(logits: torch.Tensor, classes: list[str], topk: int) -> list[list[dict]]:
+    """Per row of ``logits`` (B, C): the ``min(topk, C)`` most probable classes, ``[{class, prob}]`` with
+    ``prob = softmax(logits)_c`` rounded to 6 decimals, most probable first."""
+    top = logits.float().softmax(-1).topk(min(topk, len(classes)), dim=-1)
+    return [[{"class": classes[c], "prob": round(float(p), 6)} for p, c in zip(values, indices)]
+            for values, indices in zip(top.values.tolist(), top.indices.tolist())]

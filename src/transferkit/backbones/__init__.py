@@ -9,6 +9,7 @@ from transferkit.backbones.load import (
     read_state_dict,
 )
 from transferkit.backbones.packaged import PACKAGED, packaged_available, packaged_state_dict
+from transferkit.backbones.timm_config import timm_config
 
 __all__ = [
     "PACKAGED",
@@ -21,4 +22,5 @@ __all__ = [
     "packaged_available",
     "packaged_state_dict",
     "read_state_dict",
+    "timm_config",
 ]

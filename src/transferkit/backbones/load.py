@@ -118,14 +118,19 @@ def check_model_name(name: str) -> None:
 
 
 def _create(name: str, image_size: int | None, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """``timm.create_model``, passing ``img_size`` only to models that take it (ViT-like)."""
+    """``timm.create_model``, passing ``img_size`` only to models that take it (ViT-like). The model's
+    ``timm_args`` are the keyword arguments it was built with (a timm ``config.json``'s ``model_args``)."""
     if image_size is not None:
         try:
-            return _timm_create(name, pretrained, img_size=image_size, **kwargs)
+            model = _timm_create(name, pretrained, img_size=image_size, **kwargs)
+            model.timm_args = {**kwargs, "img_size": image_size}
+            return model
         except TypeError as e:
             if "img_size" not in str(e):
                 raise
-    return _timm_create(name, pretrained, **kwargs)
+    model = _timm_create(name, pretrained, **kwargs)
+    model.timm_args = dict(kwargs)
+    return model
 
 
 def _timm_create(name: str, pretrained: bool, **kwargs: Any) -> nn.Module:

@@ -9,9 +9,9 @@ from transferkit.data.files import (
     quoted,
     subfolders,
 )
-from transferkit.data.sources import ImageSet, Source, check_images, content_fingerprint, load_source, open_image
+from transferkit.data.sources import ImageSet, Source, as_rgb, check_images, content_fingerprint, load_source, open_image
 from transferkit.data.splits import Splits, cap_per_class, few_shot_indices, make_splits
-from transferkit.data.transforms import TransformedSubset, build_transform, data_config_for
+from transferkit.data.transforms import TransformedSubset, build_transform, data_config_for, eval_data_config
 
 __all__ = [
     "cap_per_class",
@@ -20,10 +20,12 @@ __all__ = [
     "Source",
     "Splits",
     "TransformedSubset",
+    "as_rgb",
     "build_transform",
     "check_images",
     "content_fingerprint",
     "data_config_for",
+    "eval_data_config",
     "display_name",
     "few_shot_indices",
     "is_image_file",

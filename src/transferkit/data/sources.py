@@ -156,9 +156,14 @@ class ImageSet(torch.utils.data.Dataset):
 def open_image(path: Path | str) -> Image.Image:
     """The image file at ``path`` as an upright RGB PIL image (EXIF orientation applied)."""
     with Image.open(path) as image:
-        if _orientation(image) != 1:
-            image = ImageOps.exif_transpose(image)
-        return _to_rgb(image)
+        return as_rgb(image)
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    """An image as :func:`open_image` gives it: upright (EXIF orientation applied), RGB (any mode)."""
+    if _orientation(image) != 1:
+        image = ImageOps.exif_transpose(image)
+    return _to_rgb(image)
 
 
 def _orientation(image: Image.Image) -> int:

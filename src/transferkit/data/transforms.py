@@ -50,18 +50,30 @@ def build_transform(
     """A timm transform mapping an RGB PIL image to a normalised float tensor
     of shape (3, image_size, image_size); see the module docstring. ``auto_augment``: a timm policy
     string added to the training transform (e.g. ``STRONG``, RandAugment)."""
-    common = dict(
-        input_size=(3, image_size, image_size),
-        interpolation=data_cfg.get("interpolation", "bicubic"),
-        mean=tuple(data_cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN)),
-        std=tuple(data_cfg.get("std", timm.data.IMAGENET_DEFAULT_STD)),
-    )
+    common = eval_data_config(data_cfg, image_size)
     if train:
+        common = {k: v for k, v in common.items() if k not in ("crop_pct", "crop_mode")}
         return timm.data.create_transform(
             **common, is_training=True, scale=TRAIN_SCALE, ratio=TRAIN_RATIO,
             hflip=hflip, vflip=0.0, color_jitter=None, auto_augment=auto_augment, re_prob=0.0,
         )
-    return timm.data.create_transform(**common, is_training=False, crop_pct=1.0, crop_mode="squash")
+    return timm.data.create_transform(**common, is_training=False)
+
+
+def eval_data_config(data_cfg: dict[str, Any], image_size: int) -> dict[str, Any]:
+    """The timm data config of the evaluation transform (``build_transform(..., train=False)``):
+    ``input_size`` (3, image_size, image_size), ``interpolation``, ``mean``, ``std`` from ``data_cfg``,
+    ``crop_pct=1.0`` and ``crop_mode='squash'`` (the whole image resized, nothing cut off).
+    ``timm.data.create_transform(**eval_data_config(...))`` is that transform; a run's timm
+    ``config.json`` records these values, so timm's own preprocessing is the run's."""
+    return dict(
+        input_size=(3, image_size, image_size),
+        interpolation=data_cfg.get("interpolation", "bicubic"),
+        mean=tuple(data_cfg.get("mean", timm.data.IMAGENET_DEFAULT_MEAN)),
+        std=tuple(data_cfg.get("std", timm.data.IMAGENET_DEFAULT_STD)),
+        crop_pct=1.0,
+        crop_mode="squash",
+    )
 
 
 class TransformedSubset(torch.utils.data.Dataset):

@@ -28,7 +28,7 @@ from transferkit.engine.export import EXPORTED
 from transferkit.engine.finetune import Setup, choose_recipe
 from transferkit.engine.run import Command, build_entry, run_command
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits,
-                                       load_data, loader, save_model, train_lightning, train_loader)
+                                       load_data, loader, save_model, train_lightning, train_loader, write_card)
 from transferkit.errors import ConfigError, DataError
 from transferkit.registry import ADAPTATION
 from transferkit.rundir import RunDir, declare_model_run, write_json
@@ -108,7 +108,14 @@ class Adapt(Command):
 
 
 def adapt(cfg: AdaptConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
-    """Run (or resume) a domain-adaptation run; returns its ``metrics.json`` content ({} on non-zero ranks)."""
+    """Run (or resume) a domain-adaptation run; returns its ``metrics.json`` content ({} on non-zero ranks).
+
+    Example::
+
+        import transferkit as tk
+        cfg = tk.AdaptConfig(source="builtin:synth-digits", target="builtin:digits", method="mcc", out="runs/mcc")
+        tk.adapt(cfg)["target_accuracy"]
+    """
     return run_command(Adapt(), cfg, overwrite=overwrite, resume=resume, progress=progress)
 
 
@@ -339,6 +346,7 @@ def write_adapt_report(run: RunDir, cfg: AdaptConfig, metrics: dict, classes: li
     write_report(run.report, cfg.model_dump(), metrics, plots, shown=ADAPT_SHOWN,
                  title=f"transferkit adapt: {cfg.source} -> {cfg.target} / {cfg.method}",
                  sections=adapt_sections(metrics))
+    write_card(run, cfg, metrics)
     write_json(run.metrics_json, metrics)
 
 

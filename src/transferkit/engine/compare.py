@@ -89,6 +89,12 @@ def compare(base: FinetuneConfig, strategies: list[str], seeds: list[int], out: 
     ``base`` holds the shared settings (data, model, per-class, epochs, ...);
     ``wise_curve`` alphas are evaluated for the strategies that fine-tune the
     backbone. Returns ``{"records": [...], "leaderboard": [...], "recommendation": str, ...}``.
+
+    Example::
+
+        import transferkit as tk
+        base = tk.FinetuneConfig(data="builtin:digits", per_class=10)
+        tk.compare(base, ["linear-probe", "full", "lora"], seeds=[0, 1], out="runs/compare")["recommendation"]
     """
     out = Path(out)
     if not strategies or not seeds:

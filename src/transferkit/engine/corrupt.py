@@ -28,7 +28,13 @@ def corrupt(data: str, names: list[str], out: Path | str, *, severity: int = 3, 
             overwrite: bool = False) -> list[Path]:
     """Write ``out/<name>-<severity>/`` for each of ``names`` from ``data``'s test images (its training
     images when it has no test split); returns their ``labels.csv`` paths. ``severity`` 1..5 (3 by
-    default: ``transferkit corrupt`` takes its default from here)."""
+    default: ``transferkit corrupt`` takes its default from here).
+
+    Example::
+
+        import transferkit as tk
+        tk.corrupt("builtin:digits", ["gaussian_noise", "fog"], "corrupted", severity=3)
+    """
     from transferkit.data.corruptions import check_opencv, check_severity, corruption_names, write_corrupted
     from transferkit.data.sources import load_source
 

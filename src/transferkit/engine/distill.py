@@ -25,7 +25,7 @@ from transferkit.engine.export import EXPORTED
 from transferkit.engine.finetune import Setup, choose_recipe
 from transferkit.engine.run import Command, build_entry, run_command
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits,
-                                       load_data, loader, save_model, train_lightning, train_loader)
+                                       load_data, loader, save_model, train_lightning, train_loader, write_card)
 from transferkit.errors import ConfigError, DataError, RunDirError
 from transferkit.registry import DISTILL
 from transferkit.rundir import RunDir, declare_model_run, write_json
@@ -108,7 +108,14 @@ class Distill(Command):
 
 
 def distill(cfg: DistillConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
-    """Run (or resume) a distillation run; returns its ``metrics.json`` content ({} on non-zero ranks)."""
+    """Run (or resume) a distillation run; returns its ``metrics.json`` content ({} on non-zero ranks).
+
+    Example::
+
+        import transferkit as tk
+        cfg = tk.DistillConfig(teacher="runs/digits", model="resnet18", loss="soft", out="runs/student")
+        tk.distill(cfg)["student_accuracy"]
+    """
     return run_command(Distill(), cfg, overwrite=overwrite, resume=resume, progress=progress)
 
 
@@ -339,6 +346,7 @@ def write_distill_report(run: RunDir, cfg: DistillConfig, metrics: dict, classes
     write_report(run.report, cfg.model_dump(), metrics, plots, shown=DISTILL_SHOWN,
                  title=f"transferkit distill: {metrics['teacher_model']} -> {cfg.model} / {cfg.loss}",
                  sections=distill_sections(metrics))
+    write_card(run, cfg, metrics)
     write_json(run.metrics_json, metrics)
 
 

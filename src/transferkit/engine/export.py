@@ -29,7 +29,13 @@ def export_run(run_dir: Path | str, *, fmt: str = "onnx", opset: int = 18, dynam
 
     Everything is checked before the run's lock is taken; the model is exported, verified and timed
     under a temporary name, then published (``export.json`` last: present, it describes the
-    ``model.onnx`` beside it). A failed or interrupted export leaves the run as it was."""
+    ``model.onnx`` beside it). A failed or interrupted export leaves the run as it was.
+
+    Example::
+
+        import transferkit as tk
+        tk.export("runs/digits")["max_abs_diff"]       # or tk.load("runs/digits").export()
+    """
     from transferkit.export import check_opset, export_onnx, onnx_parity
     from transferkit.predict import load_run_model
 

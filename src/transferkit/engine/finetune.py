@@ -97,7 +97,14 @@ class Finetune(Command):
 
 def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = False,
              progress: bool = True) -> dict:
-    """Run (or resume) a fine-tuning run; returns its ``metrics.json`` content ({} on non-zero ranks)."""
+    """Run (or resume) a fine-tuning run; returns its ``metrics.json`` content ({} on non-zero ranks).
+
+    Example::
+
+        import transferkit as tk
+        cfg = tk.FinetuneConfig(data="builtin:digits", model="efficientnet_lite0", per_class=10, out="runs/digits")
+        metrics = tk.finetune(cfg)          # metrics["test_accuracy"]; then tk.load("runs/digits")
+    """
     return run_command(Finetune(), cfg, overwrite=overwrite, resume=resume, progress=progress)
 
 

@@ -18,7 +18,8 @@ import numpy as np
 
 from transferkit.config import PretrainConfig
 from transferkit.engine.run import Command, run_command
-from transferkit.engine.stages import (device_of, load_data, loader, train_lightning, train_loader)
+from transferkit.engine.stages import (device_of, load_data, loader, train_lightning, train_loader, write_card,
+                                       write_timm_config)
 from transferkit.errors import ConfigError
 from transferkit.optim import OptimSettings
 from transferkit.rundir import RunDir, declare_model_run, write_json
@@ -87,7 +88,14 @@ class Pretrain(Command):
 
 
 def pretrain(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
-    """Run (or resume) a pretraining run; returns its ``metrics.json`` content ({} on non-zero ranks)."""
+    """Run (or resume) a pretraining run; returns its ``metrics.json`` content ({} on non-zero ranks).
+
+    Example::
+
+        import transferkit as tk
+        tk.pretrain(tk.PretrainConfig(data="my_images/", method="simclr", out="runs/ssl"))
+        tk.finetune(tk.FinetuneConfig(data="my_labelled/", weights="runs/ssl", out="runs/ft"))
+    """
     return run_command(Pretrain(), cfg, overwrite=overwrite, resume=resume, progress=progress)
 
 
@@ -194,6 +202,7 @@ def finish(cfg: PretrainConfig, trained, images: Images, data_cfg: dict, run: Ru
     write_json(run.model_json, {**describe_model(backbone), "kind": "pretrain", "method": cfg.method,
                                 "classes": [], "data_config": data_cfg, "strategy": f"pretrain-{cfg.method}",
                                 "transferkit_format": 1})
+    write_timm_config(run, backbone, [], data_cfg)
     curve = [{"epoch": int(float(r["epoch"])) + 1, "knn_acc": float(r["knn_acc"])} for r in rows
              if r.get("knn_acc") not in (None, "")]
     losses = [float(r["train_loss"]) for r in rows if r.get("train_loss") not in (None, "")]
@@ -240,6 +249,7 @@ def write_pretrain_report(run: RunDir, cfg: PretrainConfig, metrics: dict, rows:
     from transferkit.report.pretrain import write_pretrain_report as write
 
     write(run.report, cfg.model_dump(), metrics, rows, run.path / "pretrain_curves.png")
+    write_card(run, cfg, metrics)
     write_json(run.metrics_json, metrics)
 
 

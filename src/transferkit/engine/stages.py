@@ -247,13 +247,46 @@ def evaluate_splits(net: torch.nn.Module, loaders: dict, num_classes: int, devic
 
 def save_model(run: RunDir, model: torch.nn.Module, built: Built, cfg: FinetuneConfig, classes: list[str],
                strategy: str) -> None:
-    """``model.safetensors`` + ``model.json``: all ``predict`` needs."""
+    """``model.safetensors`` + ``model.json``: all ``predict`` needs; and timm's ``config.json``
+    (:func:`write_timm_config`)."""
     from transferkit.backbones import describe_model
     from transferkit.rundir import save_weights, write_json
 
     save_weights(run.weights, model)
     write_json(run.model_json, {**describe_model(model), "norm": cfg.norm, "classes": classes,
                                 "data_config": built.data_config, "strategy": strategy, "transferkit_format": 1})
+    write_timm_config(run, model, classes, built.data_config, cfg.norm)
+
+
+def write_timm_config(run: RunDir, model: torch.nn.Module, classes: list[str], data_config: dict,
+                      norm: str = "batchnorm") -> bool:
+    """timm's ``config.json`` beside ``model.safetensors`` (``backbones.timm_config``), so that
+    ``timm.create_model("local-dir:RUN", pretrained=True)`` is the run's model, evaluated through the
+    run's eval transform (``data.eval_data_config``); ``classes`` empty: a backbone (``num_classes`` 0).
+    None for a model timm cannot rebuild from its name and arguments (``--norm groupnorm``: its
+    BatchNorm layers were replaced). Returns whether it was written."""
+    from transferkit.backbones import timm_config
+    from transferkit.data import eval_data_config
+    from transferkit.rundir import write_json
+
+    if norm == "groupnorm":
+        return False
+    size = int(data_config["input_size"][-1])
+    write_json(run.path / "config.json", timm_config(model, classes, eval_data_config(data_config, size)))
+    return True
+
+
+def write_card(run: RunDir, cfg, metrics: dict) -> bool:
+    """The run's model card ``README.md`` (``report.card``), from its ``model.json`` (written by then),
+    ``cfg`` and ``metrics``; a ``README.md`` of the user's is left as it is. Returns whether it was written."""
+    import json
+
+    from transferkit.report.card import model_card, write_model_card
+
+    meta = json.loads(run.model_json.read_text(encoding="utf-8"))
+    text = model_card(run.kind, meta, cfg.model_dump(mode="json"), metrics, run.path.name,
+                      timm_loadable=(run.path / "config.json").is_file())
+    return write_model_card(run.path / "README.md", text)
 
 
 def write_run_report(run: RunDir, cfg: FinetuneConfig, metrics: dict, classes: list[str]) -> None:
@@ -272,6 +305,7 @@ def write_run_report(run: RunDir, cfg: FinetuneConfig, metrics: dict, classes: l
     if metrics.get("wise_curve"):
         plots["WiSE-FT alpha curve"] = plot_wise_curve(metrics["wise_curve"], run.path / "wise_curve.png").name
     write_report(run.report, cfg.model_dump(), metrics, plots)
+    write_card(run, cfg, metrics)
     write_json(run.metrics_json, metrics)
 
 

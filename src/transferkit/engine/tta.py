@@ -44,7 +44,14 @@ class Stream:
 
 
 def tta(cfg: TTAConfig, *, overwrite: bool = False, save: bool = False, progress: bool = True) -> dict:
-    """Run every method of ``cfg`` on the stream; returns ``metrics.json``'s content."""
+    """Run every method of ``cfg`` on the stream; returns ``metrics.json``'s content.
+
+    Example::
+
+        import transferkit as tk
+        cfg = tk.TTAConfig(run="runs/digits", data="builtin:digits", corruptions=["gaussian_noise"], out="runs/tta")
+        tk.tta(cfg)
+    """
     from transferkit.predict import load_run_model
     from transferkit.tta import check_method
 

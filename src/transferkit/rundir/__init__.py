@@ -10,6 +10,8 @@
       metrics.csv        per-epoch training log (merged across resumed attempts)
       model.safetensors  final weights (whole timm model, new head included)
       model.json         how to rebuild the model and preprocess inputs
+      config.json        the same for timm: timm.create_model("local-dir:RUN", pretrained=True)
+      README.md          the model card: data, recipe, scores, intended use, how to load it
       report.md          config, metrics and PNG plots
       checkpoints/       Lightning checkpoints for --resume
       logs/attempt_N/    raw CSV logs of each (possibly interrupted) attempt

@@ -30,8 +30,10 @@ MARKER = "transferkit.json"
 COMMON_OWNED = (MARKER, LOCK, f".*{TEMP_SUFFIX}", f"*/.*{TEMP_SUFFIX}")
 
 # Pieces written by shared code (engine/stages.py, Lightning), which the commands' declarations are made of:
-#: the files of a trained model's run (finetune, adapt, distill, pretrain)
-MODEL_RUN = ("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json", "report.md", "data.json")
+#: the files of a trained model's run (finetune, adapt, distill, pretrain); ``config.json`` + ``README.md``: timm's
+#: config and the model card, which make the folder a timm / Hugging Face model (engine/stages.py)
+MODEL_RUN = ("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json", "report.md", "data.json",
+             "config.json", "README.md")
 #: what training writes below the run: Lightning's checkpoint (and ``AtomicCheckpoint``'s temporary
 #: name), its CSV logs (one folder per attempt), PEFT's adapter files (``--strategy lora``)
 TRAINING = ("checkpoints/last.ckpt", "checkpoints/.last.ckpt.tmp", "logs/attempt_*/metrics.csv",

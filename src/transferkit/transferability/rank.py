@@ -475,6 +475,12 @@ def rank_candidates(
         ConfigError: unknown layer spec, layer out of range, image size too small, seed outside 0..2**32-1.
         ModelError / WeightsError: unknown model, weights not installed or unreachable.
         DataError: bad data source or a per-class count the data cannot give.
+
+    Example::
+
+        import transferkit as tk
+        result = tk.rank("builtin:digits", models=["efficientnet_lite0", "resnet18"], weights=["packaged", "none"])
+        result.recommendation["command"]     # the transferkit finetune call that follows the advice
     """
     models, weights, layers = _as_list(models, "models"), _as_list(weights, "weights"), _as_list(layers, "layers")
     _check_request(models, weights, layers, image_size, seed)
