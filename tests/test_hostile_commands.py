@@ -67,12 +67,11 @@ def finished_run(tmp_path_factory):
     return root / "run"
 
 
-@pytest.fixture
-def world(tmp_path, monkeypatch, finished_run):
-    root = tmp_path / "world"
+@pytest.fixture(scope="module")
+def world_template(tmp_path_factory, finished_run):
+    """The user's folder, built once per module (each test gets its own copy: ``world``)."""
+    root = tmp_path_factory.mktemp("world-template") / "world"
     root.mkdir()
-    monkeypatch.chdir(root)
-    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))  # outside the snapshot
     write_digit_folder(root / "images", per_class=6)
     write_digit_folder(root / "target", per_class=4)  # the same classes as images
     write_digit_folder(root / "other", per_class=6, classes=(3, 4, 5))  # other classes
@@ -88,6 +87,15 @@ def world(tmp_path, monkeypatch, finished_run):
     (root / "list.yaml").write_text("- data: images\n- epochs: 1\n")
     (root / "broken.yaml").write_text("data: [images\nepochs: 1\n")
     shutil.copytree(finished_run, root / "run")
+    return root
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch, world_template):
+    root = tmp_path / "world"
+    shutil.copytree(world_template, root, symlinks=True)
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("TRANSFERKIT_CACHE", str(tmp_path / "cache"))  # outside the snapshot
     return root
 
 
@@ -394,7 +402,8 @@ CASES: dict[str, Case] = {
     "export-opset-zero": Case(["export", "run", "--opset", "0"], words="opset"),
     "export-writes-only-its-files": Case(["export", "run"], code=0, words="model.onnx",
                                          outputs=("run/model.onnx", "run/export.json", "run/export.md"),
-                                         expect=("run/model.onnx", "run/export.json", "run/export.md")),
+                                         expect=("run/model.onnx", "run/export.json", "run/export.md"),
+                                         marks=(pytest.mark.slow,)),  # exports, verifies and times a model: 4 s
     # ------------------------------------------------------------------ corrupt
     "corrupt-data-missing": Case(["corrupt", "nowhere", "--corruption", "fog", "--out", "c"], words="nowhere"),
     "corrupt-unknown-corruption": Case(["corrupt", "images", "--corruption", "magic", "--out", "c"],
