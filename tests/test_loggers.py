@@ -168,8 +168,9 @@ def test_every_training_command_line_has_the_logger_options(name):
     from transferkit import cli
 
     cli._complete([name])
-    flags = {o for p in typer.main.get_command(cli.app).commands[name].params for o in p.opts}
-    assert {"--logger", "--experiment", "--mlflow-db"} <= flags
+    panels = {o: getattr(p, "rich_help_panel", None) for p in typer.main.get_command(cli.app).commands[name].params
+              for o in p.opts}
+    assert [panels.get(f) for f in ("--logger", "--experiment", "--mlflow-db")] == ["Output"] * 3
 
 
 def test_an_unknown_logger_is_refused(tmp_path):
