@@ -63,8 +63,8 @@ def check_device_and_run_dir(cfg: FinetuneConfig, run: RunDir, *, overwrite: boo
     from transferkit.engine.loggers import check_logger
     from transferkit.engine.stages import device_of
 
-    device_of(cfg)
-    check_logger(cfg)  # an accelerator transferkit cannot place features on is refused here too
+    device_of(cfg)  # an accelerator transferkit cannot place features on is refused here too
+    check_logger(cfg)
     if is_global_zero():
         run.check(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg))
 
