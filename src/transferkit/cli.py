@@ -322,7 +322,7 @@ def _resume_config(out: Path, given: dict, config_cls=None):
 
 
 COMPARE_SHARED = ("data", "model", "weights", "per_class", "test_per_class", "epochs", "image_size", "source_eval",
-                  "wise_curve")
+                  "wise_curve", "logger", "experiment", "mlflow_db")
 
 
 @app.command()

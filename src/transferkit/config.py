@@ -260,6 +260,21 @@ class MethodOptions(OptionGroup):
         return self
 
 
+class LoggerOptions(OptionGroup):
+    """Where the training curves are logged besides the run's own ``metrics.csv`` (always written): TensorBoard
+    event files in the run, or a local MLflow store (a SQLite file: no server, no network)."""
+
+    PANEL: ClassVar[str] = "Output"
+    logger: Literal["csv", "tensorboard", "mlflow"] = Field(
+        "csv", description="also log to: tensorboard (<run>/tensorboard/) or mlflow (a local SQLite store, "
+        "--mlflow-db); csv: only the run's metrics.csv, always written")
+    experiment: str | None = Field(None, min_length=1, description="mlflow: the experiment the run logs into; None: "
+                                   "the run folder's parent's name (a compare or leaderboard: its --out folder's)")
+    mlflow_db: str | None = Field(None, min_length=1, description="mlflow: the local SQLite file the run logs into "
+                                  "(view with mlflow ui --backend-store-uri sqlite:///FILE); None: <run>/mlflow.db "
+                                  "(a compare or leaderboard: <out>/mlflow.db, shared by its runs)")
+
+
 class RunConfig(OptionGroup):
     """What every run config has: where it writes, and its YAML form (``config.yaml``)."""
 
@@ -302,9 +317,9 @@ class RunConfig(OptionGroup):
         return cls.__name__.removesuffix("Config")
 
 
-class FinetuneConfig(RunConfig, MethodOptions, TrainerOptions, ProbeOptions, LoRAOptions, ForgettingOptions,
-                     AveragingOptions, OptimOptions, RegularizerOptions, L2SPOptions, RecipeOptions, LabelOptions,
-                     ModelOptions, DataOptions):
+class FinetuneConfig(RunConfig, LoggerOptions, MethodOptions, TrainerOptions, ProbeOptions, LoRAOptions,
+                     ForgettingOptions, AveragingOptions, OptimOptions, RegularizerOptions, L2SPOptions, RecipeOptions,
+                     LabelOptions, ModelOptions, DataOptions):
     """Everything that defines a ``transferkit finetune`` run."""
 
     def data_specs(self) -> list[str]:
@@ -317,8 +332,8 @@ class FinetuneConfig(RunConfig, MethodOptions, TrainerOptions, ProbeOptions, LoR
 ADAPT_STRATEGIES = ("full", "l2sp", "gradual")
 
 
-class AdaptConfig(RunConfig, MethodOptions, TrainerOptions, OptimOptions, L2SPOptions, RecipeOptions, LabelOptions,
-                  ModelOptions, DataOptions):
+class AdaptConfig(RunConfig, LoggerOptions, MethodOptions, TrainerOptions, OptimOptions, L2SPOptions, RecipeOptions,
+                  LabelOptions, ModelOptions, DataOptions):
     """Everything that defines a ``transferkit adapt`` run: finetune's model and training options,
     a labelled source (``data`` is set to ``source``) and a target whose labels are never trained on."""
 
@@ -374,8 +389,8 @@ class AdaptConfig(RunConfig, MethodOptions, TrainerOptions, OptimOptions, L2SPOp
 DISTILL_STRATEGIES = ("full", "gradual")
 
 
-class DistillConfig(RunConfig, MethodOptions, TrainerOptions, OptimOptions, RecipeOptions, LabelOptions, ModelOptions,
-                    DataOptions):
+class DistillConfig(RunConfig, LoggerOptions, MethodOptions, TrainerOptions, OptimOptions, RecipeOptions, LabelOptions,
+                    ModelOptions, DataOptions):
     """Everything that defines a ``transferkit distill`` run: a finished run as the teacher, and a
     student (``model``, ``weights``, ``model_args``) trained with finetune's options on ``data``."""
 
@@ -426,7 +441,8 @@ class DistillConfig(RunConfig, MethodOptions, TrainerOptions, OptimOptions, Reci
 
 
 
-class PretrainConfig(RunConfig, MethodOptions, TrainerOptions, OptimOptions, ModelOptions, DataOptions):
+class PretrainConfig(RunConfig, LoggerOptions, MethodOptions, TrainerOptions, OptimOptions, ModelOptions,
+                     DataOptions):
     """Everything that defines a ``transferkit pretrain`` run: a self-supervised method trains a backbone
     on the images of ``data`` (labels, if any, only feed the kNN monitor)."""
 

@@ -20,12 +20,12 @@ from rich.console import Console
 
 from transferkit.config import AdaptConfig
 from transferkit.engine.adapt import adapt, load_domains
-from transferkit.engine.compare import grid_dir, run_all, summarise
+from transferkit.engine.compare import grid_dir, grid_logging, run_all, summarise
 from transferkit.errors import ConfigError
 from transferkit.evaluation.baselines import grid_verdict
 from transferkit.report.adapt import write_adapt_leaderboard
 from transferkit.report.compare import plot_scores
-from transferkit.rundir import declare_kind, is_global_zero, write_json
+from transferkit.rundir import MLFLOW_STORE, declare_kind, is_global_zero, write_json
 
 #: Kept in each ``adapt.json`` record (besides ``method``, ``seed`` and ``run_dir``).
 RECORD_KEYS = ("target_accuracy", "source_accuracy", "source_val_accuracy", "proxy_a_distance_before",
@@ -33,7 +33,7 @@ RECORD_KEYS = ("target_accuracy", "source_accuracy", "source_val_accuracy", "pro
                "uses_target_labels")
 OUTPUTS = ("adapt.json", "leaderboard.md", "adapt.png")
 #: what an adapt leaderboard owns (rundir.layout): its files, and its runs, each an adapt run of its own
-ADAPT_COMPARE_RUN = declare_kind("adapt-compare", (*OUTPUTS, "runs/*/"), result=OUTPUTS[0])
+ADAPT_COMPARE_RUN = declare_kind("adapt-compare", (*OUTPUTS, *MLFLOW_STORE, "runs/*/"), result=OUTPUTS[0])
 
 
 def plan_runs(base: AdaptConfig, methods: list[str], seeds: list[int], out: Path) -> list[tuple]:
@@ -72,7 +72,7 @@ def adapt_compare(base: AdaptConfig, methods: list[str], seeds: list[int], out: 
                   overwrite: bool = False, progress: bool = True, console: Console | None = None) -> dict:
     """Run every ``methods`` x ``seeds`` and write ``adapt.json``, ``leaderboard.md``, ``adapt.png`` into ``out``."""
     out = Path(out)
-    plan = plan_runs(base, methods, seeds, out)
+    plan = plan_runs(grid_logging(base, out), methods, seeds, out)
     load_domains(next(cfg for m, _, cfg in plan if m == "oracle") if "oracle" in methods else plan[0][2])
     with grid_dir(out, ADAPT_COMPARE_RUN, plan, base, overwrite):
         records = run_all(plan, adapt, progress, console or Console(), title="adapt", name_key="method",

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 
 from transferkit.errors import IOFault, TrainingError
 
@@ -107,3 +108,19 @@ def ema_callback(decay: float) -> L.Callback:
     from lightning.pytorch.callbacks import EMAWeightAveraging
 
     return EMAWeightAveraging(decay=decay)
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar without the loggers' version (``v_num``: the attempt folder, the MLflow
+    run id) and with epochs counted from 1 (``Epoch 1/3``, where Lightning shows ``Epoch 0/2``)."""
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
+
+    def _get_train_description(self, current_epoch: int) -> str:  # Lightning's own hook, overridden
+        text = f"Epoch {current_epoch + 1}"
+        if self.trainer.max_epochs is not None:
+            text += f"/{self.trainer.max_epochs}"
+        return f"{text:{len(self.validation_description)}}"  # as wide as "Validation": the bar does not jump

@@ -12,9 +12,10 @@ from transferkit.config import FinetuneConfig
 from transferkit.errors import ConfigError, DataError, RunDirError
 from transferkit.rundir import RunDir, is_global_zero
 
-#: Options that change where or how fast a run executes (or, for ``epochs``, only how long):
-#: ``--resume`` applies them and says so; any other difference is refused.
-SAFE_ON_RESUME = ("epochs", "workers", "accelerator", "devices", "num_nodes", "dist")
+#: Options that change where or how fast a run executes (or, for ``epochs``, only how long), or where it
+#: logs: ``--resume`` applies them and says so; any other difference is refused.
+SAFE_ON_RESUME = ("epochs", "workers", "accelerator", "devices", "num_nodes", "dist", "logger", "experiment",
+                  "mlflow_db")
 
 
 def saved_config(run: RunDir, cls: type[FinetuneConfig] = FinetuneConfig, **overrides) -> FinetuneConfig:
@@ -57,11 +58,13 @@ def check_run_options(cfg: FinetuneConfig, setup, data, run: RunDir, *, overwrit
 
 
 def check_device_and_run_dir(cfg: FinetuneConfig, run: RunDir, *, overwrite: bool, resume: bool) -> None:
-    """The device features and evaluation run on, and (global rank zero: the others write nothing) the run
-    directory: ownership, and no output inside an input."""
+    """The device features and evaluation run on, ``--logger``'s package, and (global rank zero: the others
+    write nothing) the run directory: ownership, and no output inside an input."""
+    from transferkit.engine.loggers import check_logger
     from transferkit.engine.stages import device_of
 
     device_of(cfg)  # an accelerator transferkit cannot place features on is refused here too
+    check_logger(cfg)
     if is_global_zero():
         run.check(overwrite=overwrite, resume=resume, inputs=run_inputs(cfg))
 

@@ -36,7 +36,8 @@ from transferkit.engine.finetune import choose_recipe, finetune
 from transferkit.errors import ConfigError, Interrupted, RunDirError
 from transferkit.report.compare import plot_compare, write_leaderboard
 from transferkit.engine.checks import run_inputs
-from transferkit.rundir import RunDir, RunKind, declare_kind, is_global_zero, write_json
+from transferkit.engine.loggers import logging_into
+from transferkit.rundir import MLFLOW_STORE, RunDir, RunKind, declare_kind, is_global_zero, write_json
 from transferkit.registry import REGULARIZERS
 from transferkit.strategies import REGISTRY
 
@@ -47,8 +48,9 @@ RECORD_KEYS = ("test_accuracy", "val_accuracy", "train_seconds", "trainable_para
 
 #: The files compare writes next to ``runs/``.
 OUTPUTS = ("compare.json", "leaderboard.md", "compare.png")
-#: what a compare run owns (rundir.layout): its files, and its runs, each a finetune run of its own
-COMPARE_RUN = declare_kind("compare", (*OUTPUTS, "runs/*/"), result=OUTPUTS[0])
+#: what a compare run owns (rundir.layout): its files, the MLflow store its runs share (--logger mlflow), and
+#: its runs, each a finetune run of its own
+COMPARE_RUN = declare_kind("compare", (*OUTPUTS, *MLFLOW_STORE, "runs/*/"), result=OUTPUTS[0])
 
 #: "within noise of the best": the paired validation gap is at most this many accuracy points (or the std
 #: of the per-seed gaps, if larger); see :func:`within_noise`.
@@ -101,6 +103,7 @@ def compare(base: FinetuneConfig, strategies: list[str], seeds: list[int], out: 
         raise ConfigError("compare needs at least one strategy and one seed")
     if len(set(strategies)) != len(strategies):
         raise ConfigError(f"a strategy is listed twice in {','.join(strategies)}")
+    base = grid_logging(base, out)
     plan = [(name, seed, variant_config(base, name, seed, out / "runs" / f"{name}-seed{seed}", wise_curve))
             for seed in seeds for name in strategies]
     for _, _, cfg in plan:  # refuse before running anything: impossible combinations first
@@ -117,6 +120,12 @@ def compare(base: FinetuneConfig, strategies: list[str], seeds: list[int], out: 
         write_leaderboard(out / OUTPUTS[1], result, OUTPUTS[2])
         write_json(out / OUTPUTS[0], result)
     return result
+
+
+def grid_logging(base, out: Path):
+    """``base`` with ``--logger mlflow``'s store and experiment of a grid in ``out``: ``<out>/mlflow.db`` and
+    the name of ``out`` (unless given), so that every run of the grid logs into one experiment."""
+    return logging_into(base, out / MLFLOW_STORE[0], out.resolve().name or "transferkit")
 
 
 @contextmanager
@@ -163,8 +172,8 @@ def run_all(plan: list, run: Callable[..., dict], progress: bool, console: Conso
 
 
 
-#: Settings that change where or how fast a run executes, not what it computes.
-NOT_COMPARED = {"out", "workers", "accelerator", "devices", "num_nodes", "dist"}
+#: Settings that change where or how fast a run executes, or where it logs, not what it computes.
+NOT_COMPARED = {"out", "workers", "accelerator", "devices", "num_nodes", "dist", "logger", "experiment", "mlflow_db"}
 
 
 def check_reusable(cfg: FinetuneConfig) -> None:

@@ -266,12 +266,15 @@ def read_baseline_run(cfg: DistillConfig) -> dict | None:
 
 def student_alone(cfg: DistillConfig, run: RunDir) -> dict:
     """``{"test": accuracy, "val": accuracy}`` of the same student and budget without a teacher
-    (``--baseline``: trained in ``student-alone/``, reused when finished); None values without it."""
+    (``--baseline``: trained in ``student-alone/``, reused when finished, logged into this run's MLflow store and
+    experiment); None values without it."""
     from transferkit.engine.compare import run_or_reuse
+    from transferkit.engine.loggers import experiment_name, logging_into, mlflow_db
 
     if not cfg.baseline or cfg.loss == "none":
         return {"test": None, "val": None}
     alone = cfg.model_copy(update={"loss": "none", "baseline": False, "out": str(run.path / BASELINE_DIR)})
+    alone = logging_into(alone, mlflow_db(cfg, run), experiment_name(cfg))
     metrics = run_or_reuse(alone, distill)
     return {"test": metrics.get("student_accuracy"), "val": metrics.get("student_val_accuracy")}
 

@@ -15,13 +15,13 @@ from pathlib import Path
 from rich.console import Console
 
 from transferkit.config import DistillConfig
-from transferkit.engine.compare import grid_dir, mean_std, paired_diff, run_all, summarise
+from transferkit.engine.compare import grid_dir, grid_logging, mean_std, paired_diff, run_all, summarise
 from transferkit.engine.distill import distill, load_teacher, with_defaults
 from transferkit.errors import ConfigError
 from transferkit.evaluation.baselines import grid_verdict
 from transferkit.report.compare import plot_scores
 from transferkit.report.distill import write_distill_leaderboard
-from transferkit.rundir import declare_kind, is_global_zero, write_json
+from transferkit.rundir import MLFLOW_STORE, declare_kind, is_global_zero, write_json
 
 #: Kept in each ``distill.json`` record (besides ``loss``, ``seed`` and ``run_dir``).
 RECORD_KEYS = ("student_accuracy", "student_val_accuracy", "teacher_accuracy", "train_seconds", "image_size",
@@ -29,7 +29,7 @@ RECORD_KEYS = ("student_accuracy", "student_val_accuracy", "teacher_accuracy", "
                "teacher_images_per_second", "teacher_model", "unlabelled_images")
 OUTPUTS = ("distill.json", "leaderboard.md", "distill-compare.png")
 #: what a distill leaderboard owns (rundir.layout): its files, and its runs, each a distill run of its own
-DISTILL_COMPARE_RUN = declare_kind("distill-compare", (*OUTPUTS, "runs/*/"), result=OUTPUTS[0])
+DISTILL_COMPARE_RUN = declare_kind("distill-compare", (*OUTPUTS, *MLFLOW_STORE, "runs/*/"), result=OUTPUTS[0])
 
 
 def plan_runs(base: DistillConfig, losses: list[str], seeds: list[int], out: Path) -> list[tuple]:
@@ -75,7 +75,7 @@ def distill_compare(base: DistillConfig, losses: list[str], seeds: list[int], ou
     """Run every loss x seed (and ``none``) and write ``distill.json``, ``leaderboard.md`` and a chart into ``out``."""
     out = Path(out)
     base = with_defaults(base, load_teacher(base.teacher))  # the teacher checked, its data filled in, up front
-    plan = plan_runs(base, losses, seeds, out)
+    plan = plan_runs(grid_logging(base, out), losses, seeds, out)
     with grid_dir(out, DISTILL_COMPARE_RUN, plan, base, overwrite):
         records = run_all(plan, distill, progress, console or Console(), title="distill", name_key="loss",
                           score="student_accuracy", keys=RECORD_KEYS)

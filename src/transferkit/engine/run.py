@@ -6,7 +6,8 @@
     -> command.load -> command.check (everything refused before the disk is touched; model built)
     -> open the run (ownership, lock, undo on failure) -> config.yaml + data.json
     -> command.before (rank zero) -> command.train (every rank; Lightning)
-    -> rank guard -> command.evaluate (rank zero: metrics, model saved) -> resume changes -> command.report
+    -> rank guard -> command.evaluate (rank zero: metrics, model saved) -> resume changes
+    -> final scores to --logger's TensorBoard/MLflow (engine.loggers) -> command.report
 
 A command (:class:`Command`) supplies only what differs: its run label, how it loads its data, checks
 and builds its model, trains, evaluates and reports. Its hooks share one ``state`` namespace.
@@ -116,6 +117,10 @@ def run_command(command: Command, cfg: Any, *, overwrite: bool = False, resume: 
         metrics = command.evaluate(cfg, state, run, trained)
         if changed:
             metrics["resume_changes"] = changed
+        if cfg.logger != "csv":
+            from transferkit.engine.loggers import log_results
+
+            log_results(cfg, run, metrics)
         command.report(run, cfg, metrics, state)
     return metrics
 

@@ -196,14 +196,14 @@ def train_lightning(module, cfg: FinetuneConfig, run: RunDir, loaders: dict, epo
     loaded, on global rank zero, into a plain copy of the network made before training.
     ``ema_decay`` > 0: an exponential moving average of the weights (Lightning's
     ``EMAWeightAveraging``, buffers included) is what validation sees and what training ends
-    with; it is saved in every checkpoint, so a resumed run averages on.
+    with; it is saved in every checkpoint, so a resumed run averages on. Global rank zero logs: the
+    CSV logs (``metrics.csv``) and ``--logger``'s TensorBoard or MLflow (``engine.loggers``).
     """
     quiet_lightning()
     import lightning as L
-    from lightning.pytorch.callbacks import RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger
 
-    from transferkit.engine.callbacks import AtomicCheckpoint, FinalWeights, TrainTimer, ema_callback
+    from transferkit.engine.callbacks import AtomicCheckpoint, FinalWeights, ProgressBar, TrainTimer, ema_callback
+    from transferkit.engine.loggers import training_loggers
 
     plain = copy.deepcopy(module.net)
     timer, final = TrainTimer(prep_seconds=prep_seconds), FinalWeights()
@@ -212,8 +212,8 @@ def train_lightning(module, cfg: FinetuneConfig, run: RunDir, loaders: dict, epo
     trainer = L.Trainer(
         max_epochs=epochs, accelerator=cfg.accelerator, devices=lightning_devices(cfg.devices), num_nodes=cfg.num_nodes,
         strategy=cfg.dist, precision=cfg.precision,
-        callbacks=callbacks + ([RichProgressBar(leave=True)] if progress else []),
-        logger=CSVLogger(run.logs, name="", version=run.next_attempt()) if is_global_zero() else False,
+        callbacks=callbacks + ([ProgressBar(leave=True)] if progress else []),
+        logger=training_loggers(cfg, run) if is_global_zero() else False,  # CSV always, + --logger's
         default_root_dir=run.path,
         enable_progress_bar=progress, enable_model_summary=False, enable_checkpointing=False,
         log_every_n_steps=1, num_sanity_val_steps=0, deterministic=False)

@@ -42,13 +42,13 @@ Nothing here imports torch (but ``save_weights``/``load_weights``, when called) 
 from transferkit.rundir.atomic import (IO_FAULTS, TEMP_SUFFIX, atomic_dir, atomic_write, io_fault, load_weights,
                                        save_weights, write_json)
 from transferkit.rundir.checks import check_output_not_input
-from transferkit.rundir.layout import (CHECKPOINTED, COMMON_OWNED, MARKER, MODEL_RUN, TRAINING, RunKind,
-                                       RunLayout, declare_kind, declare_model_run, declared_kinds, run_kind)
+from transferkit.rundir.layout import (CHECKPOINTED, COMMON_OWNED, MARKER, MLFLOW_STORE, MODEL_RUN, TRAINING,
+                                       RunKind, RunLayout, declare_kind, declare_model_run, declared_kinds, run_kind)
 from transferkit.rundir.lock import LOCK, RunLock
 from transferkit.rundir.ranks import global_rank, is_global_zero
 from transferkit.rundir.transaction import RunDir
 
-__all__ = ["CHECKPOINTED", "COMMON_OWNED", "IO_FAULTS", "LOCK", "MARKER", "MODEL_RUN", "TEMP_SUFFIX",
-           "TRAINING", "RunDir", "RunKind", "RunLayout", "RunLock", "atomic_dir", "atomic_write",
+__all__ = ["CHECKPOINTED", "COMMON_OWNED", "IO_FAULTS", "LOCK", "MARKER", "MLFLOW_STORE", "MODEL_RUN",
+           "TEMP_SUFFIX", "TRAINING", "RunDir", "RunKind", "RunLayout", "RunLock", "atomic_dir", "atomic_write",
            "check_output_not_input", "declare_kind", "declare_model_run", "declared_kinds", "global_rank",
            "io_fault", "is_global_zero", "load_weights", "run_kind", "save_weights", "write_json"]

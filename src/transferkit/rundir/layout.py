@@ -34,11 +34,15 @@ COMMON_OWNED = (MARKER, LOCK, f".*{TEMP_SUFFIX}", f"*/.*{TEMP_SUFFIX}")
 #: config and the model card, which make the folder a timm / Hugging Face model (engine/stages.py)
 MODEL_RUN = ("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json", "report.md", "data.json",
              "config.json", "README.md")
+#: the MLflow store ``--logger mlflow`` writes (engine/loggers.py): a SQLite file and its journal; a run's
+#: own, or a grid's (compare, adapt/distill leaderboards), shared by its runs
+MLFLOW_STORE = ("mlflow.db", "mlflow.db-*")
 #: what training writes below the run: Lightning's checkpoint (and ``AtomicCheckpoint``'s temporary
-#: name), its CSV logs (one folder per attempt), PEFT's adapter files (``--strategy lora``)
+#: name), its CSV logs (one folder per attempt), PEFT's adapter files (``--strategy lora``), what
+#: ``--logger`` adds (TensorBoard's event files, the MLflow store, the MLflow run a resume logs on into)
 TRAINING = ("checkpoints/last.ckpt", "checkpoints/.last.ckpt.tmp", "logs/attempt_*/metrics.csv",
             "logs/attempt_*/hparams.yaml", "adapter/adapter_config.json", "adapter/adapter_model.safetensors",
-            "adapter/README.md")
+            "adapter/README.md", "tensorboard/*", *MLFLOW_STORE, "logs/mlflow.json")
 #: a failed or interrupted training run is kept, for ``--resume``, once an epoch has finished
 CHECKPOINTED = ("checkpoints/last.ckpt",)
 
@@ -162,6 +166,9 @@ class RunLayout:
     checkpoints = property(lambda self: self.path / "checkpoints")
     last_checkpoint = property(lambda self: self.path / "checkpoints" / "last.ckpt")
     logs = property(lambda self: self.path / "logs")
+    tensorboard = property(lambda self: self.path / "tensorboard")
+    mlflow_db = property(lambda self: self.path / MLFLOW_STORE[0])
+    mlflow_record = property(lambda self: self.path / "logs" / "mlflow.json")
     adapter = property(lambda self: self.path / "adapter")
     marker = property(lambda self: self.path / MARKER)
     lock_file = property(lambda self: self.path / LOCK)
