@@ -1,0 +1,82 @@
+"""Calibration: expected calibration error, reliability bins and temperature scaling.
+
+A classifier is calibrated when its confidence matches its accuracy. With ``N`` samples, confidence
+``c_i = max_k p_ik``, prediction ``y^_i = argmax_k p_ik`` and equal-width confidence bins
+``B_b = {i : c_i in ((b-1)/M, b/M]}``, ``b = 1..M``:
+
+    acc(B_b)  = 1/|B_b| sum_{i in B_b} [y^_i = y_i]
+    conf(B_b) = 1/|B_b| sum_{i in B_b} c_i
+    ECE       = sum_b |B_b| / N * |acc(B_b) - conf(B_b)|
+
+Temperature scaling (Guo et al. 2017, "On Calibration of Modern Neural Networks") divides the logits
+``z`` by one scalar ``T > 0`` fitted on held-out data by minimising the negative log-likelihood
+
+    NLL(T) = -1/N sum_i log softmax(z_i / T)_{y_i}
+
+It leaves the argmax (so accuracy) unchanged. Plain torch; no engine or torchmetrics imports.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> dict:
+    """Per equal-width confidence bin: ``confidence`` (mean max-prob), ``accuracy``, ``count``
+    (lists of length ``bins``; empty bins have confidence and accuracy 0) and the bin ``edges``."""
+    probs, labels = probs.detach().float().cpu(), labels.detach().cpu()
+    conf, pred = probs.max(1)
+    correct = (pred == labels).float()
+    # bin b holds conf in (b/M, (b+1)/M]; conf 0 goes to bin 0
+    idx = (torch.ceil(conf * bins).long() - 1).clamp(0, bins - 1)
+    count = torch.bincount(idx, minlength=bins).float()
+    safe = count.clamp(min=1)
+    return {"confidence": (torch.bincount(idx, conf, minlength=bins) / safe).tolist(),
+            "accuracy": (torch.bincount(idx, correct, minlength=bins) / safe).tolist(),
+            "count": count.long().tolist(),
+            "edges": torch.linspace(0, 1, bins + 1).tolist()}
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
+    """``ECE = sum_b |B_b|/N |acc(B_b) - conf(B_b)|`` over ``bins`` equal-width confidence bins."""
+    r = reliability_bins(probs, labels, bins)
+    n = max(sum(r["count"]), 1)
+    return float(sum(c / n * abs(a - f) for c, a, f in zip(r["count"], r["accuracy"], r["confidence"])))
+
+
+def nll_at(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> float:
+    """``NLL(T) = mean_i -log softmax(z_i / T)_{y_i}``."""
+    return F.cross_entropy(logits.detach().double().cpu() / temperature, labels.detach().cpu()).item()
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 100) -> float:
+    """The ``T > 0`` minimising ``NLL(T)`` on ``logits (N, C)``, ``labels (N,)``.
+
+    Optimises ``log T`` (so ``T`` stays positive) from ``T = 1`` with L-BFGS (strong-Wolfe line search) in
+    float64 on the CPU: deterministic, and converged to the gradient tolerance for this 1-D convex-in-
+    practice problem. Returns 1.0 for an empty set.
+    """
+    if len(labels) == 0:
+        return 1.0
+    z, y = logits.detach().double().cpu(), labels.detach().cpu()
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=steps, tolerance_grad=1e-10, tolerance_change=1e-12,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    return float(log_t.exp().item())
+
+
+def calibrated_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``softmax(logits / T)``."""
+    return (logits.float() / float(temperature)).softmax(-1)
+
+
+__all__ = ["calibrated_probs", "expected_calibration_error", "fit_temperature", "nll_at", "reliability_bins"]
