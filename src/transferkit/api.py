@@ -106,13 +106,15 @@ class Model:
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
             logits = self.model(torch.stack([x for x, _ in chunk]).to(self.device))
-            for (_, path), top in zip(chunk, top_classes(logits, self.classes, topk)):
+            for (_, path), top in zip(chunk, top_classes(logits, self.classes, topk,
+                                                                   self.meta.get("temperature", 1.0))):
                 results.append({"path": path, "top": top} if path is not None else {"top": top})
         return results
 
     @torch.inference_mode()
     def logits(self, images: Any, batch_size: int = 32) -> torch.Tensor:
-        """The model's logits (N, C) for ``images`` (what :meth:`predict` takes), on the CPU.
+        """The model's logits (N, C) for ``images`` (what :meth:`predict` takes), on the CPU; raw, before
+        the run's temperature (``predict``'s probabilities are ``softmax(logits / meta["temperature"])``).
 
         Example::
 

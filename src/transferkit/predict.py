@@ -196,7 +196,8 @@ def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 3,
     dataset = TransformedSubset(images, range(len(files)), eval_transform(meta))
     results = Predictions(skipped=skipped)
     for i, (x, _) in enumerate(DataLoader(dataset, batch_size=batch_size)):
-        for j, top in enumerate(top_classes(model(x.to(target)), classes, topk)):
+        for j, top in enumerate(top_classes(model(x.to(target)), classes, topk,
+                                             meta.get("temperature", 1.0))):
             results.append({"path": display_name(files[i * batch_size + j]), "top": top})
     return results
 
@@ -209,9 +210,10 @@ def check_topk(topk: int, batch_size: int = 1) -> None:
         raise ConfigError(f"batch size must be >= 1, got {batch_size}")
 
 
-def top_classes(logits: torch.Tensor, classes: list[str], topk: int) -> list[list[dict]]:
+def top_classes(logits: torch.Tensor, classes: list[str], topk: int, temperature: float = 1.0) -> list[list[dict]]:
     """Per row of ``logits`` (B, C): the ``min(topk, C)`` most probable classes, ``[{class, prob}]`` with
-    ``prob = softmax(logits)_c`` rounded to 6 decimals, most probable first."""
-    top = logits.float().softmax(-1).topk(min(topk, len(classes)), dim=-1)
+    ``prob = softmax(logits / T)_c`` rounded to 6 decimals, most probable first. ``T``: the run's
+    fitted temperature (model.json ``temperature``, 1.0 when absent; see evaluation/calibration.py)."""
+    top = (logits.float() / float(temperature)).softmax(-1).topk(min(topk, len(classes)), dim=-1)
     return [[{"class": classes[c], "prob": round(float(p), 6)} for p, c in zip(values, indices)]
             for values, indices in zip(top.values.tolist(), top.indices.tolist())]

@@ -28,7 +28,7 @@ from transferkit.strategies import Recipe, get_recipe
 
 #: what a finetune run writes besides a model run's files (rundir.layout); a new plot adds its name here
 FINETUNE_RUN = declare_model_run("finetune", "learning_curve.png", "confusion_matrix.png", "wise_curve.png",
-                                 *EXPORTED)
+                                 "reliability.png", *EXPORTED)
 
 
 @dataclass
@@ -181,6 +181,7 @@ def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Buil
     from transferkit.engine import probe
     from transferkit.engine.forgetting import wise_metrics
     from transferkit.evaluation.baselines import verdict
+    from transferkit.evaluation.calibration import calibrate
     from transferkit.surgery.heads import count_parameters
     from transferkit.transferability.pixels import cached_pixel_baseline
 
@@ -199,8 +200,10 @@ def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Buil
     scores = known | evaluate_splits(trained.net if setup.recipe.cached_features else model, loaders,
                                      len(data.classes), device, [s for s in ("test", "val") if s not in known])
     test, val = scores.get("test"), scores.get("val")
+    calibration = calibrate(trained.net if setup.recipe.cached_features else model, loaders["val"],
+                            loaders["test"], device)
     forgetting = drift(model)
-    save_model(run, model, built, cfg, data.classes, strategy)
+    save_model(run, model, built, cfg, data.classes, strategy, calibration["temperature"] if calibration else 1.0)
     baseline = (cached_pixel_baseline(data.subsets["train"][0].subset(data.subsets["train"][1]),
                                       data.subsets["test"][0].subset(list(data.subsets["test"][1])), seed=cfg.seed)
                 if test and cfg.baseline else None)
@@ -222,7 +225,7 @@ def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Buil
         "skipped_images": len(data.source.skipped), "classes": data.classes, "seed": cfg.seed,
         "optim": asdict(setup.optim), "test_confusion": test["confusion"] if test else None,
         **{k: v for k, v in extra.items() if k.startswith("probe_") and k != "probe_state"},
-        **trained.extra, **recipe_metrics, **wise, **forgetting,
+        "calibration": calibration, **trained.extra, **recipe_metrics, **wise, **forgetting,
     }
 
 

@@ -246,15 +246,17 @@ def evaluate_splits(net: torch.nn.Module, loaders: dict, num_classes: int, devic
 
 
 def save_model(run: RunDir, model: torch.nn.Module, built: Built, cfg: FinetuneConfig, classes: list[str],
-               strategy: str) -> None:
-    """``model.safetensors`` + ``model.json``: all ``predict`` needs; and timm's ``config.json``
-    (:func:`write_timm_config`)."""
+               strategy: str, temperature: float = 1.0) -> None:
+    """``model.safetensors`` + ``model.json``: all ``predict`` needs (``temperature``: the fitted
+    calibration temperature, predict's ``softmax(logits / T)``; absent in older runs = 1.0); and timm's
+    ``config.json`` (:func:`write_timm_config`)."""
     from transferkit.backbones import describe_model
     from transferkit.rundir import save_weights, write_json
 
     save_weights(run.weights, model)
     write_json(run.model_json, {**describe_model(model), "norm": cfg.norm, "classes": classes,
-                                "data_config": built.data_config, "strategy": strategy, "transferkit_format": 1})
+                                "data_config": built.data_config, "strategy": strategy, "temperature": temperature,
+                                "transferkit_format": 1})
     write_timm_config(run, model, classes, built.data_config, cfg.norm)
 
 
@@ -292,7 +294,7 @@ def write_card(run: RunDir, cfg, metrics: dict) -> bool:
 def write_run_report(run: RunDir, cfg: FinetuneConfig, metrics: dict, classes: list[str]) -> None:
     """Learning curve, confusion matrix, WiSE-FT curve, ``report.md``; ``metrics.json`` last
     (its presence means the run directory is complete)."""
-    from transferkit.report import plot_confusion, plot_learning_curve, plot_wise_curve, write_report
+    from transferkit.report import plot_confusion, plot_learning_curve, plot_reliability, plot_wise_curve, write_report
     from transferkit.rundir import write_json
 
     rows = run.merge_logs()
@@ -304,6 +306,9 @@ def write_run_report(run: RunDir, cfg: FinetuneConfig, metrics: dict, classes: l
                                                           run.path / "confusion_matrix.png").name
     if metrics.get("wise_curve"):
         plots["WiSE-FT alpha curve"] = plot_wise_curve(metrics["wise_curve"], run.path / "wise_curve.png").name
+    if (metrics.get("calibration") or {}).get("reliability"):
+        plots["Reliability diagram (temperature scaling)"] = plot_reliability(metrics["calibration"],
+                                                                              run.path / "reliability.png").name
     write_report(run.report, cfg.model_dump(), metrics, plots)
     write_card(run, cfg, metrics)
     write_json(run.metrics_json, metrics)

@@ -79,4 +79,32 @@ def calibrated_probs(logits: torch.Tensor, temperature: float = 1.0) -> torch.Te
     return (logits.float() / float(temperature)).softmax(-1)
 
 
-__all__ = ["calibrated_probs", "expected_calibration_error", "fit_temperature", "nll_at", "reliability_bins"]
+def calibrate(net: torch.nn.Module, val_loader, test_loader, device=None, bins: int = 15) -> dict | None:
+    """Fit ``T`` on ``net``'s validation logits; ECE on val and test before (T = 1) and after.
+
+    Returns ``{temperature, val_ece_before, val_ece_after, test_ece_before, test_ece_after, reliability}``
+    (test figures ``None`` without a test set; ``reliability``: :func:`reliability_bins` before/after on
+    test, else val), or ``None`` when there is no validation set to fit on.
+    """
+    from transferkit.evaluation.metrics import predict_logits
+
+    if val_loader is None or not len(val_loader.dataset):
+        return None
+    splits = {"val": predict_logits(net, val_loader, device)}
+    if test_loader is not None and len(test_loader.dataset):
+        splits["test"] = predict_logits(net, test_loader, device)
+    t = fit_temperature(*splits["val"])
+    out = {"temperature": round(t, 6)}
+    for name in ("val", "test"):
+        z, y = splits.get(name, (None, None))
+        out[f"{name}_ece_before"] = None if z is None else expected_calibration_error(calibrated_probs(z), y, bins)
+        out[f"{name}_ece_after"] = None if z is None else expected_calibration_error(calibrated_probs(z, t), y, bins)
+    shown = "test" if "test" in splits else "val"
+    z, y = splits[shown]
+    out["reliability"] = {"split": shown, "before": reliability_bins(calibrated_probs(z), y, bins),
+                          "after": reliability_bins(calibrated_probs(z, t), y, bins)}
+    return out
+
+
+__all__ = ["calibrate", "calibrated_probs", "expected_calibration_error", "fit_temperature", "nll_at",
+           "reliability_bins"]

@@ -104,3 +104,21 @@ def plot_wise_curve(curve: list[dict], path: Path) -> Path:
     ax.legend()
     ax.set_title("WiSE-FT weight interpolation")
     return save_png(fig, path)
+
+
+def plot_reliability(calibration: dict, path: Path) -> Path:
+    """Reliability diagram before (T = 1) and after temperature scaling: per confidence bin, accuracy
+    (bars) against the diagonal ``accuracy = confidence``; the title gives each side's ECE."""
+    rel, t = calibration["reliability"], calibration["temperature"]
+    split = rel["split"]
+    fig = new_figure(figsize=(9, 4))
+    for ax, key, title in zip(fig.subplots(1, 2), ("before", "after"), ("T = 1", f"T = {t:.3g}")):
+        bins = rel[key]
+        edges, width = bins["edges"][:-1], bins["edges"][1] - bins["edges"][0]
+        acc = [a if n else 0.0 for a, n in zip(bins["accuracy"], bins["count"])]
+        ax.bar(edges, acc, width=width, align="edge", edgecolor="black", alpha=0.7, label="accuracy")
+        ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy",
+               title=f"{split}, {title}, ECE {calibration[f'{split}_ece_{key}']:.3f}")
+        ax.legend(loc="upper left")
+    return save_png(fig, path)
