@@ -59,3 +59,39 @@ def test_fit_temperature_recovers_two_and_lowers_nll():
 
 def test_fit_temperature_empty_is_one():
     assert fit_temperature(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long)) == 1.0
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, "2", None, float("inf")])
+def test_model_json_bad_temperature_refused(tiny_run, tmp_path, bad):
+    import json
+
+    from transferkit.errors import RunDirError
+    from transferkit.predict import predict
+
+    meta = json.loads((tiny_run / "model.json").read_text())
+    (tiny_run / "model.json").write_text(json.dumps({**meta, "temperature": bad}))
+    with pytest.raises(RunDirError, match="temperature must be a positive number"):
+        predict(tiny_run, [tmp_path])
+
+
+def test_top_classes_divides_by_temperature():
+    from transferkit.predict import top_classes
+
+    # logits (0, ln 3): T=1 -> (1/4, 3/4); T=2 -> logits (0, ln 3 / 2) -> (1/(1+sqrt 3), sqrt 3/(1+sqrt 3))
+    logits = torch.tensor([[0.0, float(torch.log(torch.tensor(3.0)))]])
+    assert top_classes(logits, ["a", "b"], 2)[0] == [{"class": "b", "prob": 0.75}, {"class": "a", "prob": 0.25}]
+    s3 = 3 ** 0.5
+    got = top_classes(logits, ["a", "b"], 2, temperature=2.0)[0]
+    assert [e["prob"] for e in got] == pytest.approx([s3 / (1 + s3), 1 / (1 + s3)], abs=1e-6)
+
+
+def test_reliability_plot_written(tmp_path):
+    from transferkit.report import plot_reliability
+
+    z, labels = _calibrated_set(n=500)
+    probs = (2 * z).softmax(-1)
+    cal = {"temperature": 2.0, "test_ece_before": 0.1, "test_ece_after": 0.01,
+           "reliability": {"split": "test", "before": reliability_bins(probs, labels),
+                           "after": reliability_bins(z.softmax(-1), labels)}}
+    path = plot_reliability(cal, tmp_path / "reliability.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

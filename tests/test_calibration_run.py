@@ -46,3 +46,11 @@ def test_finetune_fits_and_applies_temperature(tmp_path, strategy, epochs):
     assert {e["class"]: e["prob"] for e in top} == pytest.approx(
         {str(c): p for c, p in enumerate(expected[0].tolist())}, abs=1e-5)
     assert not torch.allclose(model.logits(images).softmax(-1), expected, atol=1e-4)   # T really changes it
+    if strategy == "linear-probe":   # the ONNX model outputs logits; predict's onnxruntime backend applies T
+        pytest.importorskip("onnxruntime")
+        from transferkit.engine.export import export_run
+
+        export_run(out)
+        onnx_top = tk.predict(out, [tmp_path / "a.png"], topk=10, backend="onnxruntime")[0]["top"]
+        assert {e["class"]: e["prob"] for e in onnx_top} == pytest.approx(
+            {str(c): p for c, p in enumerate(expected[0].tolist())}, abs=1e-4)

@@ -12,6 +12,7 @@ DataError). Nothing is written.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,10 @@ def read_model_json(run: RunDir) -> dict:
                           "(num_classes); the file was edited or damaged, rerun the run")
     if not (isinstance(cfg, dict) and isinstance(cfg.get("input_size"), list) and cfg["input_size"]):
         raise RunDirError(f"{quoted(run.model_json)}: data_config lacks input_size; rerun the run")
+    t = meta.get("temperature", 1.0)  # calibration temperature; absent in runs before it = 1.0
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+        raise RunDirError(f"{quoted(run.model_json)}: temperature must be a positive number, got {t!r}; "
+                          "fix it (1.0 = uncalibrated) or rerun the run")
     return meta
 
 
