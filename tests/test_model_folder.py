@@ -94,13 +94,16 @@ def test_timm_local_dir_model_is_the_runs_model(run, digit_files):
 
 @pytest.mark.slow
 def test_predicts_probabilities_are_the_timm_models_softmax(run, digit_files):
+    """predict's probabilities are the softmax of timm's logits at the run's fitted temperature
+    (model.json; calibration on validation)."""
     _, out, _ = run
     theirs = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
     with torch.no_grad():
         logits = theirs(batch(out, digit_files)).double()
+    temperature = json.loads((out / "model.json").read_text()).get("temperature", 1.0)
     results = predict(out, digit_files, topk=2)
     for row, result in zip(logits.tolist(), results):
-        exp = [math.exp(v - max(row)) for v in row]  # softmax by hand
+        exp = [math.exp((v - max(row)) / temperature) for v in row]  # softmax(logits / T) by hand
         probs = [e / sum(exp) for e in exp]
         best = sorted(range(10), key=lambda c: -probs[c])[:2]
         assert [t["class"] for t in result["top"]] == [str(c) for c in best]

@@ -53,7 +53,8 @@ def model_card(kind: str, meta: dict, config: dict, metrics: dict, run_name: str
              "", "## Scores", "", *score_lines(kind, metrics),
              "", "Full report, plots and config: `report.md`; every score: `metrics.json`.",
              "", "## Intended use", "", *intended_use(classes, size),
-             "", "## Load it", "", *loading(kind, run_name, timm_loadable, bool(classes)), ""]
+             "", "## Load it", "", *loading(kind, run_name, timm_loadable, bool(classes),
+                                            float(meta.get("temperature", 1.0))), ""]
     return "\n".join(lines)
 
 
@@ -94,13 +95,18 @@ def intended_use(classes: list[str], size: int) -> list[str]:
             "hold for images from the same source as its test split, not beyond."]
 
 
-def loading(kind: str, run_name: str, timm_loadable: bool, classifier: bool) -> list[str]:
+def loading(kind: str, run_name: str, timm_loadable: bool, classifier: bool, temperature: float = 1.0) -> list[str]:
+    """How to load the folder; ``temperature``: the calibration fitted on validation (``model.json``),
+    which ``transferkit predict`` applies: probabilities = softmax(logits / T)."""
+    scaled = "model(x)" if temperature == 1.0 else f"(model(x) / {temperature:.4g})"
+    note = [] if temperature == 1.0 else [f"    # {temperature:.4g}: the temperature calibrated on validation "
+                                          "(model.json), as transferkit predict applies it"]
     timm_code = ["```python", "import timm", "import torch", "from PIL import Image", "",
                  f'model = timm.create_model("local-dir:{run_name}", pretrained=True).eval()  # this folder',
                  "transform = timm.data.create_transform(**timm.data.resolve_data_config(model=model))",
                  'x = transform(Image.open("image.png").convert("RGB")).unsqueeze(0)',
                  "with torch.no_grad():",
-                 *(["    probs = model(x).softmax(-1)",
+                 *([*note, f"    probs = {scaled}.softmax(-1)",
                     'print(model.pretrained_cfg["label_names"][int(probs.argmax())])']
                    if classifier else ["    features = model(x)  # pooled features"]), "```"]
     timm_part = (["With timm (the folder's `config.json` + `model.safetensors`):", "", *timm_code] if timm_loadable
