@@ -44,6 +44,10 @@ def test_full_run_directory_is_complete(full_run):
     assert val_epochs == ["0", "1", "2"]
     report = (out / "report.md").read_text()
     assert "learning_curve.png" in report and "confusion_matrix.png" in report and "test_accuracy" in report
+    per_class = saved["test_per_class"]  # the per-class table: each row's recall is its confusion row's diagonal share
+    assert [r["class"] for r in per_class] == [str(c) for c in range(10)] and "## Per class (test)" in report
+    for r, row in zip(per_class, saved["test_confusion"]):
+        assert r["support"] == sum(row) and r["recall"] == pytest.approx(row[int(r["class"])] / sum(row))
 
 
 @pytest.mark.slow

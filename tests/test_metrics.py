@@ -1,6 +1,7 @@
 """evaluation.metrics scores held-out predictions with scikit-learn; the figures must be the ones
 torchmetrics (what the Lightning module reports during training) gives for the same predictions."""
 
+import pytest
 import torch
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix, MulticlassF1Score
 
@@ -26,3 +27,24 @@ def test_scores_match_torchmetrics_with_a_class_absent_and_one_never_predicted()
     assert ours["confusion"] == theirs["confusion"]
     assert ours["n"] == 300 and len(ours["confusion"]) == 7
     assert abs(ours["loss"] - torch.nn.functional.cross_entropy(logits, labels).item()) < 1e-6
+
+
+def test_per_class_scores_from_the_confusion_matrix():
+    """By hand: true 0 -> predicted (0, 0, 1); true 1 -> (1); true 2 -> (0, 2): class 0 precision 2/3,
+    recall 2/3; class 1 precision 1/2, recall 1; class 2 precision 1, recall 1/2; and as scikit-learn says."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from transferkit.evaluation.metrics import per_class_scores, per_class_table
+
+    y, pred = [0, 0, 0, 1, 2, 2], [0, 0, 1, 1, 0, 2]
+    confusion = [[2, 1, 0], [0, 1, 0], [1, 0, 1]]
+    rows = per_class_scores(confusion, ["a", "b", "c"])
+    assert [r["precision"] for r in rows] == pytest.approx([2 / 3, 1 / 2, 1.0])
+    assert [r["recall"] for r in rows] == pytest.approx([2 / 3, 1.0, 1 / 2])
+    assert [r["support"] for r in rows] == [3, 1, 2]
+    p, r, f, n = precision_recall_fscore_support(y, pred, labels=[0, 1, 2], zero_division=0)
+    assert [x["f1"] for x in rows] == pytest.approx(list(f))
+    empty = per_class_scores([[1, 0], [1, 0]], ["x", "never-predicted"])[1]
+    assert empty["precision"] == 0.0 and empty["f1"] == 0.0
+    worst_first = per_class_table(per_class_scores([[3, 0], [2, 1]], ["good", "bad"]))[5:]
+    assert [line.split(" |")[0] for line in worst_first] == ["| bad", "| good"]  # F1 0.5 before 0.75

@@ -182,6 +182,7 @@ def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Buil
     from transferkit.engine.forgetting import wise_metrics
     from transferkit.evaluation.baselines import verdict
     from transferkit.evaluation.calibration import calibrate
+    from transferkit.evaluation.metrics import per_class_scores
     from transferkit.surgery.heads import count_parameters
     from transferkit.transferability.pixels import cached_pixel_baseline
 
@@ -224,6 +225,7 @@ def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Buil
         "train_images": data.size("train"), "val_images": data.size("val"), "test_images": data.size("test"),
         "skipped_images": len(data.source.skipped), "classes": data.classes, "seed": cfg.seed,
         "optim": asdict(setup.optim), "test_confusion": test["confusion"] if test else None,
+        "test_per_class": per_class_scores(test["confusion"], data.classes) if test else None,
         **{k: v for k, v in extra.items() if k.startswith("probe_") and k != "probe_state"},
         "calibration": calibration, **trained.extra, **recipe_metrics, **wise, **forgetting,
     }

@@ -294,6 +294,7 @@ def write_card(run: RunDir, cfg, metrics: dict) -> bool:
 def write_run_report(run: RunDir, cfg: FinetuneConfig, metrics: dict, classes: list[str]) -> None:
     """Learning curve, confusion matrix, WiSE-FT curve, ``report.md``; ``metrics.json`` last
     (its presence means the run directory is complete)."""
+    from transferkit.evaluation.metrics import per_class_table
     from transferkit.report import plot_confusion, plot_learning_curve, plot_reliability, plot_wise_curve, write_report
     from transferkit.rundir import write_json
 
@@ -309,7 +310,8 @@ def write_run_report(run: RunDir, cfg: FinetuneConfig, metrics: dict, classes: l
     if (metrics.get("calibration") or {}).get("reliability"):
         plots["Reliability diagram (temperature scaling)"] = plot_reliability(metrics["calibration"],
                                                                               run.path / "reliability.png").name
-    write_report(run.report, cfg.model_dump(), metrics, plots)
+    sections = per_class_table(metrics["test_per_class"]) if metrics.get("test_per_class") else []
+    write_report(run.report, cfg.model_dump(), metrics, plots, sections=sections)
     write_card(run, cfg, metrics)
     write_json(run.metrics_json, metrics)
 

@@ -47,3 +47,30 @@ def scores(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> dict
         "confusion": confusion_matrix(y, pred, labels=list(range(num_classes))).tolist(),
         "n": len(labels),
     }
+
+
+def per_class_scores(confusion, classes: list[str]) -> list[dict]:
+    """Precision, recall, F1 and support of each class from a confusion matrix (rows = true class)::
+
+        precision_c = C[c, c] / sum_i C[i, c]     recall_c = C[c, c] / sum_j C[c, j]
+        F1_c = 2 precision_c recall_c / (precision_c + recall_c)      support_c = sum_j C[c, j]
+
+    (0 where a denominator is 0, as scikit-learn's ``zero_division=0``)."""
+    import numpy as np
+
+    c = np.asarray(confusion, dtype=np.float64)
+    hits, predicted, support = np.diag(c), c.sum(0), c.sum(1)
+    precision = np.divide(hits, predicted, out=np.zeros_like(hits), where=predicted > 0)
+    recall = np.divide(hits, support, out=np.zeros_like(hits), where=support > 0)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(hits), where=total > 0)
+    return [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
+            for name, p, r, f, n in zip(classes, precision, recall, f1, support)]
+
+
+def per_class_table(rows: list[dict]) -> list[str]:
+    """Markdown lines of :func:`per_class_scores`, worst F1 first (where to look first)."""
+    lines = ["", "## Per class (test)", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["f1"], r["class"])):
+        lines.append(f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |")
+    return lines
