@@ -139,13 +139,17 @@ def _engine_defaults(loader):
     return mark
 
 
+def _rewrite_help(info, make) -> None:
+    """``info.help = make(the help as written)``: the text as written is kept aside, so a command completed
+    again (:func:`_complete`) rewrites it anew instead of twice."""
+    info.help = make(info.__dict__.setdefault("base_help", info.help))
+
+
 def _fill_defaults(sig: inspect.Signature, values: dict) -> None:
-    """Format every ``{name}`` placeholder in the options' help with ``values`` (once per option)."""
+    """Format every ``{name}`` placeholder in the options' help with ``values``."""
     for p in sig.parameters.values():
-        info = p.default
-        help_text = getattr(info, "help", None)
-        if help_text and "{" in help_text:
-            info.help = info.__dict__.setdefault("base_help", help_text).format_map(values)
+        if "{" in (getattr(p.default, "help", None) or ""):
+            _rewrite_help(p.default, lambda text: text.format_map(values))
 
 
 def _adapt_defaults() -> dict:
@@ -176,8 +180,9 @@ def _option_params(families) -> list[inspect.Parameter]:
 
 
 def _complete(argv: list[str]) -> None:
-    """Add the parameters read late to the command named in ``argv`` (once): a Python function's
-    (:func:`_from_function`) and the generated method-option flags (:func:`_method_options`)."""
+    """Add the parameters read late to the command named in ``argv``: a Python function's
+    (:func:`_from_function`) and the generated method-option flags (:func:`_method_options`); rebuilt from
+    the command's own signature on every call, so methods registered since count."""
     name = next((a for a in argv if not a.startswith("-")), None)
     info = next((c for c in app.registered_commands if (c.name or c.callback.__name__) == name), None)
     fn = info.callback if info else None
@@ -193,7 +198,7 @@ def _complete(argv: list[str]) -> None:
     params = [*sig.parameters.values(), *(function_params() if function_params else [])]
     taken = {p.name for p in params}
     params += [p for p in (_option_params(families) if families else []) if p.name not in taken]
-    fn.__signature__ = sig.replace(parameters=params)  # anew each time: methods registered since count
+    fn.__signature__ = sig.replace(parameters=params)
 
 
 def _list_choices(sig: inspect.Signature, family: str | None, lineup: bool) -> None:
@@ -203,10 +208,9 @@ def _list_choices(sig: inspect.Signature, family: str | None, lineup: bool) -> N
         return
     from transferkit.registry import FAMILIES
 
-    registry, info = FAMILIES[family], sig.parameters[name].default
+    registry = FAMILIES[family]
     default = f"; default: {','.join(registry.lineup())}" if lineup else ""
-    base = info.__dict__.setdefault("base_help", info.help)  # once, however often the command is completed
-    info.help = f"{base}: {registry.help()}{default}"
+    _rewrite_help(sig.parameters[name].default, lambda text: f"{text}: {registry.help()}{default}")
 
 
 def _collect_options(values: dict) -> dict:

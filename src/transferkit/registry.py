@@ -75,6 +75,11 @@ def resolve_options(entry: Any, given: Mapping[str, Any] | None) -> Options | No
         raise ConfigError(f"invalid option {flag}: {err['msg']}") from None
 
 
+def options_of(entry: Any, cfg: Any) -> Options | None:
+    """``entry``'s options as a run's config gives them (``cfg.options[entry.name]``), validated over its defaults."""
+    return resolve_options(entry, (getattr(cfg, "options", None) or {}).get(entry.name))
+
+
 class Registry(Mapping):
     """The entries of one family: a read-only mapping name -> entry, in registration order (importing the
     family on first use). ``registry[name]`` of an unknown name is one ConfigError line naming the choices."""
@@ -185,7 +190,7 @@ def check_options(values: Mapping[str, Any], registries: list[Registry], chosen:
 
 
 __all__ = ["ADAPTATION", "DISTILL", "FAMILIES", "Method", "Options", "REGULARIZERS", "Registry", "SELFSUP", "STRATEGIES",
-           "TTA", "check_options", "import_submodules", "options_text", "resolve_options"]
+           "TTA", "check_options", "import_submodules", "options_of", "options_text", "resolve_options"]
 
 
 def import_submodules(package: str, path) -> None:

@@ -125,18 +125,4 @@ class Term(nn.Module):
         return f"name={self.name!r}, weight={self.weight:g}"
 
 
-class FunctionTerm(Term):
-    """A term from a function of the step (``fn(step) -> loss or (loss, logs)``) and the modules it uses."""
-
-    def __init__(self, name: str, fn, weight: float = 1.0, modules: dict[str, nn.Module] | None = None,
-                 rebuilt: tuple[str, ...] = ()):
-        super().__init__(name, weight)
-        self.fn, self.rebuilt = fn, rebuilt
-        for key, module in (modules or {}).items():
-            self.add_module(key, module)
-
-    def loss(self, step: Step):
-        return self.fn(step)
-
-
-__all__ = ["FunctionTerm", "Step", "Term"]
+__all__ = ["Step", "Term"]

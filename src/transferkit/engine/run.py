@@ -90,8 +90,9 @@ def resume_hint(run: RunDir, command: str = "finetune"):
 
 def build_entry(entry, ctx: SimpleNamespace, cfg):
     """``entry.build`` on ``ctx`` with the entry's own options (``cfg.options[entry.name]``, validated)."""
-    options = entry.resolve((getattr(cfg, "options", None) or {}).get(entry.name)) if hasattr(entry, "resolve") else None
-    return entry.build(SimpleNamespace(**vars(ctx), options=options))
+    from transferkit.registry import options_of
+
+    return entry.build(SimpleNamespace(**vars(ctx), options=options_of(entry, cfg)))
 
 
 def run_command(command: Command, cfg: Any, *, overwrite: bool = False, resume: bool = False,

@@ -120,9 +120,9 @@ class Recipe:
 
     def resolve_options(self, cfg: Any) -> Options | None:
         """This recipe's options from the run's ``options`` mapping (validated; defaults filled in)."""
-        from transferkit.registry import resolve_options
+        from transferkit.registry import options_of
 
-        return resolve_options(self, (getattr(cfg, "options", None) or {}).get(self.name))
+        return options_of(self, cfg)
 
     def default_lr(self, frozen_bn: bool) -> float:
         return self.defaults.lr * (self.FROZEN_BN_LR_SCALE if frozen_bn and self.frozen_bn_lr_scale else 1.0)
