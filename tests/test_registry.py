@@ -85,3 +85,14 @@ def test_readme_tables_are_generated_from_the_registries():
 
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert families_markdown() in readme, "README's method tables are stale: paste transferkit.registry.families_markdown()"
+
+
+@pytest.mark.parametrize("command, flag, new", [("adapt", "--method", "mcc:"), ("adapt", "--method", "self-training:"),
+                                                ("distill", "--loss", "dkd:"), ("tta", "--method", "sar:"),
+                                                ("pretrain", "--method", "vicreg:")])
+def test_help_lists_every_registered_method(run_cli, monkeypatch, command, flag, new):
+    """The choices in --help come from the registry: a method added as one module is listed."""
+    monkeypatch.setenv("COLUMNS", "2000")
+    code, out, _ = run_cli(command, "--help")
+    line = next(line for line in out.splitlines() if f"{flag} " in line)
+    assert code == 0 and new in line, line

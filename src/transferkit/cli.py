@@ -202,13 +202,17 @@ def _complete(argv: list[str]) -> None:
 
 
 def _list_choices(sig: inspect.Signature, family: str | None, lineup: bool) -> None:
-    """Append the registered methods of ``family`` (and its default line-up) to the ``--method`` help."""
-    name = next((n for n in ("method", "methods") if n in sig.parameters), None)
-    if family is None or name is None:
+    """Append the registered methods of ``family`` (and its default line-up) to the help of the family's
+    flag (``--method``, ``--loss``; its parameter may be plural: tta's ``methods``)."""
+    if family is None:
         return
     from transferkit.registry import FAMILIES
 
     registry = FAMILIES[family]
+    flag = registry.flag.lstrip("-")
+    name = next((n for n in (flag, flag + "s") if n in sig.parameters), None)
+    if name is None:
+        return
     default = f"; default: {','.join(registry.lineup())}" if lineup else ""
     _rewrite_help(sig.parameters[name].default, lambda text: f"{text}: {registry.help()}{default}")
 
@@ -415,14 +419,14 @@ def _adapt_cls():
 
 @app.command()
 @_engine_defaults(_adapt_defaults)
-@_method_options("strategies", "regularizers", "adaptation")
+@_method_options("strategies", "regularizers", "adaptation", choices="adaptation")
 @_with_params(
     _config_params(_adapt_fields(), _adapt_cls(),
                    source=(None, "labelled source domain: builtin:synth-digits, an image folder or a CSV"),
                    target=(None, "target domain (its labels are never trained on): as --source, or a folder of "
                                  "images without class folders"),
-                   method=("dann", "source-only, dann, cdan, cdan+e, dan, coral or oracle; several, comma-separated, "
-                                   "run side by side into a leaderboard"),
+                   method=("dann", "the adaptation method; several, comma-separated, run side by side into a "
+                                   "leaderboard"),
                    image_size=(None, "None: {image_size} (adapt's measured default)"),
                    epochs=(None, "None: {epochs} (adapt's measured default)"),
                    lr=(None, "head learning rate; None: {lr:g} (adapt's measured default)")),
@@ -485,7 +489,7 @@ def _distill_cls():
 
 @app.command()
 @_engine_defaults(_distill_defaults)
-@_method_options("distill")
+@_method_options("distill", choices="distill")
 @_with_params(
     _config_params(_distill_fields(), _distill_cls(),
                    teacher=(None, "a finished run directory (finetune, adapt, distill): its model teaches"),
@@ -495,8 +499,8 @@ def _distill_cls():
                             "--student-weights"),
                    model_args=(None, "architecture arguments for timm.create_model, e.g. "
                                      "patch_size=4,embed_dim=192,depth=6,num_heads=3", "--student-args"),
-                   loss=("soft", "soft, hard, token, feature or none (the student alone); several, comma-separated, "
-                                 "run side by side into a leaderboard"),
+                   loss=("soft", "the distillation loss (none: the student alone); several, comma-separated, run "
+                                 "side by side into a leaderboard"),
                    image_size=(None, "the student's input size; None: the teacher's"),
                    epochs=(None, "None: {scratch_epochs} for a student from scratch (--student-weights none), "
                                  "else the recipe's default")),
