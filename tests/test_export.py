@@ -3,12 +3,15 @@
 import json
 
 import pytest
+import torch
 
 from conftest import TINY_RUN_CLASSES, write_digit_folder
 
 
 @pytest.mark.slow
 def test_export_matches_pytorch_and_predict_serves_it(run_cli, tiny_run, tmp_path):
+    meta = json.loads((tiny_run / "model.json").read_text())
+    (tiny_run / "model.json").write_text(json.dumps({**meta, "temperature": 2.5}))  # a fitted calibration
     code, stdout, err = run_cli("export", tiny_run)
     assert code == 0, err
     info = json.loads((tiny_run / "export.json").read_text())
@@ -18,6 +21,14 @@ def test_export_matches_pytorch_and_predict_serves_it(run_cli, tiny_run, tmp_pat
     assert info["parity_images"] == "noise" and all(info["latency"][f"{k}_ms_batch{b}"] > 0
                                                     for k in ("torch", "onnxruntime") for b in (1, 32))
     assert "| 32 |" in (tiny_run / "export.md").read_text()
+    from transferkit.export import OnnxModel
+    served, meta = OnnxModel(tiny_run / "model.onnx"), json.loads((tiny_run / "model.json").read_text())
+    assert served.metadata["classes"] == meta["classes"] and served.metadata["temperature"] == meta["temperature"]
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    logits, probs = served.outputs(x)  # the second output: softmax(logits / T), T the run's temperature
+    assert torch.allclose(probs, torch.softmax(logits / 2.5, -1), atol=1e-6)
+    assert not torch.allclose(probs, torch.softmax(logits, -1), atol=1e-3)
+    assert info["max_abs_diff_probabilities"] <= 1e-5 and info["temperature"] == 2.5
     images = write_digit_folder(tmp_path / "imgs", per_class=3)
     answers = {}
     for backend in ("torch", "onnxruntime"):

@@ -52,15 +52,27 @@ def export_run(run_dir: Path | str, *, fmt: str = "onnx", opset: int = 18, dynam
     batches = sorted({1, min(8, len(images)), len(images)}) if dynamic_batch else [1]
     with run.locked(), _unfinished(run) as staged:
         start = time.perf_counter()
-        export_onnx(model, staged, size, opset=opset, dynamic_batch=dynamic_batch)
-        parity = onnx_parity(staged, model, images)
+        temperature = float(meta.get("temperature", 1.0))
+        export_onnx(model, staged, size, opset=opset, dynamic_batch=dynamic_batch, temperature=temperature,
+                    metadata=onnx_metadata(meta))
+        parity = onnx_parity(staged, model, images, temperature)
         info = {"format": "onnx", "file": "model.onnx", "opset": opset, "dynamic_batch": dynamic_batch,
                 "input": [None if dynamic_batch else 1, 3, size, size], "bytes": staged.stat().st_size,
                 "export_seconds": round(time.perf_counter() - start, 2), "parity_images": where, **parity,
-                "within_tolerance": parity["max_abs_diff"] <= TOLERANCE, "tolerance": TOLERANCE,
+                "within_tolerance": max(parity["max_abs_diff"], parity["max_abs_diff_probabilities"] or 0) <= TOLERANCE,
+                "temperature": temperature, "tolerance": TOLERANCE,
                 "latency": measure_latency(model, staged, images, batches, threads)}
         publish(run, staged, info, batches)
     return info
+
+
+def onnx_metadata(meta: dict) -> dict:
+    """What a consumer of ``model.onnx`` needs besides the graph, from the run's ``model.json``: class
+    names, calibration temperature, input size and normalisation."""
+    data = meta.get("data_config", {})
+    return {"classes": meta.get("classes"), "temperature": float(meta.get("temperature", 1.0)),
+            "input_size": data.get("input_size"), "mean": data.get("mean"), "std": data.get("std"),
+            "interpolation": data.get("interpolation"), "architecture": meta.get("architecture")}
 
 
 @contextmanager
@@ -124,7 +136,9 @@ def write_latency_table(path: Path, info: dict, batches: list[int]) -> Path:
     lines = [f"# Export: {info['file']} (opset {info['opset']}, {info['bytes'] / 1e6:.1f} MB)", "",
              f"onnxruntime vs PyTorch logits: max |diff| {info['max_abs_diff']:.2e} on {info['images']} "
              f"{info['parity_images']} at batch {', '.join(map(str, info['batch_sizes']))} (tolerance "
-             f"{info['tolerance']:g}).", "",
+             f"{info['tolerance']:g}); the `probabilities` output is softmax(logits / {info.get('temperature', 1.0):.3f}), "
+             "the run's calibration temperature (classes, temperature and preprocessing are in the file's "
+             "metadata).", "",
              f"Latency on this CPU, {lat['threads']} thread(s) for both, each backend timed alone; median "
              f"[quartiles] of up to {lat['repeats']} calls after warm-up; load average {lat['load_average']} on "
              f"{lat['cpus']} CPUs (other processes' work slows and spreads the times):", "",
