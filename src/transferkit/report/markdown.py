@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import yaml
 
@@ -18,11 +19,12 @@ SHOWN = ("model", "weights", "strategy", "image_size", "epochs", "test_accuracy"
 
 
 def relative_link(file: str | Path, report: Path) -> str:
-    """``file`` as a POSIX path relative to the report's folder, so the run directory can be moved."""
+    """``file`` as a POSIX path relative to the report's folder, so the run directory can be moved;
+    percent-encoded (``my plot.png`` -> ``my%20plot.png``), so a name with spaces or brackets stays a link."""
     file = Path(file)
     if file.is_absolute():
         file = Path(os.path.relpath(file, Path(report).absolute().parent))
-    return file.as_posix()
+    return quote(file.as_posix())
 
 
 def verdict_lines(metrics: dict) -> list[str]:
