@@ -37,7 +37,7 @@ table { border-collapse: collapse; margin: 12px 0; font-size: 14px; display: blo
 th, td { border: 1px solid #d0d7de; padding: 4px 10px; text-align: left; vertical-align: top; }
 th { background: #eaeef2; font-weight: 600; }
 tbody tr:nth-child(even) { background: #f6f8fa; }
-td { font-variant-numeric: tabular-nums; }
+td { font-variant-numeric: tabular-nums; white-space: nowrap; }
 img { max-width: 100%; height: auto; display: block; margin: 8px 0; border: 1px solid #eaeef2; }
 code { font: 13px/1.4 ui-monospace, "DejaVu Sans Mono", Menlo, Consolas, monospace; background: #f0f2f4;
        padding: .1em .3em; border-radius: 4px; }
