@@ -7,7 +7,7 @@ when only that exists) or an ``.html`` file. The page is shot in a window taller
 (estimated from its text and its embedded images' sizes; doubled until the content ends above the
 window's bottom), then the blank bottom is cropped off. Works as root (``--no-sandbox``) and offline
 (a throw-away profile; no first-run, sync, extension or component traffic). Default ``--out``:
-``report.png`` beside the page. Exit status 2 with one line when no Chromium is installed.
+``report.png`` beside the page. Exit status 1 with one line when no Chromium is installed or it fails.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ MARGIN = 32  # px of blank kept under the content
 
 
 def find_browser() -> str:
-    """The path of the first Chromium-like browser on PATH; SystemExit(2) with one line if none."""
+    """The path of the first Chromium-like browser on PATH; SystemExit with one line if none."""
     for name in BROWSERS:
         path = shutil.which(name)
         if path:
