@@ -220,3 +220,4 @@ def test_leaderboard_ranks_by_source_validation_never_the_target(tmp_path):
     assert "Ranked by source validation accuracy — the only labelled validation score that reads no target " \
            "labels" in md
     assert "target accuracy is reported, never used to choose" in md
+    assert "<td>dann</td>" in (tmp_path / "leaderboard.html").read_text()  # the same, as a page

@@ -238,3 +238,4 @@ def test_leaderboard_files_are_ranked_by_validation(tmp_path, monkeypatch):
     assert md.index("| 1 | full |") < md.index("| 2 | scratch |") < md.index("| 3 | freeze |")
     assert "| 1 | full | 90.5 ± 0.7 | +0.0 | 60.0 ± 0.0 |" in md
     assert "Ranked by validation accuracy (mean over seeds); test accuracy is reported, never used to choose." in md
+    assert "<td>full</td>" in (out / "leaderboard.html").read_text()

@@ -207,3 +207,4 @@ def test_leaderboard_ranks_by_student_validation(tmp_path):
     assert md.index("| 1 | soft | 70.5 ± 0.7 | 51.0 ± 1.4 | -30.0 ± 0.0 |") < md.index("| 3 | none |")
     assert "Ranked by the student's validation accuracy (mean over seeds); test accuracy (and Δ student alone) " \
            "is reported, never used to choose." in md
+    assert "<td>soft</td>" in (tmp_path / "leaderboard.html").read_text()  # the same, as a page

@@ -1,5 +1,6 @@
 """End-to-end fine-tuning on real data (scikit-learn digits) with the real packaged backbone."""
 
+import base64
 import csv
 import json
 import os
@@ -44,6 +45,10 @@ def test_full_run_directory_is_complete(full_run):
     assert val_epochs == ["0", "1", "2"]
     report = (out / "report.md").read_text()
     assert "learning_curve.png" in report and "confusion_matrix.png" in report and "test_accuracy" in report
+    page = (out / "report.html").read_text()  # the same report, self-contained: each plot embedded
+    for name in ("learning_curve.png", "confusion_matrix.png"):
+        assert f'src="data:image/png;base64,{base64.b64encode((out / name).read_bytes()).decode()}"' in page
+    assert "://" not in page and "<script" not in page and "<h2>Per class (test)</h2>" in page
     per_class = saved["test_per_class"]  # the per-class table: each row's recall is its confusion row's diagonal share
     assert [r["class"] for r in per_class] == [str(c) for c in range(10)] and "## Per class (test)" in report
     for r, row in zip(per_class, saved["test_confusion"]):

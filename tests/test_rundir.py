@@ -55,6 +55,7 @@ def _finished_run(path: Path) -> RunDir:
         write_json(run.model_json, {"arch": "x"})
         write_json(run.metrics_json, {"test_accuracy": 0.5})
         (run.path / "learning_curve.png").write_bytes(b"png")
+        (run.path / "report.html").write_text("<p>report</p>")
     (path / "notes.txt").write_text("my notes\n")
     (path / "photo.png").write_bytes(b"\x89PNG user")
     (path / "analysis").mkdir()
@@ -177,7 +178,7 @@ def test_compare_kind_owns_its_own_outputs(tmp_path):
     with RunDir(out, kind="compare").open() as run:
         with RunDir(out / "runs" / "full-seed0").open():  # a finetune run nested in compare's runs/
             write_json(out / "runs" / "full-seed0" / "metrics.json", {})
-        for name in ("compare.json", "leaderboard.md", "compare.png"):
+        for name in ("compare.json", "leaderboard.md", "compare.png", "leaderboard.html"):
             (run.path / name).write_text(name)
     (out / "notes.txt").write_text("keep")
     with pytest.raises(RunDirError, match="transferkit compare directory, not a finetune one"):

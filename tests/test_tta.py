@@ -263,6 +263,7 @@ def test_cli_tta_grid_writes_metrics_table_and_heatmap(run_cli, tiny_run, animal
     assert metrics["accuracy_before"] == metrics["mean_accuracy"]["none"] and metrics["batch_size"] == 4
     assert metrics["eata_fisher"] is False  # the tiny run has no training data on record: ETA
     assert (out / "tta.png").stat().st_size > 0 and "| gaussian_noise | contrast |" in (out / "report.md").read_text()
+    assert "<th>gaussian_noise</th>" in (out / "report.html").read_text()
 
 
 @pytest.mark.slow

@@ -31,7 +31,7 @@ from transferkit.rundir import MLFLOW_STORE, declare_kind, is_global_zero, write
 RECORD_KEYS = ("target_accuracy", "source_accuracy", "source_val_accuracy", "proxy_a_distance_before",
                "proxy_a_distance_after", "train_seconds", "image_size", "epochs", "trade_off", "target_eval",
                "uses_target_labels")
-OUTPUTS = ("adapt.json", "leaderboard.md", "adapt.png")
+OUTPUTS = ("adapt.json", "leaderboard.md", "adapt.png", "leaderboard.html")
 #: what an adapt leaderboard owns (rundir.layout): its files, and its runs, each an adapt run of its own
 ADAPT_COMPARE_RUN = declare_kind("adapt-compare", (*OUTPUTS, *MLFLOW_STORE, "runs/*/"), result=OUTPUTS[0])
 

@@ -47,7 +47,7 @@ RECORD_KEYS = ("test_accuracy", "val_accuracy", "train_seconds", "trainable_para
                "wise_curve")
 
 #: The files compare writes next to ``runs/``.
-OUTPUTS = ("compare.json", "leaderboard.md", "compare.png")
+OUTPUTS = ("compare.json", "leaderboard.md", "compare.png", "leaderboard.html")
 #: what a compare run owns (rundir.layout): its files, the MLflow store its runs share (--logger mlflow), and
 #: its runs, each a finetune run of its own
 COMPARE_RUN = declare_kind("compare", (*OUTPUTS, *MLFLOW_STORE, "runs/*/"), result=OUTPUTS[0])

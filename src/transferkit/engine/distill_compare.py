@@ -27,7 +27,7 @@ from transferkit.rundir import MLFLOW_STORE, declare_kind, is_global_zero, write
 RECORD_KEYS = ("student_accuracy", "student_val_accuracy", "teacher_accuracy", "train_seconds", "image_size",
                "epochs", "alpha", "temperature", "student_params", "teacher_params", "student_images_per_second",
                "teacher_images_per_second", "teacher_model", "unlabelled_images")
-OUTPUTS = ("distill.json", "leaderboard.md", "distill-compare.png")
+OUTPUTS = ("distill.json", "leaderboard.md", "distill-compare.png", "leaderboard.html")
 #: what a distill leaderboard owns (rundir.layout): its files, and its runs, each a distill run of its own
 DISTILL_COMPARE_RUN = declare_kind("distill-compare", (*OUTPUTS, *MLFLOW_STORE, "runs/*/"), result=OUTPUTS[0])
 

@@ -28,8 +28,8 @@ from transferkit.engine.export import EXPORTED
 from transferkit.rundir import RunDir, declare_kind, write_json
 
 #: what a tta run writes (rundir.layout): the model only with --save; kept never (undone when it fails)
-TTA_RUN = declare_kind("tta", ("config.yaml", "metrics.json", "report.md", "tta.png", "model.safetensors",
-                               "model.json", *EXPORTED), result="metrics.json", keep=())
+TTA_RUN = declare_kind("tta", ("config.yaml", "metrics.json", "report.md", "report.html", "tta.png",
+                               "model.safetensors", "model.json", *EXPORTED), result="metrics.json", keep=())
 
 ONLINE = "each batch is predicted by the forward pass its own update is computed from (before that update)"
 

@@ -84,10 +84,11 @@ ADAPT_RANKING = ("source validation accuracy — the only labelled validation sc
 
 
 def write_adapt_leaderboard(path: Path, result: dict, chart: str | None = None) -> Path:
-    """``leaderboard.md`` of ``adapt --method a,b,c``: one row per method, best source validation accuracy
-    first (:data:`ADAPT_RANKING`); target accuracy reported beside it."""
+    """``leaderboard.md`` (and ``leaderboard.html``) of ``adapt --method a,b,c``: one row per method, best
+    source validation accuracy first (:data:`ADAPT_RANKING`); target accuracy reported beside it."""
     from transferkit.report.compare import ranking_note
     from transferkit.report.markdown import relative_link, verdict_lines
+    from transferkit.report.html import write_html
     from transferkit.rundir import atomic_write
 
     board = result["leaderboard"]
@@ -104,7 +105,9 @@ def write_adapt_leaderboard(path: Path, result: dict, chart: str | None = None) 
     if chart:
         lines += ["", f"![target accuracy and training time per method]({relative_link(chart, path)})"]
     lines += ["", "Each run's own report, weights and logs: `runs/<method>-seed<N>/`.", ""]
-    return atomic_write(Path(path), lambda p: p.write_text("\n".join(lines)))
+    atomic_write(Path(path), lambda p: p.write_text("\n".join(lines)))
+    write_html(Path(path))
+    return Path(path)
 
 
 def _adapt_rows(board: list[dict]) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from transferkit.report.html import write_html
 from transferkit.report.markdown import relative_link
 from transferkit.report.plots import new_figure, save_png
 from transferkit.rundir import atomic_write
@@ -45,7 +46,8 @@ def leaderboard_table(board: list[dict]) -> list[str]:
 
 
 def write_leaderboard(path: Path, result: dict, chart: str | None = None) -> Path:
-    """``leaderboard.md``: settings, the table, the pixel baseline, the WiSE-FT curve and the advice."""
+    """``leaderboard.md``: settings, the table, the pixel baseline, the WiSE-FT curve and the advice;
+    ``leaderboard.html`` beside it."""
     board = result["leaderboard"]
     lines = [f"# transferkit compare: {result['data']} ({result['model']})", "",
              f"Per class: {result['per_class'] or 'all'} training images; seeds: "
@@ -69,7 +71,9 @@ def write_leaderboard(path: Path, result: dict, chart: str | None = None) -> Pat
     if chart:
         lines += ["", f"![accuracy and training time per strategy]({relative_link(chart, path)})"]
     lines += ["", "Each run's own report, weights and logs: `runs/<strategy>-seed<N>/`.", ""]
-    return atomic_write(Path(path), lambda p: p.write_text("\n".join(lines)))
+    atomic_write(Path(path), lambda p: p.write_text("\n".join(lines)))
+    write_html(Path(path))
+    return Path(path)
 
 
 def plot_compare(board: list[dict], path: Path) -> Path:

@@ -61,10 +61,12 @@ def plot_distill(metrics: dict, path: Path) -> Path:
 
 
 def write_distill_leaderboard(path: Path, result: dict, chart: str | None = None) -> Path:
-    """``leaderboard.md`` of ``distill --loss a,b``: one row per loss, best student validation accuracy first,
-    test accuracy beside it, each loss against the student alone (paired by seed, on test) and the teacher."""
+    """``leaderboard.md`` (and ``leaderboard.html``) of ``distill --loss a,b``: one row per loss, best student
+    validation accuracy first, test accuracy beside it, each loss against the student alone (paired by seed, on
+    test) and the teacher."""
     from transferkit.report.compare import percent, ranking_note
     from transferkit.report.markdown import relative_link, verdict_lines
+    from transferkit.report.html import write_html
     from transferkit.rundir import atomic_write
 
     board = result["leaderboard"]
@@ -83,7 +85,9 @@ def write_distill_leaderboard(path: Path, result: dict, chart: str | None = None
         lines += ["", f"![student accuracy and training time per loss]({relative_link(chart, path)})"]
     lines += ["", "`none` is the student trained alone with the same budget. Each run's report, weights and logs: "
                   "`runs/<loss>-seed<N>/`.", ""]
-    return atomic_write(Path(path), lambda p: p.write_text("\n".join(lines)))
+    atomic_write(Path(path), lambda p: p.write_text("\n".join(lines)))
+    write_html(Path(path))
+    return Path(path)
 
 
 def _distill_rows(board: list[dict]) -> list[str]:

@@ -1,12 +1,14 @@
-"""``report.md``: what was run, what it scored, and the plots."""
+"""``report.md`` (and ``report.html``): what was run, what it scored, and the plots."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from urllib.parse import quote
 
 import yaml
 
+from transferkit.report.html import write_html
 from transferkit.rundir import atomic_write
 
 SHOWN = ("model", "weights", "strategy", "image_size", "epochs", "test_accuracy", "pixel_baseline_accuracy",
@@ -17,11 +19,12 @@ SHOWN = ("model", "weights", "strategy", "image_size", "epochs", "test_accuracy"
 
 
 def relative_link(file: str | Path, report: Path) -> str:
-    """``file`` as a POSIX path relative to the report's folder, so the run directory can be moved."""
+    """``file`` as a POSIX path relative to the report's folder, so the run directory can be moved;
+    percent-encoded (``my plot.png`` -> ``my%20plot.png``), so a name with spaces or brackets stays a link."""
     file = Path(file)
     if file.is_absolute():
         file = Path(os.path.relpath(file, Path(report).absolute().parent))
-    return file.as_posix()
+    return quote(file.as_posix())
 
 
 def verdict_lines(metrics: dict) -> list[str]:
@@ -34,7 +37,8 @@ def verdict_lines(metrics: dict) -> list[str]:
 def write_report(path: Path, config: dict, metrics: dict, plots: dict[str, str | Path], *,
                  shown: tuple[str, ...] = SHOWN, title: str | None = None, sections: list[str] = ()) -> Path:
     """Markdown report with the metrics table (``shown`` keys), ``sections`` (Markdown lines), plots
-    (linked relative to the report) and config."""
+    (linked relative to the report) and config; and the same as one self-contained page beside it
+    (``report.html``, :func:`~transferkit.report.html.write_html`)."""
     title = title or f"transferkit run: {metrics.get('model')} / {metrics.get('strategy')}"
     lines = [f"# {title}", *verdict_lines(metrics), "", "## Metrics", "", "| metric | value |", "|---|---|"]
     for key in shown:
@@ -51,4 +55,6 @@ def write_report(path: Path, config: dict, metrics: dict, plots: dict[str, str |
     for heading, file in plots.items():
         lines += ["", f"## {heading}", "", f"![{heading}]({relative_link(file, path)})"]
     lines += ["", "## Config", "", "```yaml", yaml.safe_dump(config, sort_keys=False).rstrip(), "```", ""]
-    return atomic_write(Path(path), lambda p: p.write_text("\n".join(lines)))
+    atomic_write(Path(path), lambda p: p.write_text("\n".join(lines)))
+    write_html(Path(path))
+    return Path(path)

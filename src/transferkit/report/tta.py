@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from transferkit.report.compare import percent
+from transferkit.report.html import write_html
 from transferkit.report.markdown import verdict_lines
 from transferkit.report.plots import new_figure, save_png
 from transferkit.rundir import atomic_write
@@ -55,7 +56,7 @@ def error_table(metrics: dict) -> list[str]:
 
 
 def write_tta_report(folder: Path, config: dict, metrics: dict) -> Path:
-    """``report.md`` (and ``tta.png`` when the stream is labelled) in ``folder``."""
+    """``report.md`` (and ``tta.png`` when the stream is labelled) in ``folder``; ``report.html`` beside it."""
     folder = Path(folder)
     sev = f", severity {metrics['severity']}" if metrics["severity"] else ""
     lines = [f"# transferkit tta: {config['data']}{sev}", *verdict_lines(metrics), "",
@@ -73,4 +74,6 @@ def write_tta_report(folder: Path, config: dict, metrics: dict) -> Path:
         lines += ["", "EATA kept (reliable and non-redundant) fraction of the samples: "
                   + ", ".join(f"{c['corruption']} {100 * c['kept_fraction']:.0f}%" for c in kept) + "."]
     lines.append("")
-    return atomic_write(folder / "report.md", lambda p: p.write_text("\n".join(lines)))
+    atomic_write(folder / "report.md", lambda p: p.write_text("\n".join(lines)))
+    write_html(folder / "report.md")
+    return folder / "report.md"

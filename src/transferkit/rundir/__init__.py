@@ -13,6 +13,7 @@
       config.json        the same for timm: timm.create_model("local-dir:RUN", pretrained=True)
       README.md          the model card: data, recipe, scores, intended use, how to load it
       report.md          config, metrics and PNG plots
+      report.html        the same as one self-contained page (images embedded; opens offline)
       checkpoints/       Lightning checkpoints for --resume
       logs/attempt_N/    raw CSV logs of each (possibly interrupted) attempt
       adapter/           the LoRA adapter (PEFT format), for --strategy lora

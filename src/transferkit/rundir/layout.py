@@ -32,8 +32,8 @@ COMMON_OWNED = (MARKER, LOCK, f".*{TEMP_SUFFIX}", f"*/.*{TEMP_SUFFIX}")
 # Pieces written by shared code (engine/stages.py, Lightning), which the commands' declarations are made of:
 #: the files of a trained model's run (finetune, adapt, distill, pretrain); ``config.json`` + ``README.md``: timm's
 #: config and the model card, which make the folder a timm / Hugging Face model (engine/stages.py)
-MODEL_RUN = ("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json", "report.md", "data.json",
-             "config.json", "README.md")
+MODEL_RUN = ("config.yaml", "metrics.json", "metrics.csv", "model.safetensors", "model.json", "report.md",
+             "report.html", "data.json", "config.json", "README.md")
 #: the MLflow store ``--logger mlflow`` writes (engine/loggers.py): a SQLite file and its journal; a run's
 #: own, or a grid's (compare, adapt/distill leaderboards), shared by its runs
 MLFLOW_STORE = ("mlflow.db", "mlflow.db-*")
