@@ -796,7 +796,7 @@ def tta(ctx: typer.Context, **values) -> None:
                       "-" if acc is None or before is None else f"{100 * (acc - before):+.1f}")
     console.print(table)
     _say_verdict(metrics)
-    console.print(f"-> {_shown(out / 'report.md')}", highlight=False, soft_wrap=True)
+    console.print(f"-> {_shown(out / 'report.html')}", highlight=False, soft_wrap=True)
 
 
 CORRUPT_HELP = {

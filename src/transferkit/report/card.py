@@ -51,7 +51,7 @@ def model_card(kind: str, meta: dict, config: dict, metrics: dict, run_name: str
              *[f"- {k.replace('_', ' ')}: {v}" for k, v in metrics.items() if k.endswith("_images") and v],
              "", "## Recipe", "", *items({**config, **metrics}, RECIPE_KEYS),
              "", "## Scores", "", *score_lines(kind, metrics),
-             "", "Full report, plots and config: `report.md`; every score: `metrics.json`.",
+             "", "Full report, plots and config: `report.html` (one self-contained page; also `report.md`); every score: `metrics.json`.",
              "", "## Intended use", "", *intended_use(classes, size),
              "", "## Load it", "", *loading(kind, run_name, timm_loadable, bool(classes),
                                             float(meta.get("temperature", 1.0))), ""]
