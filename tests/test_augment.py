@@ -195,3 +195,12 @@ def test_a_finetune_run_trains_with_every_option_of_the_loop(tmp_path, monkeypat
     assert metrics["test_accuracy"] is not None and seen["mixed"] >= 2
     w = seen["weights"]
     assert w.mean().item() == pytest.approx(1.0) and w[2] > w[0] and w[2] > w[1]  # the rare class weighs most
+
+
+def test_compare_runs_the_loop_options_only_where_there_is_a_loop(tmp_path):
+    from transferkit.engine.compare import variant_config
+
+    base = FinetuneConfig(data="x", mixup=0.2, class_weights="auto", sampler="balanced", early_stopping=3)
+    probe, full = variant_config(base, "linear-probe", 0, tmp_path), variant_config(base, "full", 0, tmp_path)
+    assert (probe.mixup, probe.class_weights, probe.sampler, probe.early_stopping) == (0.0, "none", "shuffle", None)
+    assert (full.mixup, full.class_weights, full.sampler, full.early_stopping) == (0.2, "auto", "balanced", 3)
