@@ -5,6 +5,8 @@ line per run. Used to choose defaults on *validation* accuracy over seeds and to
     python benchmarks/sweep.py --grid digits --parallel 2 --out digits.jsonl
     python benchmarks/sweep.py --grid fm --accelerator gpu --parallel 8 --out fm.jsonl
     python benchmarks/sweep.py --summary digits.jsonl      # mean ± std per setting
+    python benchmarks/sweep.py --grid augment --parallel 2 --out augment.jsonl   # --augment/--mixup/... defaults
+    python benchmarks/sweep.py --grid augment --limit 1 --out one.jsonl          # the first job only (a smoke run)
 """
 
 from __future__ import annotations
@@ -29,6 +31,15 @@ DIGITS = [{"strategy": "auto"},
           {"strategy": "linear-probe"}]
 # the auto grid: Fashion-MNIST 10 / 100 / 500 per class (official test set) and digits
 FM_VARIANTS = [{"image_size": 96, "lr": 3e-3}, {"image_size": 96, "lr": 3e-3, "freeze_groups": 5}]
+# the augment grid (issue 26): the training basics, each against the current default (augment light, no flip),
+# on Fashion-MNIST 100/class (full at 96 px, as benchmarks/compare/fm100-bss-surgical) and digits (its default
+# finetune settings); chosen on validation accuracy over seeds 0-2, never on test
+AUGMENT_SETTINGS = [{"augment": "light"}, {"augment": "randaugment"}, {"augment": "trivialaugment"},
+                    {"augment": "light", "hflip": 0.5}, {"augment": "light", "mixup": 0.2},
+                    {"augment": "light", "cutmix": 1.0}]
+AUGMENT_DATA = [{"data": "builtin:fashion-mnist", "per_class": 100, "test_per_class": 300, "strategy": "full",
+                 "image_size": 96},
+                {"data": "builtin:digits"}]
 
 
 def grid(name: str) -> list[dict]:
@@ -44,6 +55,9 @@ def grid(name: str) -> list[dict]:
                 for strategy in ("auto", "lp-ft") if n > 10 else ("auto",):
                     jobs += [{**base, "strategy": strategy, **v, "seed": s} for s in SEEDS3]
         return jobs
+    if name == "augment":  # flips only on Fashion-MNIST (photos of clothes); digits are not flip-invariant
+        return [{**base, **s, "seed": seed} for base in AUGMENT_DATA for s in AUGMENT_SETTINGS for seed in SEEDS3
+                if "hflip" not in s or base["data"] != "builtin:digits"]
     raise SystemExit(f"unknown grid {name}")
 
 
@@ -95,10 +109,11 @@ def main() -> None:
     p.add_argument("--parallel", type=int, default=1)
     p.add_argument("--out", default="sweep.jsonl")
     p.add_argument("--summary")
+    p.add_argument("--limit", type=int, help="run only the first N jobs of the grid(s)")
     a = p.parse_args()
     if a.summary:
         return summary(a.summary)
-    jobs = [(s, a.accelerator, a.threads) for name in a.grid.split(",") for s in grid(name)]
+    jobs = [(s, a.accelerator, a.threads) for name in a.grid.split(",") for s in grid(name)][:a.limit]
     with mp.get_context("spawn").Pool(a.parallel) as pool, open(a.out, "a") as fh:
         for r in pool.imap_unordered(run_one, jobs):
             fh.write(json.dumps(r) + "\n")

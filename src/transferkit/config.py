@@ -177,6 +177,46 @@ class OptimOptions(OptionGroup):
     hflip: float = Field(0.0, ge=0, le=1, description="horizontal flip probability in training augmentation")
 
 
+class AugmentOptions(OptionGroup):
+    """Training augmentation beyond the flip: a timm policy preset, mixup and cutmix of the labelled batch."""
+
+    PANEL: ClassVar[str] = "Training"
+    augment: Literal["none", "light", "randaugment", "trivialaugment"] = Field(
+        "light", description="training augmentation (transferkit.data.AUGMENT_POLICIES): light (random resized "
+        "crop, scale 0.7-1), randaugment or trivialaugment (timm's, on top of light), none (the evaluation "
+        "transform)")
+    mixup: float = Field(0.0, ge=0, description="mixup: Beta(alpha, alpha) blend of image pairs and their labels' "
+                         "losses; alpha (e.g. 0.2); 0: off")
+    cutmix: float = Field(0.0, ge=0, description="cutmix: paste a box of another image, labels' losses weighted "
+                          "by area; alpha (e.g. 1.0); 0: off (both set: one or the other per batch)")
+
+
+class BalanceOptions(OptionGroup):
+    """Imbalanced classes: weight the loss, or draw the classes equally."""
+
+    PANEL: ClassVar[str] = "Training"
+    class_weights: Literal["none", "auto"] = Field("none", description="auto: weight the cross-entropy by inverse "
+                                                   "class frequency in the training split (mean weight 1)")
+    sampler: Literal["shuffle", "balanced"] = Field("shuffle", description="balanced: draw training images with "
+                                                    "replacement, each class equally often (an epoch: as many draws "
+                                                    "as images); shuffle: each image once per epoch")
+
+
+class StoppingOptions(OptionGroup):
+    """Stop when validation stops improving."""
+
+    PANEL: ClassVar[str] = "Training"
+    early_stopping: int | None = Field(None, ge=1, description="stop when validation accuracy has not improved for "
+                                       "N epochs (Lightning's EarlyStopping); the model saved is the last epoch "
+                                       "trained, as without it; None: off")
+
+    @model_validator(mode="after")
+    def _needs_validation(self):
+        if self.early_stopping is not None and getattr(self, "val_split", 1) == 0:
+            raise ValueError("--early-stopping watches validation accuracy; give --val-split > 0")
+        return self
+
+
 class AveragingOptions(OptionGroup):
     """An exponential moving average of the weights."""
 
@@ -318,7 +358,7 @@ class RunConfig(OptionGroup):
 
 
 class FinetuneConfig(RunConfig, LoggerOptions, MethodOptions, TrainerOptions, ProbeOptions, LoRAOptions,
-                     ForgettingOptions, AveragingOptions, OptimOptions, RegularizerOptions, L2SPOptions, RecipeOptions,
+                     ForgettingOptions, StoppingOptions, AveragingOptions, BalanceOptions, AugmentOptions, OptimOptions, RegularizerOptions, L2SPOptions, RecipeOptions,
                      LabelOptions, ModelOptions, DataOptions):
     """Everything that defines a ``transferkit finetune`` run."""
 

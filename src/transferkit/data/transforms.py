@@ -11,7 +11,9 @@ Choices, made for small, centred inputs (digits, Fashion-MNIST, crops):
 * train: light augmentation only -- RandomResizedCrop with scale (0.7, 1.0)
   and ratio (3/4, 4/3); horizontal flip off by default (digits and text are
   not flip-invariant; pass ``hflip=0.5`` for natural images); no colour
-  jitter, AutoAugment or random erasing.
+  jitter, AutoAugment or random erasing. That is ``--augment light``, the default;
+  :data:`AUGMENT_POLICIES` adds timm's RandAugment or a TrivialAugment to it, and
+  ``--augment none`` trains on the evaluation transform (:func:`train_transform`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,18 @@ def data_config_for(model: torch.nn.Module, image_size: int) -> dict[str, Any]:
 #: (FixMatch's RandAugment draws 2 ops at a random magnitude; ``mstd0.5`` jitters the magnitude).
 STRONG = "rand-m10-n2-mstd0.5"
 
+#: ``--augment`` presets: the timm ``auto_augment`` policy added to the light crop (None: the crop alone).
+#: randaugment: timm's ImageNet recipe, 2 ops at magnitude 9 (std 0.5), severity increasing with magnitude;
+#: trivialaugment (Muller & Hutter 2021): 1 op, always applied, at a magnitude drawn uniformly in [0, 10]
+#: (``mstd`` > 100 means uniform in timm), over the same (increasing) RandAugment ops.
+AUGMENT_POLICIES: dict[str, str | None] = {
+    "light": None,
+    "randaugment": "rand-m9-mstd0.5-inc1",
+    "trivialaugment": "rand-n1-m10-mstd101-inc1-p1.0",
+}
+#: the ``--augment`` choices: none (no augmentation: the evaluation transform) and the presets
+AUGMENTS = ("none", *AUGMENT_POLICIES)
+
 
 def build_transform(
     data_cfg: dict[str, Any], image_size: int, train: bool, hflip: float = 0.0, auto_augment: str | None = None
@@ -58,6 +72,19 @@ def build_transform(
             hflip=hflip, vflip=0.0, color_jitter=None, auto_augment=auto_augment, re_prob=0.0,
         )
     return timm.data.create_transform(**common, is_training=False)
+
+
+def train_transform(
+    data_cfg: dict[str, Any], image_size: int, augment: str = "light", hflip: float = 0.0
+) -> Callable[[Image.Image], torch.Tensor]:
+    """The training transform of ``--augment``: ``none`` is the evaluation transform (no crop, no flip:
+    ``hflip`` unused); ``light``, ``randaugment``, ``trivialaugment`` the light crop (and ``hflip``) plus
+    :data:`AUGMENT_POLICIES`' timm policy."""
+    if augment == "none":
+        return build_transform(data_cfg, image_size, train=False)
+    if augment not in AUGMENT_POLICIES:
+        raise ValueError(f"unknown augment '{augment}'; choose one of: {', '.join(AUGMENTS)}")
+    return build_transform(data_cfg, image_size, train=True, hflip=hflip, auto_augment=AUGMENT_POLICIES[augment])
 
 
 def eval_data_config(data_cfg: dict[str, Any], image_size: int) -> dict[str, Any]:

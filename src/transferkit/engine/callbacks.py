@@ -110,6 +110,17 @@ def ema_callback(decay: float) -> L.Callback:
     return EMAWeightAveraging(decay=decay)
 
 
+def early_stopping(patience: int) -> L.Callback:
+    """Lightning's ``EarlyStopping`` on ``val_acc`` (higher is better): training stops after ``patience``
+    validations in a row without a strictly higher accuracy than the best so far. Checked after each
+    epoch's validation, before :class:`AtomicCheckpoint` saves the epoch (its count is in the checkpoint, so
+    a resumed run counts on); the weights kept are the last epoch's, as for a run that ran its epochs."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    return EarlyStopping(monitor="val_acc", mode="max", patience=patience, min_delta=0.0, check_finite=True,
+                         verbose=False)
+
+
 class ProgressBar(RichProgressBar):
     """Lightning's rich progress bar without the loggers' version (``v_num``: the attempt folder, the MLflow
     run id) and with epochs counted from 1 (``Epoch 1/3``, where Lightning shows ``Epoch 0/2``)."""

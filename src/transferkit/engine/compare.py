@@ -78,6 +78,8 @@ def variant_config(base: FinetuneConfig, name: str, seed: int, out: Path,
         raise ConfigError(f"unknown strategy '{name}' for compare; choose from: {choices}")
     if reg:
         update["reg"] = reg
+    if REGISTRY[update["strategy"]].cached_features:  # no training loop: its options (mixing, weights, ...) do not apply
+        update.update(mixup=0.0, cutmix=0.0, class_weights="none", sampler="shuffle", early_stopping=None)
     if wise_curve and REGISTRY[strategy].trains_backbone and name != "scratch":  # auto: not known before the data
         update["wise_curve"] = wise_curve
     return base.model_copy(update=update)

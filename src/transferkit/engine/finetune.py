@@ -79,7 +79,7 @@ class Finetune(Command):
         from transferkit.engine.checks import check_run_options
 
         check_run_options(cfg, state.setup, state.data, run, overwrite=overwrite, resume=resume)
-        state.built = build_model(cfg, len(state.data.classes), state.setup.image_size)
+        state.built = build_model(cfg, len(state.data.classes), state.setup.image_size, cfg.augment)
         state.setup.recipe.check_model(state.built.model, cfg)
         _settle_freeze_groups(cfg, state.setup, state.data, state.built.model)
         state.drift = Drift(cfg, state.setup.image_size, state.built, state.data) if is_global_zero() else None
@@ -139,13 +139,26 @@ def train(cfg: FinetuneConfig, setup: Setup, data: Data, built: Built, run: RunD
     net = recipe.prepare(model, cfg)
     plan = recipe.plan(net, cfg.model_copy(update={"freeze_groups": setup.freeze_groups}), setup.freeze_bn)
     module = _module(cfg, setup, net, plan, data, built)
-    loaders = {"train": train_loader(data.images("train", built.train_tf), cfg),
+    train_set = data.images("train", built.train_tf)
+    loaders = {"train": train_loader(train_set, cfg, sampler=_sampler(cfg, train_set)),
                "val": loader(data.images("val", built.eval_tf), cfg)}
     resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
-    trained = train_lightning(module, cfg, run, loaders, setup.epochs, callbacks=recipe.callbacks(cfg),
+    from transferkit.engine.callbacks import early_stopping
+
+    stopping = [early_stopping(cfg.early_stopping)] if cfg.early_stopping else []
+    trained = train_lightning(module, cfg, run, loaders, setup.epochs, callbacks=recipe.callbacks(cfg) + stopping,
                               resume_from=resume_from, prep_seconds=time.perf_counter() - start, progress=progress,
                               ema_decay=cfg.ema_decay)
+    if stopping:  # the epoch it stopped after (1-based), or None when it ran every epoch
+        trained.extra["early_stopped_epoch"] = stopping[0].stopped_epoch + 1 if stopping[0].stopped_epoch else None
     return trained, extra
+
+
+def _sampler(cfg: FinetuneConfig, train_set):
+    """``--sampler balanced``: each class drawn equally often (``data.balanced_sampler``); else None (shuffle)."""
+    from transferkit.data import balanced_sampler
+
+    return balanced_sampler(train_set.targets) if cfg.sampler == "balanced" else None
 
 
 def _module(cfg: FinetuneConfig, setup: Setup, net, plan, data: Data, built: Built):
@@ -154,9 +167,14 @@ def _module(cfg: FinetuneConfig, setup: Setup, net, plan, data: Data, built: Bui
     from transferkit.engine.module import TransferModule
     from transferkit.registry import REGULARIZERS
 
+    from transferkit.data import Mixing, inverse_frequency_weights
+
     ctx = term_context(cfg, data, built, setup.image_size)
     terms = [build_entry(REGULARIZERS[name], ctx, cfg) for name in setup.recipe.regularizers(cfg)]
-    return TransferModule(net, len(data.classes), plan, setup.optim, terms)
+    weights = (inverse_frequency_weights(data.images("train", built.eval_tf).targets, len(data.classes))
+               if cfg.class_weights == "auto" else None)
+    return TransferModule(net, len(data.classes), plan, setup.optim, terms, class_weights=weights,
+                          mixing=Mixing(cfg.mixup, cfg.cutmix))
 
 
 def term_context(cfg: FinetuneConfig, data: Data, built: Built, image_size: int) -> SimpleNamespace:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
+from transferkit.data.mixing import Mixing, mix_batch, mixed_cross_entropy
 from transferkit.errors import TrainingError
 from transferkit.optim import OptimSettings, build_optimizer, param_groups, warmup_cosine_scheduler
 from transferkit.strategies import Plan
@@ -30,18 +31,26 @@ class TransferModule(L.LightningModule):
       command rebuilds them on resume;
     * the optimizer is built once over every group of the plan, frozen or not; after every ``train()``
       the plan's frozen modules go back to eval mode (frozen BatchNorm, :mod:`transferkit.surgery.freezing`);
+    * ``class_weights`` (``--class-weights auto``): per-class weights of the task CE (validation's loss stays
+      unweighted); ``mixing`` (``--mixup``/``--cutmix``): a plain ``(x, y)`` batch is mixed before the step and
+      its task loss is ``lam CE(y_a) + (1 - lam) CE(y_b)`` (:mod:`transferkit.data.mixing`, label smoothing
+      inside each CE); the terms see the mixed images with ``y_a``; ``train_acc`` scores the larger share's
+      labels. Neither touches adapt's target batch or cached teacher logits;
     * a non-finite loss stops training with :class:`TrainingError` (``stop_hint`` says what to change)
       — the last epoch checkpoint on disk is the last good state.
     """
 
     def __init__(self, net: nn.Module, num_classes: int, plan: Plan, optim: OptimSettings,
                  terms: list[Term] | tuple = (), *, task_weight: float = 1.0,
-                 stop_hint: str = "lower --lr or check the data"):
+                 stop_hint: str = "lower --lr or check the data", class_weights: torch.Tensor | None = None,
+                 mixing: Mixing | None = None):
         super().__init__()
         self.net, self.plan, self.optim = net, plan, optim
         self.terms = nn.ModuleList(terms)
         self.task_weight, self.stop_hint = float(task_weight), stop_hint
         self.loss_fn = nn.CrossEntropyLoss(label_smoothing=optim.label_smoothing)
+        self.register_buffer("class_weights", class_weights, persistent=False)  # rebuilt from the data on resume
+        self.mixing = mixing if mixing is not None and mixing.active else None
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_f1 = MulticlassF1Score(num_classes, average="macro")
@@ -73,10 +82,32 @@ class TransferModule(L.LightningModule):
         extra = {"teacher_logits": batch[2]} if len(batch) == 3 else None
         return Step(self.net, batch[0], batch[1], None, progress, extra)
 
+    def mix(self, batch):
+        """``(batch, y_b, lam)``: under ``mixing`` a plain ``(x, y)`` batch with its images mixed (y stays
+        ``y_a``), the partners' labels and the share ``lam``; any other batch as it is, ``None, 1.0``."""
+        if self.mixing is None or isinstance(batch, dict) or len(batch) != 2:
+            return batch, None, 1.0
+        x, y_a, y_b, lam = mix_batch(batch[0], batch[1], self.mixing)
+        return (x, y_a), y_b, lam
+
+    def task_loss(self, logits: torch.Tensor, y: torch.Tensor, labelled: torch.Tensor, y_b, lam: float):
+        """The task CE of the labelled images: weighted by ``class_weights``, mixed when ``y_b`` is given."""
+        if not labelled.any():
+            return logits.sum() * 0
+        smoothing = self.optim.label_smoothing
+        if y_b is not None:
+            return mixed_cross_entropy(logits[labelled], y[labelled], y_b[labelled], lam, label_smoothing=smoothing,
+                                       weight=self.class_weights)
+        if self.class_weights is not None:
+            return nn.functional.cross_entropy(logits[labelled], y[labelled], weight=self.class_weights,
+                                               label_smoothing=smoothing)
+        return self.loss_fn(logits[labelled], y[labelled])
+
     def training_step(self, batch, batch_idx):
+        batch, y_b, lam = self.mix(batch)
         step = self.make_step(batch)
         logits, y, labelled = step.logits, step.y, step.labelled
-        task = self.loss_fn(logits[labelled], y[labelled]) if labelled.any() else logits.sum() * 0
+        task = self.task_loss(logits, y, labelled, y_b, lam)
         loss, logs = self.task_weight * task, {}
         for term in self.terms:
             value, term_logs = term(step)
@@ -89,7 +120,8 @@ class TransferModule(L.LightningModule):
         for k, v in logs.items():
             self.log(k, v, on_step=False, on_epoch=True, prog_bar=k in ("align_loss", "distill_loss"))
         if labelled.any():
-            self.train_acc(logits[labelled].detach(), y[labelled])
+            y_acc = y if y_b is None or lam >= 0.5 else y_b
+            self.train_acc(logits[labelled].detach(), y_acc[labelled])
             self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
         self.log("train_loss", task, on_step=False, on_epoch=True, prog_bar=True)
         return loss

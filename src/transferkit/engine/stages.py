@@ -20,7 +20,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from transferkit.config import FinetuneConfig
-from transferkit.data import TransformedSubset, build_transform, cap_per_class, data_config_for, load_source, make_splits
+from transferkit.data import (TransformedSubset, build_transform, cap_per_class, data_config_for, load_source, make_splits,
+                              train_transform)
 from transferkit.errors import TrainingError
 from transferkit.rundir import RunDir, is_global_zero
 
@@ -121,7 +122,8 @@ class Built:
     train_tf: object
 
 
-def build_model(cfg: FinetuneConfig, num_classes: int, image_size: int) -> Built:
+def build_model(cfg: FinetuneConfig, num_classes: int, image_size: int, augment: str = "light") -> Built:
+    """The model with its new head; the training transform is ``augment``'s (``data.train_transform``)."""
     from transferkit.backbones import load_backbone
     from transferkit.surgery.norm import batchnorm_to_groupnorm
 
@@ -131,7 +133,7 @@ def build_model(cfg: FinetuneConfig, num_classes: int, image_size: int) -> Built
     model = model.to(memory_format=torch.channels_last)  # measured faster on CPU (benchmarks/bench_train_step.py)
     data_cfg = data_config_for(model, image_size)
     return Built(model, data_cfg, build_transform(data_cfg, image_size, train=False),
-                 build_transform(data_cfg, image_size, train=True, hflip=cfg.hflip))
+                 train_transform(data_cfg, image_size, augment, hflip=cfg.hflip))
 
 
 def source_model(cfg: FinetuneConfig, image_size: int) -> torch.nn.Module:
@@ -146,14 +148,19 @@ def loader(dataset, cfg: FinetuneConfig, shuffle: bool = False, drop_last: bool 
                       persistent_workers=cfg.workers > 0, drop_last=drop_last)
 
 
-def train_loader(dataset, cfg: FinetuneConfig, drop_last: bool = False) -> DataLoader:
+def train_loader(dataset, cfg: FinetuneConfig, drop_last: bool = False, sampler=None) -> DataLoader:
     """Shuffled training batches, the loader every training command fits on. A last batch of exactly
     one image is dropped (BatchNorm cannot normalise one image in training mode); under DDP the count
     is each process's share, ``ceil(n / world_size)`` (Lightning's sampler pads the shares even).
     ``drop_last``: drop any partial last batch. Fewer than 2 images per process are refused before
-    the run starts (``checks.check_train_images``)."""
+    the run starts (``checks.check_train_images``). ``sampler`` (e.g. ``data.balanced_sampler``, as many
+    draws as images) replaces the shuffle; Lightning shards it across processes."""
     per_process = math.ceil(len(dataset) / world_size(cfg))
-    return loader(dataset, cfg, shuffle=True, drop_last=drop_last or per_process % cfg.batch_size == 1)
+    drop = drop_last or per_process % cfg.batch_size == 1
+    if sampler is None:
+        return loader(dataset, cfg, shuffle=True, drop_last=drop)
+    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
+                      persistent_workers=cfg.workers > 0, drop_last=drop)
 
 
 def world_size(cfg: FinetuneConfig) -> int:

@@ -109,9 +109,23 @@ class Recipe:
                 entry.check(SimpleNamespace(cfg=cfg, recipe=self))
         if getattr(cfg, "freeze_groups", 0) and not self.trains_backbone:
             raise ConfigError(f"--freeze-groups applies to strategies that train the backbone, not {self.name}{why}")
+        if self.cached_features:
+            self._check_loop_options(cfg, why)
         if (getattr(cfg, "wise_alpha", None) is not None or getattr(cfg, "wise_curve", None)) and not self.trains_backbone:
             raise ConfigError(f"--wise-alpha/--wise-curve interpolate a fine-tuned backbone; strategy {self.name}"
                               f"{why} leaves it frozen — use one of: {', '.join(backbone_recipes())}")
+
+    def _check_loop_options(self, cfg: Any, why: str) -> None:
+        """Refuse the options of the training loop (mixing, class weights, sampler, early stopping): a
+        cached-feature recipe fits its head to convergence without one."""
+        given = [flag for flag, on in (("--mixup", getattr(cfg, "mixup", 0)), ("--cutmix", getattr(cfg, "cutmix", 0)),
+                                       ("--class-weights auto", getattr(cfg, "class_weights", "none") != "none"),
+                                       ("--sampler balanced", getattr(cfg, "sampler", "shuffle") != "shuffle"),
+                                       ("--early-stopping", getattr(cfg, "early_stopping", None))) if on]
+        if given:
+            raise ConfigError(f"{', '.join(given)}: options of the training loop, which strategy {self.name}{why} "
+                              f"does not run (it fits its head on cached features) — use one of: "
+                              f"{', '.join(backbone_recipes())}")
 
     def regularizers(self, cfg: Any) -> list[str]:
         """The regularisers a run of this recipe adds: its own, then ``--reg`` (once)."""
