@@ -56,8 +56,8 @@ def grid(name: str) -> list[dict]:
                     jobs += [{**base, "strategy": strategy, **v, "seed": s} for s in SEEDS3]
         return jobs
     if name == "augment":  # flips only on Fashion-MNIST (photos of clothes); digits are not flip-invariant
-        return [{**base, **s, "seed": seed} for base in AUGMENT_DATA for s in AUGMENT_SETTINGS for seed in SEEDS3
-                if "hflip" not in s or base["data"] != "builtin:digits"]
+        return [{**base, **s, "seed": seed} for seed in SEEDS3 for base in AUGMENT_DATA for s in AUGMENT_SETTINGS
+                if "hflip" not in s or base["data"] != "builtin:digits"]  # seeds outermost: a partial grid is usable
     raise SystemExit(f"unknown grid {name}")
 
 
@@ -77,7 +77,9 @@ def run_one(job: tuple[dict, str, int]) -> dict:
             return {**settings, "error": f"{type(e).__name__}: {e}"}
     keys = ("strategy", "val_accuracy", "test_accuracy", "pixel_baseline_accuracy", "train_seconds",
             "probe_val_accuracy", "strategy_reason", "image_size", "epochs")
-    return {**settings, "resolved": {k: m.get(k) for k in keys}, "wall_seconds": round(time.perf_counter() - t, 1)}
+    calibration = {k: v for k, v in (m.get("calibration") or {}).items() if "ece" in k or k == "temperature"}
+    return {**settings, "resolved": {k: m.get(k) for k in keys} | {"calibration": calibration},
+            "wall_seconds": round(time.perf_counter() - t, 1)}
 
 
 def summary(path: str) -> None:
