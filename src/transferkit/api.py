@@ -34,12 +34,16 @@ from transferkit.rundir import RunDir
 def load(run_dir: Path | str, device: str | None = "cpu") -> Model:
     """The trained model of a finished run, ready to predict (see :class:`Model`).
 
+    The example reads the run ``runs/digits`` that ``tk.finetune``'s example writes and an image file ``digit.png``.
+
     Example::
 
         >>> import transferkit as tk
-        >>> model = tk.load("runs/digits")                     # doctest: +SKIP
-        >>> model.predict("digit.png", topk=1)[0]["top"]       # doctest: +SKIP
-        [{'class': '7', 'prob': 0.93}]
+        >>> model = tk.load("runs/digits")
+        >>> model
+        Model('runs/digits': efficientnet_lite0, 10 classes)
+        >>> model.predict("digit.png", topk=1)[0]["top"]
+        [{'class': '...', 'prob': ...}]
     """
     return Model(run_dir, device)
 
@@ -48,11 +52,16 @@ class Model:
     """A finished run's classifier: ``predict`` on paths or images in memory, its ``classes``, the torch
     ``model`` (eval mode), the run's ``config`` and ``metrics``, ``export`` to ONNX.
 
+    The example reads the run ``runs/digits`` that ``tk.finetune``'s example writes.
+
     Example::
 
-        >>> model = Model("runs/digits")                        # doctest: +SKIP
-        >>> model.classes[:3], model.config["model"]            # doctest: +SKIP
-        (['0', '1', '2'], 'efficientnet_lite0')
+        >>> from transferkit import Model
+        >>> model = Model("runs/digits")
+        >>> model.classes[:3], model.config["model"], model.metrics["strategy"]
+        (['0', '1', '2'], 'efficientnet_lite0', 'linear-probe')
+        >>> type(model.model).__name__, model.model.training
+        ('EfficientNet', False)
     """
 
     def __init__(self, run_dir: Path | str, device: str | None = "cpu"):
@@ -94,11 +103,20 @@ class Model:
         run's eval transform. A float tensor (3, S, S) or (B, 3, S, S) is taken as already
         transformed (resized to the run's input size S and normalised) and goes to the model as is.
 
+        The example reads the run ``runs/digits`` that ``tk.finetune``'s example writes and an image
+        file ``digit.png``.
+
         Example::
 
+            >>> import numpy as np
             >>> from PIL import Image
-            >>> tk.load("runs/digits").predict(Image.open("digit.png"), topk=2)  # doctest: +SKIP
-            [{'top': [{'class': '7', 'prob': 0.93}, {'class': '1', 'prob': 0.04}]}]
+            >>> import transferkit as tk
+            >>> model = tk.load("runs/digits")
+            >>> model.predict(Image.open("digit.png"), topk=2)
+            [{'top': [{'class': '...', 'prob': ...}, {'class': '...', 'prob': ...}]}]
+            >>> grey = np.zeros((28, 28), dtype=np.uint8)          # a black image, (H, W) uint8
+            >>> len(model.predict([grey, "digit.png"], topk=1))   # a list: one result per image
+            2
         """
         check_topk(topk, batch_size)
         items = list(self.inputs(images))
@@ -116,9 +134,13 @@ class Model:
         """The model's logits (N, C) for ``images`` (what :meth:`predict` takes), on the CPU; raw, before
         the run's temperature (``predict``'s probabilities are ``softmax(logits / meta["temperature"])``).
 
+        The example reads the run ``runs/digits`` that ``tk.finetune``'s example writes and an image
+        file ``digit.png``.
+
         Example::
 
-            >>> tk.load("runs/digits").logits("digit.png").shape   # doctest: +SKIP
+            >>> import transferkit as tk
+            >>> tk.load("runs/digits").logits("digit.png").shape
             torch.Size([1, 10])
         """
         check_topk(1, batch_size)
@@ -158,10 +180,15 @@ class Model:
         """Export the run's model to ONNX beside it (``engine.export.export_run``: ``fmt``, ``opset``,
         ``dynamic_batch``, ``threads``); returns ``export.json``'s content.
 
+        The example exports the run ``runs/digits`` that ``tk.finetune``'s example writes for a fixed
+        batch of one image (e.g. a device that serves one image at a time).
+
         Example::
 
-            >>> tk.load("runs/digits").export(opset=18)["within_tolerance"]   # doctest: +SKIP
-            True
+            >>> import transferkit as tk
+            >>> info = tk.load("runs/digits").export(dynamic_batch=False)
+            >>> info["input"], info["within_tolerance"]
+            ([1, 3, 32, 32], True)
         """
         from transferkit.engine.export import export_run
 

@@ -185,11 +185,19 @@ def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 3,
     JSON-encode. ``backend``: ``torch``, or ``onnxruntime`` to serve from the run's
     ``model.onnx`` (written by ``transferkit export``).
 
+    The example reads the run ``runs/digits`` that ``tk.finetune``'s example writes, an image file
+    ``digit.png`` and a folder ``more_digits/`` holding four images (here in class folders).
+
     Example::
 
-        import transferkit as tk
-        tk.predict("runs/digits", ["digit.png", "more_digits/"], topk=1)
-        # images in memory (PIL, numpy, torch): tk.load("runs/digits").predict(image)
+        >>> import transferkit as tk
+        >>> results = tk.predict("runs/digits", ["digit.png", "more_digits/"], topk=1)
+        >>> len(results), results.skipped
+        (5, [])
+        >>> results[0]
+        {'path': 'digit.png', 'top': [{'class': '...', 'prob': ...}]}
+
+    Images in memory (PIL, numpy, torch): ``tk.load("runs/digits").predict(image)``.
     """
     check_topk(topk, batch_size)
     model, meta = load_backend(run_dir, device, backend)

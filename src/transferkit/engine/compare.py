@@ -94,11 +94,17 @@ def compare(base: FinetuneConfig, strategies: list[str], seeds: list[int], out: 
     ``wise_curve`` alphas are evaluated for the strategies that fine-tune the
     backbone. Returns ``{"records": [...], "leaderboard": [...], "recommendation": str, ...}``.
 
+    The example compares two quick strategies on one seed (``progress=False``: no progress bars).
+
     Example::
 
-        import transferkit as tk
-        base = tk.FinetuneConfig(data="builtin:digits", per_class=10)
-        tk.compare(base, ["linear-probe", "full", "lora"], seeds=[0, 1], out="runs/compare")["recommendation"]
+        >>> import transferkit as tk
+        >>> base = tk.FinetuneConfig(data="builtin:digits", per_class=10, epochs=1, image_size=32)
+        >>> result = tk.compare(base, ["linear-probe", "freeze"], seeds=[0], out="runs/compare", progress=False)
+        >>> sorted(row["strategy"] for row in result["leaderboard"])
+        ['freeze', 'linear-probe']
+        >>> result["recommendation"]
+        '**...** scores best on validation: ...'
     """
     out = Path(out)
     if not strategies or not seeds:

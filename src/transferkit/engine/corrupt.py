@@ -32,8 +32,13 @@ def corrupt(data: str, names: list[str], out: Path | str, *, severity: int = 3, 
 
     Example::
 
-        import transferkit as tk
-        tk.corrupt("builtin:digits", ["gaussian_noise", "fog"], "corrupted", severity=3)
+        >>> import transferkit as tk
+        >>> labels = tk.corrupt("builtin:digits", ["gaussian_noise", "fog"], "corrupted", severity=3)
+        >>> [f"{path.parent.name}/{path.name}" for path in labels]
+        ['gaussian_noise-3/labels.csv', 'fog-3/labels.csv']
+
+    Each folder is a data source for ``finetune``, ``tta`` or ``predict``, e.g.
+    ``tk.TTAConfig(run="runs/digits", data="corrupted/fog-3")``.
     """
     from transferkit.data.corruptions import check_opencv, check_severity, corruption_names, write_corrupted
     from transferkit.data.sources import load_source

@@ -31,10 +31,14 @@ def export_run(run_dir: Path | str, *, fmt: str = "onnx", opset: int = 18, dynam
     under a temporary name, then published (``export.json`` last: present, it describes the
     ``model.onnx`` beside it). A failed or interrupted export leaves the run as it was.
 
+    The example exports the run ``runs/digits`` that ``tk.finetune``'s example writes.
+
     Example::
 
-        import transferkit as tk
-        tk.export("runs/digits")["max_abs_diff"]       # or tk.load("runs/digits").export()
+        >>> import transferkit as tk
+        >>> info = tk.export("runs/digits")          # or tk.load("runs/digits").export()
+        >>> info["file"], info["input"], info["within_tolerance"]
+        ('model.onnx', [None, 3, 32, 32], True)
     """
     from transferkit.export import check_opset, export_onnx, onnx_parity
     from transferkit.predict import load_run_model

@@ -99,11 +99,21 @@ def finetune(cfg: FinetuneConfig, *, overwrite: bool = False, resume: bool = Fal
              progress: bool = True) -> dict:
     """Run (or resume) a fine-tuning run; returns its ``metrics.json`` content ({} on non-zero ranks).
 
+    The example writes ``runs/digits``, the run the examples of ``load``, ``predict``, ``export``, ``tta``
+    and ``distill`` use (``progress=False``: no progress bars).
+
     Example::
 
-        import transferkit as tk
-        cfg = tk.FinetuneConfig(data="builtin:digits", model="efficientnet_lite0", per_class=10, out="runs/digits")
-        metrics = tk.finetune(cfg)          # metrics["test_accuracy"]; then tk.load("runs/digits")
+        >>> import transferkit as tk
+        >>> cfg = tk.FinetuneConfig(data="builtin:digits", per_class=10, strategy="linear-probe",
+        ...                         image_size=32, out="runs/digits")
+        >>> metrics = tk.finetune(cfg, progress=False)
+        >>> metrics["strategy"], metrics["train_images"]
+        ('linear-probe', 100)
+        >>> metrics["classes"]
+        ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9']
+        >>> 0.0 <= metrics["test_accuracy"] <= 1.0
+        True
     """
     return run_command(Finetune(), cfg, overwrite=overwrite, resume=resume, progress=progress)
 

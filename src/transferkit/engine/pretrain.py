@@ -90,11 +90,21 @@ class Pretrain(Command):
 def pretrain(cfg: PretrainConfig, *, overwrite: bool = False, resume: bool = False, progress: bool = True) -> dict:
     """Run (or resume) a pretraining run; returns its ``metrics.json`` content ({} on non-zero ranks).
 
+    The example runs SimCLR on 128 digits for one epoch at 32 px; ``data`` may be any folder of images
+    (labels are not needed).
+
     Example::
 
-        import transferkit as tk
-        tk.pretrain(tk.PretrainConfig(data="my_images/", method="simclr", out="runs/ssl"))
-        tk.finetune(tk.FinetuneConfig(data="my_labelled/", weights="runs/ssl", out="runs/ft"))
+        >>> import transferkit as tk
+        >>> cfg = tk.PretrainConfig(data="builtin:digits", method="simclr", images=128, epochs=1, image_size=32,
+        ...                         out="runs/ssl")
+        >>> metrics = tk.pretrain(cfg, progress=False)
+        >>> metrics["method"], metrics["train_images"]
+        ('simclr', 128)
+        >>> metrics["next"]          # the backbone is the weights of a finetune run
+        'transferkit finetune --weights runs/ssl --model efficientnet_lite0 --data DATA'
+
+    In Python: ``tk.finetune(tk.FinetuneConfig(data="my_labelled/", weights="runs/ssl", out="runs/ft"))``.
     """
     return run_command(Pretrain(), cfg, overwrite=overwrite, resume=resume, progress=progress)
 

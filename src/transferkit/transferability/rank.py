@@ -476,11 +476,19 @@ def rank_candidates(
         ModelError / WeightsError: unknown model, weights not installed or unreachable.
         DataError: bad data source or a per-class count the data cannot give.
 
+    The example scores one candidate on 10 training images per class; add ``weights=["packaged", "none"]``
+    for the negative-transfer check, more ``models`` to rank them.
+
     Example::
 
-        import transferkit as tk
-        result = tk.rank("builtin:digits", models=["efficientnet_lite0", "resnet18"], weights=["packaged", "none"])
-        result.recommendation["command"]     # the transferkit finetune call that follows the advice
+        >>> import transferkit as tk
+        >>> result = tk.rank("builtin:digits", models="efficientnet_lite0", per_class=10, progress=False)
+        >>> [(row["model"], row["weights"], row["layer"]) for row in result.rows]
+        [('efficientnet_lite0', 'packaged', 'last')]
+        >>> result.recommendation["freeze_or_finetune"]["advice"]    # few labels: freeze the backbone
+        'linear-probe'
+        >>> print(result.recommendation["command"])       # the transferkit finetune call that follows the advice
+        transferkit finetune --data builtin:digits --model efficientnet_lite0 --weights packaged --strategy ...
     """
     models, weights, layers = _as_list(models, "models"), _as_list(weights, "weights"), _as_list(layers, "layers")
     _check_request(models, weights, layers, image_size, seed)
