@@ -56,6 +56,20 @@ def test_randaugment_is_timms_two_ops_at_magnitude_9():
     assert "PosterizeIncreasing" in {op.name for op in ra.ops}  # the increasing-severity op set (inc1)
 
 
+@pytest.mark.parametrize("preset", ["randaugment", "trivialaugment"])
+def test_every_op_runs_at_the_largest_magnitude_the_preset_can_draw(preset):
+    """At magnitude 10 timm's increasing posterize keeps 0 bits, which Pillow refuses: the Fashion-MNIST
+    grid crashed on it. Each op is run at the preset's largest reachable magnitude (randaugment's jitter
+    is capped at 9; trivialaugment draws uniformly in [0, 10), never 10 itself)."""
+    from PIL import Image
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8))
+    for op in _rand_augment(train_transform(DATA_CFG, 32, preset)).ops:
+        op.prob, op.magnitude_std = 1.0, 0.0
+        upper = op.magnitude_max or 10  # timm's clip bound when the preset sets none
+        op.magnitude = min(upper, 9.999) if preset == "trivialaugment" else upper
+        assert op(img).size == (16, 16), op.name
+
+
 def test_trivialaugment_is_one_op_always_at_a_uniform_magnitude():
     ra = _rand_augment(train_transform(DATA_CFG, 32, "trivialaugment"))
     assert ra.num_layers == 1

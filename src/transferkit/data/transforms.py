@@ -49,9 +49,11 @@ STRONG = "rand-m10-n2-mstd0.5"
 #: randaugment: timm's ImageNet recipe, 2 ops at magnitude 9 (std 0.5), severity increasing with magnitude;
 #: trivialaugment (Muller & Hutter 2021): 1 op, always applied, at a magnitude drawn uniformly in [0, 10]
 #: (``mstd`` > 100 means uniform in timm), over the same (increasing) RandAugment ops.
+#: ``mmax9`` caps the jittered magnitude at 9: at 10, timm's increasing posterize keeps 0 bits, which
+#: Pillow >= 10 refuses ("bits must be between or equal to 1 and 8": a crash in the data loader).
 AUGMENT_POLICIES: dict[str, str | None] = {
     "light": None,
-    "randaugment": "rand-m9-mstd0.5-inc1",
+    "randaugment": "rand-m9-mstd0.5-mmax9-inc1",
     "trivialaugment": "rand-n1-m10-mstd101-inc1-p1.0",
 }
 #: the ``--augment`` choices: none (no augmentation: the evaluation transform) and the presets
