@@ -42,6 +42,7 @@ from transferkit.tta.none import NoAdapt  # noqa: I001 -- these first: the defau
 from transferkit.tta.bn import BNAdapt, PriorBatchNorm, batchnorm_layers, unwrap_bn, wrap_bn
 from transferkit.tta.tent import Tent, entropy, norm_affine_params
 from transferkit.tta.eata import EATA, fisher_diagonal
+from transferkit.tta.sar import SAR
 
 import_submodules(__name__, __path__)
 
@@ -82,6 +83,6 @@ def method_names() -> tuple[str, ...]:
     return TTA.names()
 
 
-__all__ = ["BNAdapt", "EATA", "NoAdapt", "PriorBatchNorm", "TTAContext", "Tent", "batchnorm_layers", "build_adapter",
+__all__ = ["BNAdapt", "EATA", "NoAdapt", "PriorBatchNorm", "SAR", "TTAContext", "Tent", "batchnorm_layers", "build_adapter",
            "check_method", "context", "entropy", "fisher_diagonal", "method_names", "norm_affine_params", "unwrap_bn",
            "wrap_bn"]
