@@ -68,9 +68,9 @@ def per_class_scores(confusion, classes: list[str]) -> list[dict]:
             for name, p, r, f, n in zip(classes, precision, recall, f1, support)]
 
 
-def per_class_table(rows: list[dict]) -> list[str]:
-    """Markdown lines of :func:`per_class_scores`, worst F1 first (where to look first)."""
-    lines = ["", "## Per class (test)", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+def per_class_table(rows: list[dict], split: str = "test") -> list[str]:
+    """Markdown lines of :func:`per_class_scores` on ``split``, worst F1 first (where to look first)."""
+    lines = ["", f"## Per class ({split})", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["f1"], r["class"])):
         lines.append(f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |")
     return lines
