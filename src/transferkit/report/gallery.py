@@ -84,7 +84,8 @@ def mistakes_section(rows: list[dict], split: str = "test", note: str | None = N
     if not rows:
         return lines + [f"No mistakes on the {split} images."]
     lines += [f"The {len(rows)} wrong predictions on the {split} images the model was surest of; beside each "
-              "image, Grad-CAM of the predicted class (red: where the evidence for it was)."
+              "image, Grad-CAM of the predicted class (red: where the evidence for it was); probability: the "
+              "softmax of the logits, before temperature scaling."
               + (f" {note}" if note else ""), "",
               "| # | image | true | predicted | probability |", "|---|---|---|---|---|"]
     lines += [f"| {i} | {r.get('path') or r['index']} | {r['true']} | {r['pred']} | {r['prob']:.3f} |"
