@@ -74,8 +74,22 @@ def test_run_directory_metrics_and_report(dann_run):
         rows = [r for r in csv.DictReader(fh) if r.get("align_loss")]
     assert rows and rows[0]["domain_acc"]  # the discriminator trained and was logged
     report = (out / "report.md").read_text()
-    assert "embedding.png" in report and "## Per-class target accuracy" in report and "held-out" in report
+    assert "embedding.png" in report and "## Per class (target test)" in report and "held-out" in report
     assert (out / "embedding.png").stat().st_size > 10_000
+    # error analysis on the target test split: per class, ECE without a temperature, the mistakes and their gallery
+    per_class = {r["class"]: r for r in saved["target_per_class"]}
+    for c, row in enumerate(saved["target_confusion"]):  # recall = the confusion row's diagonal share
+        assert per_class[str(c)]["support"] == sum(row)
+        assert per_class[str(c)]["recall"] == pytest.approx(row[c] / sum(row) if sum(row) else 0.0)
+    cal = saved["calibration"]
+    assert cal["temperature"] is None and 0 <= cal["target_test_ece"] <= 1 and "no labelled target" in cal["note"]
+    wrong = round((1 - saved["target_accuracy"]) * saved["target_test_images"])
+    assert len(saved["target_mistakes"]) == min(8, wrong)
+    assert [m["prob"] for m in saved["target_mistakes"]] == sorted((m["prob"] for m in saved["target_mistakes"]),
+                                                                    reverse=True)
+    assert all(m["true"] != m["pred"] for m in saved["target_mistakes"])
+    assert "## Most confident mistakes (Grad-CAM)" in report and "ECE (15 bins, T = 1)" in report
+    assert (out / "mistakes.png").is_file() == bool(wrong) and ("mistakes.png" in report) == bool(wrong)
 
 
 @pytest.mark.slow

@@ -31,6 +31,8 @@ def test_finetune_fits_and_applies_temperature(tmp_path, strategy, epochs):
     assert (out / "reliability.png").stat().st_size > 1000
     assert "reliability.png" in (out / "report.md").read_text()
     assert json.loads((out / "model.json").read_text())["temperature"] == t
+    wrong = m["test_images"] - sum(m["test_confusion"][c][c] for c in range(10))  # the gallery, on either path
+    assert len(m["test_mistakes"]) == min(8, wrong) and (out / "mistakes.png").is_file() == bool(wrong)
     print(f"\n{strategy}: T={t:.3f} val ECE {cal['val_ece_before']:.4f}->{cal['val_ece_after']:.4f} "
           f"test ECE {cal['test_ece_before']:.4f}->{cal['test_ece_after']:.4f}")
 

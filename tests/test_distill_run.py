@@ -94,7 +94,16 @@ def test_token_run_with_baseline_predict_and_export(teacher, tmp_path, run_cli):
     assert m["model_args"] == parse_model_args(TINY_VIT)
     for name in ("report.md", "distill.png", "learning_curve.png", "confusion_matrix.png", "model.safetensors"):
         assert (out / name).is_file(), name
-    assert "Teacher and student" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "Teacher and student" in report
+    # the student's error analysis: per class, calibration (its temperature saved), mistakes with Grad-CAM (a ViT)
+    assert [r["support"] for r in m["test_per_class"]] == [sum(row) for row in m["test_confusion"]]
+    assert m["calibration"]["temperature"] > 0 and (out / "reliability.png").is_file()
+    assert json.loads((out / "model.json").read_text())["temperature"] == m["calibration"]["temperature"]
+    wrong = m["test_images"] - sum(m["test_confusion"][c][c] for c in range(3))
+    assert len(m["test_mistakes"]) == min(8, wrong) and m["gradcam_note"] is None
+    assert (out / "mistakes.png").is_file() == bool(wrong) and "## Most confident mistakes (Grad-CAM)" in report
+    assert "## Per class (student, test)" in report
     code, stdout, err = run_cli("predict", out, teacher.parent / "digits" / "1", "--format", "json")
     assert code == 0, err
     assert {r["top"][0]["class"] for r in json.loads(stdout)} <= {"0", "1", "2"}

@@ -53,6 +53,28 @@ def test_full_run_directory_is_complete(full_run):
     assert [r["class"] for r in per_class] == [str(c) for c in range(10)] and "## Per class (test)" in report
     for r, row in zip(per_class, saved["test_confusion"]):
         assert r["support"] == sum(row) and r["recall"] == pytest.approx(row[int(r["class"])] / sum(row))
+    _check_mistakes(out, saved, report, page)
+
+
+def _check_mistakes(out, saved, report, page):
+    """The most confident test mistakes: as many as the confusion matrix's off-diagonal allows (at most 8), surest
+    first; each one really is the saved model's wrong answer on that test image, at that probability (T = 1)."""
+    from transferkit.engine.stages import load_data
+    from transferkit.predict import eval_transform, load_run_model
+
+    mistakes, confusion = saved["test_mistakes"], saved["test_confusion"]
+    wrong = sum(map(sum, confusion)) - sum(confusion[c][c] for c in range(10))
+    assert len(mistakes) == min(8, wrong) and saved["gradcam_note"] is None
+    assert [m["prob"] for m in mistakes] == sorted((m["prob"] for m in mistakes), reverse=True)
+    model, meta = load_run_model(out)
+    test = load_data(FinetuneConfig(**SMALL)).images("test", eval_transform(meta))
+    for m in mistakes[:3]:
+        x, y = test[m["index"]]
+        p = model(x[None]).softmax(-1)[0]
+        assert (str(y), str(int(p.argmax()))) == (m["true"], m["pred"]) and m["true"] != m["pred"]
+        assert float(p.max()) == pytest.approx(m["prob"], abs=1e-4)
+    assert "## Most confident mistakes (Grad-CAM)" in report and "<h2>Most confident mistakes (Grad-CAM)</h2>" in page
+    assert f'src="data:image/png;base64,{base64.b64encode((out / "mistakes.png").read_bytes()).decode()}"' in page
 
 
 @pytest.mark.slow

@@ -632,7 +632,8 @@ PREDICT_HELP = {
     "topk": "classes shown per image, most probable first (all of them when the run has fewer)",
     "skip_bad_images": "skip unreadable images (named on stderr) instead of stopping",
     "device": "cpu, cuda, cuda:N or auto (cuda when available)",
-    "backend": "torch, or onnxruntime (the run's model.onnx: transferkit export)"}
+    "backend": "torch, or onnxruntime (the run's model.onnx: transferkit export)",
+    "labels": "the images lie in class folders: also score them (accuracy, calibration error, per class)"}
 
 
 @app.command()
@@ -651,7 +652,8 @@ def predict(**values) -> None:
         print(f"warning: skipped {len(results.skipped)} unreadable image(s): {shown(results.skipped, 10)}",
               file=sys.stderr)
     if format == "json":
-        print(json.dumps(results, indent=2))
+        print(json.dumps({"predictions": results, "evaluation": results.evaluation} if values["labels"] else results,
+                         indent=2))
     elif format == "csv":
         buf = io.StringIO()
         w = csv.writer(buf)
@@ -660,11 +662,30 @@ def predict(**values) -> None:
             for rank, t in enumerate(r["top"], 1):
                 w.writerow([r["path"], rank, t["class"], t["prob"]])
         print(buf.getvalue(), end="")
+        if results.evaluation:  # stderr: stdout stays the CSV
+            print(_scored(results.evaluation), file=sys.stderr)
     else:
         table = Table("image", *(f"top-{i + 1}" for i in range(len(results[0]["top"]) if results else 0)))
         for r in results:
             table.add_row(r["path"], *(f"{t['class']} ({t['prob']:.3f})" for t in r["top"]))
         console.print(table)
+        if results.evaluation:
+            _print_evaluation(results.evaluation)
+
+
+def _scored(ev: dict) -> str:
+    """One line of ``predict --labels``' scores."""
+    return (f"{ev['images']} labelled images: accuracy {ev['accuracy']:.4f}, macro-F1 {ev['macro_f1']:.4f}, "
+            f"ECE {ev['ece']:.4f} (at the run's temperature T = {ev['temperature']:.3g})")
+
+
+def _print_evaluation(ev: dict) -> None:
+    """``predict --labels``: the scores and the per-class table, worst F1 first."""
+    table = Table("class", "precision", "recall", "F1", "support", title="per class, worst F1 first")
+    for r in sorted(ev["per_class"], key=lambda r: (r["f1"], r["class"])):
+        table.add_row(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", str(r["support"]))
+    console.print(_scored(ev), highlight=False, soft_wrap=True)
+    console.print(table)
 
 
 @app.command()

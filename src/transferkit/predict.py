@@ -145,11 +145,13 @@ def collect_images(paths: list[Path | str]) -> list[Path]:
 
 class Predictions(list):
     """``predict``'s result: one ``{path, top}`` per image, and ``skipped``: the ``display_name`` of each
-    unreadable file skipped under ``skip_bad_images``."""
+    unreadable file skipped under ``skip_bad_images``; ``evaluation``: the scores against the images' folder
+    names under ``labels`` (:func:`~transferkit.evaluation.metrics.labelled_scores`), else None."""
 
-    def __init__(self, results=(), skipped=()):
+    def __init__(self, results=(), skipped=(), evaluation: dict | None = None):
         super().__init__(results)
         self.skipped = list(skipped)
+        self.evaluation = evaluation
 
 
 def shown(names: list[str], first: int = 3) -> str:
@@ -172,7 +174,7 @@ def readable_images(files: list[Path], skip_bad_images: bool) -> tuple[list[Path
 @torch.inference_mode()
 def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 3,
             batch_size: int = 32, skip_bad_images: bool = False,
-            device: str | None = "cpu", backend: str = "torch") -> Predictions:
+            device: str | None = "cpu", backend: str = "torch", labels: bool = False) -> Predictions:
     """Top-k classes with probabilities for each image: ``[{path, top: [{class, prob}]}]`` (a list whose
     ``skipped`` names the unreadable files skipped under ``skip_bad_images``).
 
@@ -183,7 +185,9 @@ def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 3,
     ``path`` is the file's :func:`~transferkit.data.display_name` (its text for
     ordinary names; undecodable bytes as ``\\xNN``), so results always print and
     JSON-encode. ``backend``: ``torch``, or ``onnxruntime`` to serve from the run's
-    ``model.onnx`` (written by ``transferkit export``).
+    ``model.onnx`` (written by ``transferkit export``). ``labels``: each image's true class is the name of
+    its folder (class folders, as training reads them); the result's ``evaluation`` then holds accuracy,
+    macro-F1, the calibration error of the probabilities shown and per-class scores.
 
     The example reads the run ``runs/digits`` that ``tk.finetune``'s example writes, an image file
     ``digit.png`` and a folder ``more_digits/`` holding four images (here in class folders).
@@ -204,15 +208,29 @@ def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 3,
     target = next(model.parameters()).device if backend == "torch" else torch.device("cpu")
     batch_size = getattr(model, "fixed_batch", None) or batch_size  # an ONNX file exported for batch 1
     files, skipped = readable_images(collect_images(paths), skip_bad_images)
-    classes = meta["classes"]
-    images = ImageSet(files, np.zeros(len(files), dtype=np.int64), classes)
-    dataset = TransformedSubset(images, range(len(files)), eval_transform(meta))
-    results = Predictions(skipped=skipped)
+    classes, temperature = meta["classes"], meta.get("temperature", 1.0)
+    truth = folder_labels(files, classes) if labels else np.zeros(len(files), dtype=np.int64)
+    dataset = TransformedSubset(ImageSet(files, truth, classes), range(len(files)), eval_transform(meta))
+    results, outputs = Predictions(skipped=skipped), []
     for i, (x, _) in enumerate(DataLoader(dataset, batch_size=batch_size)):
-        for j, top in enumerate(top_classes(model(x.to(target)), classes, topk,
-                                             meta.get("temperature", 1.0))):
+        outputs.append(torch.as_tensor(model(x.to(target))).float().cpu())
+        for j, top in enumerate(top_classes(outputs[-1], classes, topk, temperature)):
             results.append({"path": display_name(files[i * batch_size + j]), "top": top})
+    if labels:
+        from transferkit.evaluation.metrics import labelled_scores
+
+        results.evaluation = labelled_scores(torch.cat(outputs), torch.as_tensor(truth), classes, temperature)
     return results
+
+
+def folder_labels(files: list[Path], classes: list[str]) -> np.ndarray:
+    """Each file's class index: its folder's name among ``classes``; a DataError naming the files elsewhere."""
+    index = {c: k for k, c in enumerate(classes)}
+    stray = [display_name(f) for f in files if f.parent.name not in index]
+    if stray:
+        raise DataError(f"--labels reads each image's class from its folder's name, but {shown(stray)} lie outside "
+                        f"a folder named after a class of the run ({shown(classes, 5)}); give class folders")
+    return np.asarray([index[f.parent.name] for f in files], dtype=np.int64)
 
 
 def check_topk(topk: int, batch_size: int = 1) -> None:

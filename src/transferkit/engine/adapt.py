@@ -24,6 +24,7 @@ import torch
 from transferkit.config import AdaptConfig
 from transferkit.data import TransformedSubset, build_transform, load_source
 from transferkit.data.transforms import STRONG
+from transferkit.engine.analysis import MISTAKES_PNG
 from transferkit.engine.export import EXPORTED
 from transferkit.engine.finetune import Setup, choose_recipe
 from transferkit.engine.run import Command, build_entry, run_command
@@ -35,7 +36,11 @@ from transferkit.rundir import RunDir, declare_model_run, write_json
 
 #: what an adapt run writes besides a model run's files (rundir.layout); a new plot adds its name here
 ADAPT_RUN = declare_model_run("adapt", "learning_curve.png", "confusion_matrix.png", "embedding.png",
-                              *EXPORTED)
+                              MISTAKES_PNG, *EXPORTED)
+#: why an adapt run fits no calibration temperature (its ECE is reported at T = 1)
+NO_TEMPERATURE = ("no temperature fitted: adapt has no labelled target validation split (the target's labels only "
+                  "score its test part), and a temperature fitted on the source validation split calibrates the "
+                  "source domain")
 
 #: Defaults chosen on the source validation split (never the target's labels): synth-digits ->
 #: digits, seed 0, 32 px, LR 0.01: source-only's source val accuracy was 0.69 after 3 epochs and
@@ -304,8 +309,10 @@ def per_class_accuracy(confusion: list[list[int]] | None, classes: list[str]) ->
 
 def evaluate_and_save(cfg: AdaptConfig, setup: Setup, domains: Domains, built: Built, run: RunDir,
                       trained: Trained, before: dict) -> tuple[dict, dict]:
-    """Rank zero: source test/val and target test scores, proxy A-distance after; saves the model.
-    Returns the metrics and the features after adaptation."""
+    """Rank zero: source test/val and target test scores, proxy A-distance after, the target test's error
+    analysis (:func:`target_errors`); saves the model. Returns the metrics and the features after adaptation."""
+    from transferkit.evaluation.metrics import per_class_scores
+
     model, _ = setup.recipe.finish(trained.net, built.model, run.path)
     built.model, classes, device = model, domains.source.classes, device_of(cfg)
     loaders = {"test": loader(domains.source.images("test", built.eval_tf), cfg),
@@ -314,6 +321,7 @@ def evaluate_and_save(cfg: AdaptConfig, setup: Setup, domains: Domains, built: B
     splits = ("test", "val", "target") if domains.target_labelled else ("test", "val")
     scores = evaluate_splits(model, loaders, len(classes), device, splits=splits)
     after = domain_features(cfg, domains, built, model)
+    errors = target_errors(model, domains, built, run, cfg, device) if domains.target_labelled else {}
     save_model(run, model, built, cfg, classes, cfg.method)
     acc = lambda split: scores[split]["accuracy"] if split in scores else None  # noqa: E731
     target = scores.get("target")
@@ -331,7 +339,23 @@ def evaluate_and_save(cfg: AdaptConfig, setup: Setup, domains: Domains, built: B
         "source_test_images": domains.source.size("test"), "target_adapt_images": domains.target.size("adapt"),
         "target_test_images": domains.target.size("test"), "optim": asdict(setup.optim),
         "target_confusion": target["confusion"] if target else None,
+        "target_per_class": per_class_scores(target["confusion"], classes) if target else None,
+        "calibration": errors.get("calibration"), "target_mistakes": errors.get("mistakes"),
+        "gradcam_note": errors.get("note"),
     }, after
+
+
+def target_errors(model: torch.nn.Module, domains: Domains, built: Built, run: RunDir, cfg: AdaptConfig,
+                  device) -> dict:
+    """The labelled target test split's error analysis (``engine.analysis``): its most confident mistakes and
+    their gallery, and its ECE at T = 1 (:data:`NO_TEMPERATURE`)."""
+    from transferkit.engine.analysis import error_analysis, uncalibrated
+    from transferkit.evaluation.metrics import predict_logits
+
+    dataset = domains.target.images("test", built.eval_tf)
+    logits, labels = predict_logits(model, loader(dataset, cfg), device)
+    errors = error_analysis(model, dataset, domains.source.classes, run.path, logits=logits)
+    return errors | {"calibration": uncalibrated(logits, labels, "target_test", NO_TEMPERATURE)}
 
 
 def write_adapt_report(run: RunDir, cfg: AdaptConfig, metrics: dict, classes: list[str], before: dict,

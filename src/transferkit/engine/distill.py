@@ -21,6 +21,7 @@ import torch
 import yaml
 
 from transferkit.config import DistillConfig
+from transferkit.engine.analysis import MISTAKES_PNG
 from transferkit.engine.export import EXPORTED
 from transferkit.engine.finetune import Setup, choose_recipe
 from transferkit.engine.run import Command, build_entry, run_command
@@ -44,7 +45,7 @@ THROUGHPUT_BATCH = 32
 BASELINE_DIR = "student-alone"
 #: what a distill run writes besides a model run's files (rundir.layout): plots, the student-alone run
 DISTILL_RUN = declare_model_run("distill", "learning_curve.png", "confusion_matrix.png", "distill.png",
-                                f"{BASELINE_DIR}/", *EXPORTED)
+                                "reliability.png", MISTAKES_PNG, f"{BASELINE_DIR}/", *EXPORTED)
 
 
 @dataclass
@@ -310,8 +311,12 @@ def images_per_second(model: torch.nn.Module, image_size: int) -> float:
 def evaluate_and_save(cfg: DistillConfig, setup: Setup, data: Data, built: Built, teacher: Teacher, run: RunDir,
                       trained: Trained) -> dict:
     """Rank zero: the student's test/val scores, the teacher's on the same test images (through its own
-    transform), sizes and throughput of both; saves the student."""
+    transform), sizes and throughput of both, the student's per-class scores, calibration (temperature fitted
+    on validation, saved in model.json) and most confident test mistakes (``engine.analysis``); saves it."""
+    from transferkit.engine.analysis import error_analysis
     from transferkit.evaluation import evaluate
+    from transferkit.evaluation.calibration import calibrate
+    from transferkit.evaluation.metrics import per_class_scores
     from transferkit.predict import eval_transform
     from transferkit.surgery.heads import count_parameters
 
@@ -319,11 +324,15 @@ def evaluate_and_save(cfg: DistillConfig, setup: Setup, data: Data, built: Built
     if hasattr(model, "set_distilled_training"):
         model.set_distilled_training(False)
     device, n = device_of(cfg), len(data.classes)
-    scores = evaluate_splits(model, {"test": loader(data.images("test", built.eval_tf), cfg),
-                                     "val": loader(data.images("val", built.eval_tf), cfg)}, n, device)
+    loaders = {"test": loader(data.images("test", built.eval_tf), cfg), "val": loader(data.images("val", built.eval_tf), cfg)}
+    scores = evaluate_splits(model, loaders, n, device)
     t_test = evaluate(teacher.model, loader(data.images("test", eval_transform(teacher.meta)), cfg), n, device)
-    save_model(run, model, built, cfg, data.classes, f"distill-{cfg.loss}")
     test = scores.get("test")
+    calibration = calibrate(model, loaders["val"], loaders["test"], device)
+    errors = (error_analysis(model, loaders["test"].dataset, data.classes, run.path, device=device,
+                             batch_size=cfg.batch_size) if test else {"mistakes": None, "note": None})
+    save_model(run, model, built, cfg, data.classes, f"distill-{cfg.loss}",
+               calibration["temperature"] if calibration else 1.0)
     return {
         "loss": cfg.loss, "alpha": cfg.alpha, "temperature": cfg.temperature, "strategy": setup.recipe.name,
         "teacher": cfg.teacher, "teacher_model": teacher.meta["architecture"], "teacher_image_size": teacher.image_size,
@@ -339,12 +348,15 @@ def evaluate_and_save(cfg: DistillConfig, setup: Setup, data: Data, built: Built
         "train_images": data.size("train"), "unlabelled_images": cfg.unlabelled, "augment": cfg.augment,
         "val_images": data.size("val"), "test_images": data.size("test"), "run_dir": run.path.name,
         "optim": asdict(setup.optim), "test_confusion": test["confusion"] if test else None,
+        "test_per_class": per_class_scores(test["confusion"], data.classes) if test else None,
+        "calibration": calibration, "test_mistakes": errors["mistakes"], "gradcam_note": errors["note"],
     }
 
 
 def write_distill_report(run: RunDir, cfg: DistillConfig, metrics: dict, classes: list[str]) -> None:
-    """Learning curve, confusion matrix, teacher/student chart, ``report.md``; ``metrics.json`` last."""
-    from transferkit.report import plot_confusion, plot_learning_curve
+    """Learning curve, confusion matrix, teacher/student chart, reliability diagram, ``report.md`` (with the
+    student's per-class scores and most confident mistakes); ``metrics.json`` last."""
+    from transferkit.report import plot_confusion, plot_learning_curve, plot_reliability
     from transferkit.report.distill import DISTILL_SHOWN, distill_sections, plot_distill
     from transferkit.report.markdown import write_report
 
@@ -354,6 +366,9 @@ def write_distill_report(run: RunDir, cfg: DistillConfig, metrics: dict, classes
     if metrics["test_confusion"]:
         plots["Confusion matrix (student, test)"] = plot_confusion(metrics["test_confusion"], classes,
                                                                    run.path / "confusion_matrix.png").name
+    if (metrics.get("calibration") or {}).get("reliability"):
+        plots["Reliability diagram (student, temperature scaling)"] = plot_reliability(
+            metrics["calibration"], run.path / "reliability.png").name
     write_report(run.report, cfg.model_dump(), metrics, plots, shown=DISTILL_SHOWN,
                  title=f"transferkit distill: {metrics['teacher_model']} -> {cfg.model} / {cfg.loss}",
                  sections=distill_sections(metrics))

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import torch
 
 from transferkit.config import FinetuneConfig
+from transferkit.engine.analysis import MISTAKES_PNG
 from transferkit.engine.export import EXPORTED
 from transferkit.engine.forgetting import Drift
 from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits,
@@ -28,7 +29,7 @@ from transferkit.strategies import Recipe, get_recipe
 
 #: what a finetune run writes besides a model run's files (rundir.layout); a new plot adds its name here
 FINETUNE_RUN = declare_model_run("finetune", "learning_curve.png", "confusion_matrix.png", "wise_curve.png",
-                                 "reliability.png", *EXPORTED)
+                                 "reliability.png", MISTAKES_PNG, *EXPORTED)
 
 
 @dataclass
@@ -205,8 +206,10 @@ def term_context(cfg: FinetuneConfig, data: Data, built: Built, image_size: int)
 def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Built, run: RunDir,
                       trained: Trained, extra: dict, drift) -> dict:
     """Rank zero: the trained model back into ``built.model`` (LoRA merged), auto's check against
-    the probe, WiSE-FT, forgetting, test/val scores, the raw-pixel baseline; saves the model."""
+    the probe, WiSE-FT, forgetting, test/val scores, the raw-pixel baseline, the most confident test
+    mistakes (``engine.analysis``); saves the model."""
     from transferkit.engine import probe
+    from transferkit.engine.analysis import error_analysis
     from transferkit.engine.forgetting import wise_metrics
     from transferkit.evaluation.baselines import verdict
     from transferkit.evaluation.calibration import calibrate
@@ -232,6 +235,8 @@ def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Buil
     calibration = calibrate(trained.net if setup.recipe.cached_features else model, loaders["val"],
                             loaders["test"], device)
     forgetting = drift(model)
+    errors = (error_analysis(model, data.images("test", built.eval_tf), data.classes, run.path, device=device,
+                             batch_size=cfg.batch_size) if test else {"mistakes": None, "note": None})
     save_model(run, model, built, cfg, data.classes, strategy, calibration["temperature"] if calibration else 1.0)
     baseline = (cached_pixel_baseline(data.subsets["train"][0].subset(data.subsets["train"][1]),
                                       data.subsets["test"][0].subset(list(data.subsets["test"][1])), seed=cfg.seed)
@@ -254,6 +259,7 @@ def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Buil
         "skipped_images": len(data.source.skipped), "classes": data.classes, "seed": cfg.seed,
         "optim": asdict(setup.optim), "test_confusion": test["confusion"] if test else None,
         "test_per_class": per_class_scores(test["confusion"], data.classes) if test else None,
+        "test_mistakes": errors["mistakes"], "gradcam_note": errors["note"],
         **{k: v for k, v in extra.items() if k.startswith("probe_") and k != "probe_state"},
         "calibration": calibration, **trained.extra, **recipe_metrics, **wise, **forgetting,
     }

@@ -299,10 +299,12 @@ def write_card(run: RunDir, cfg, metrics: dict) -> bool:
 
 
 def write_run_report(run: RunDir, cfg: FinetuneConfig, metrics: dict, classes: list[str]) -> None:
-    """Learning curve, confusion matrix, WiSE-FT curve, ``report.md``; ``metrics.json`` last
+    """Learning curve, confusion matrix, WiSE-FT curve, reliability diagram, ``report.md`` (per-class scores, the
+    most confident mistakes and their gallery); ``metrics.json`` last
     (its presence means the run directory is complete)."""
     from transferkit.evaluation.metrics import per_class_table
     from transferkit.report import plot_confusion, plot_learning_curve, plot_reliability, plot_wise_curve, write_report
+    from transferkit.report.gallery import mistakes_section
     from transferkit.rundir import write_json
 
     rows = run.merge_logs()
@@ -318,6 +320,8 @@ def write_run_report(run: RunDir, cfg: FinetuneConfig, metrics: dict, classes: l
         plots["Reliability diagram (temperature scaling)"] = plot_reliability(metrics["calibration"],
                                                                               run.path / "reliability.png").name
     sections = per_class_table(metrics["test_per_class"]) if metrics.get("test_per_class") else []
+    if metrics.get("test_mistakes") is not None:
+        sections += mistakes_section(metrics["test_mistakes"], "test", metrics.get("gradcam_note"))
     write_report(run.report, cfg.model_dump(), metrics, plots, sections=sections)
     write_card(run, cfg, metrics)
     write_json(run.metrics_json, metrics)

@@ -68,9 +68,22 @@ def per_class_scores(confusion, classes: list[str]) -> list[dict]:
             for name, p, r, f, n in zip(classes, precision, recall, f1, support)]
 
 
-def per_class_table(rows: list[dict]) -> list[str]:
-    """Markdown lines of :func:`per_class_scores`, worst F1 first (where to look first)."""
-    lines = ["", "## Per class (test)", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+def per_class_table(rows: list[dict], split: str = "test") -> list[str]:
+    """Markdown lines of :func:`per_class_scores` on ``split``, worst F1 first (where to look first)."""
+    lines = ["", f"## Per class ({split})", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["f1"], r["class"])):
         lines.append(f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |")
     return lines
+
+
+def labelled_scores(logits: torch.Tensor, labels: torch.Tensor, classes: list[str], temperature: float = 1.0) -> dict:
+    """What a labelled set says of a model: ``{images, accuracy, macro_f1, ece, temperature, per_class}`` from
+    ``logits (N, C)`` and ``labels (N,)``; ``ece``: the expected calibration error of the probabilities the
+    model reports, ``softmax(logits / T)`` (evaluation/calibration.py), ``per_class``: :func:`per_class_scores`."""
+    from transferkit.evaluation.calibration import calibrated_probs, expected_calibration_error
+
+    got = scores(logits, labels, len(classes))
+    return {"images": got["n"], "accuracy": got["accuracy"], "macro_f1": got["macro_f1"],
+            "ece": expected_calibration_error(calibrated_probs(logits, temperature), labels),
+            "temperature": float(temperature), "per_class": per_class_scores(got["confusion"], classes)}
+

@@ -1,10 +1,11 @@
-"""``transferkit adapt``'s report: the feature embedding before/after adaptation and the
-per-class target accuracy table (the metrics table and plots go through ``write_report``)."""
+"""``transferkit adapt``'s report: the feature embedding before/after adaptation, the per-class target
+scores, calibration error and most confident mistakes (the metrics table and plots go through ``write_report``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from transferkit.report.gallery import mistakes_section
 from transferkit.report.plots import new_figure, save_png
 
 ADAPT_SHOWN = ("method", "uses_target_labels", "strategy", "model", "weights", "image_size", "epochs", "trade_off",
@@ -59,7 +60,10 @@ def plot_embedding(before: dict, after: dict, classes: list[str], path: Path) ->
 
 
 def adapt_sections(metrics: dict) -> list[str]:
-    """Markdown lines: what the target score means, the oracle's note, the per-class target accuracy."""
+    """Markdown lines: what the target score means, the oracle's note, the per-class target scores, the
+    target's calibration error and most confident mistakes."""
+    from transferkit.evaluation.metrics import per_class_table
+
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
     where = ("the target images it adapted on (transductive, as papers report)" if metrics["target_eval"] ==
              "transductive" else "held-out target images it never saw")
@@ -70,10 +74,17 @@ def adapt_sections(metrics: dict) -> list[str]:
     if not metrics["target_labelled"]:
         lines.append("The target has no labels: only the proxy A-distance (lower = domains less separable) "
                      "and the source scores are reported; tune on the source validation split and it.")
-    per_class = metrics.get("per_class_target_accuracy")
-    if per_class:
+    if metrics.get("target_per_class"):
+        lines += per_class_table(metrics["target_per_class"], "target test")
+    elif metrics.get("per_class_target_accuracy"):  # a run written before target_per_class
         lines += ["", "## Per-class target accuracy", "", "| class | accuracy % |", "|---|---|"]
-        lines += [f"| {c} | {pct(a)} |" for c, a in per_class.items()]
+        lines += [f"| {c} | {pct(a)} |" for c, a in metrics["per_class_target_accuracy"].items()]
+    calibration = metrics.get("calibration")
+    if calibration and calibration.get("target_test_ece") is not None:
+        lines += ["", "## Calibration (target test)", "",
+                  f"ECE (15 bins, T = 1): {calibration['target_test_ece']:.4f}; {calibration['note']}."]
+    if metrics.get("target_mistakes") is not None:
+        lines += mistakes_section(metrics["target_mistakes"], "target test", metrics.get("gradcam_note"))
     return lines
 
 

@@ -1,10 +1,11 @@
 """``transferkit distill``'s report: teacher vs student (vs the student alone) in accuracy, size and
-speed, as a table and a chart; and the leaderboard of ``distill --loss a,b --seeds N``."""
+speed, as a table and a chart, the student's per-class scores and most confident mistakes; and the leaderboard of ``distill --loss a,b --seeds N``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from transferkit.report.gallery import mistakes_section
 from transferkit.report.plots import new_figure, save_png
 
 DISTILL_SHOWN = ("loss", "alpha", "temperature", "teacher_model", "teacher_image_size", "model", "model_args",
@@ -38,6 +39,16 @@ def distill_sections(metrics: dict) -> list[str]:
     speed = metrics["student_images_per_second"] / max(metrics["teacher_images_per_second"], 1e-9)
     lines += ["", f"The student has {metrics['student_params'] / metrics['teacher_params']:.2f}x the teacher's "
                   f"parameters and runs {speed:.2f}x as many images per second."]
+    return lines + student_errors(metrics)
+
+
+def student_errors(metrics: dict) -> list[str]:
+    """Markdown: the student's per-class test scores and most confident test mistakes (absent in older runs)."""
+    from transferkit.evaluation.metrics import per_class_table
+
+    lines = per_class_table(metrics["test_per_class"], "student, test") if metrics.get("test_per_class") else []
+    if metrics.get("test_mistakes") is not None:
+        lines += mistakes_section(metrics["test_mistakes"], "test", metrics.get("gradcam_note"))
     return lines
 
 
