@@ -149,7 +149,7 @@ def test_tta_that_hurts_a_model_on_its_own_clean_data_says_so(run_cli, in_tmp_cw
     assert m["baseline_verdict"] == ("baseline wins: bn does not beat no adaptation (none) on online accuracy "
                                      f"(mean over the stream) (bn {loss:+.1f} points, one run)")
     _says(out, m, in_tmp_cwd / "tta")
-    assert f"-> {os.path.join('tta', 'report.md')}" in out
+    assert f"-> {os.path.join('tta', 'report.html')}" in out
 
 
 # ----------------------------------------------------------------------------- pretrain
