@@ -29,7 +29,9 @@ def test_finetune_fits_and_applies_temperature(tmp_path, strategy, epochs):
         assert 0.0 <= cal[key] <= 1.0, key
     assert sum(cal["reliability"]["before"]["count"]) == m["test_images"]
     assert (out / "reliability.png").stat().st_size > 1000
-    assert "reliability.png" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "reliability.png" in report and f"Temperature T = {cal['temperature']:.3f}" in report
+    assert f"test {cal['test_ece_before']:.3f} -> {cal['test_ece_after']:.3f}" in report
     assert json.loads((out / "model.json").read_text())["temperature"] == t
     wrong = m["test_images"] - sum(m["test_confusion"][c][c] for c in range(10))  # the gallery, on either path
     assert len(m["test_mistakes"]) == min(8, wrong) and (out / "mistakes.png").is_file() == bool(wrong)

@@ -305,6 +305,7 @@ def write_run_report(run: RunDir, cfg: FinetuneConfig, metrics: dict, classes: l
     from transferkit.evaluation.metrics import per_class_table
     from transferkit.report import plot_confusion, plot_learning_curve, plot_reliability, plot_wise_curve, write_report
     from transferkit.report.gallery import mistakes_section
+    from transferkit.report.markdown import calibration_lines
     from transferkit.rundir import write_json
 
     rows = run.merge_logs()
@@ -319,7 +320,8 @@ def write_run_report(run: RunDir, cfg: FinetuneConfig, metrics: dict, classes: l
     if (metrics.get("calibration") or {}).get("reliability"):
         plots["Reliability diagram (temperature scaling)"] = plot_reliability(metrics["calibration"],
                                                                               run.path / "reliability.png").name
-    sections = per_class_table(metrics["test_per_class"]) if metrics.get("test_per_class") else []
+    sections = calibration_lines(metrics.get("calibration"))
+    sections += per_class_table(metrics["test_per_class"]) if metrics.get("test_per_class") else []
     if metrics.get("test_mistakes") is not None:
         sections += mistakes_section(metrics["test_mistakes"], "test", metrics.get("gradcam_note"))
     write_report(run.report, cfg.model_dump(), metrics, plots, sections=sections)

@@ -45,8 +45,10 @@ def distill_sections(metrics: dict) -> list[str]:
 def student_errors(metrics: dict) -> list[str]:
     """Markdown: the student's per-class test scores and most confident test mistakes (absent in older runs)."""
     from transferkit.evaluation.metrics import per_class_table
+    from transferkit.report.markdown import calibration_lines
 
-    lines = per_class_table(metrics["test_per_class"], "student, test") if metrics.get("test_per_class") else []
+    lines = calibration_lines(metrics.get("calibration"))
+    lines += per_class_table(metrics["test_per_class"], "student, test") if metrics.get("test_per_class") else []
     if metrics.get("test_mistakes") is not None:
         lines += mistakes_section(metrics["test_mistakes"], "test", metrics.get("gradcam_note"))
     return lines

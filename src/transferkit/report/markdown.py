@@ -34,6 +34,20 @@ def verdict_lines(metrics: dict) -> list[str]:
             for line in ("", f"> **{metrics[key]}**" if key == "baseline_verdict" else f"> {metrics[key]}")]
 
 
+def calibration_lines(calibration: dict | None) -> list[str]:
+    """Markdown: the fitted temperature and the ECE before/after it (``evaluation.calibration.calibrate``'s
+    figures); nothing when the run fitted none."""
+    if not calibration or calibration.get("temperature") is None:
+        return []
+    ece = lambda split: ("" if calibration.get(f"{split}_ece_before") is None else  # noqa: E731
+                         f"{split} {calibration[f'{split}_ece_before']:.3f} -> {calibration[f'{split}_ece_after']:.3f}")
+    shown = ", ".join(s for s in (ece("test"), ece("val")) if s)
+    return ["", "## Calibration", "",
+            f"Temperature T = {calibration['temperature']:.3f}, fitted on the validation split (minimum NLL); "
+            "`predict`, `tk.load` and the ONNX export's `probabilities` output use softmax(logits / T). "
+            f"Expected calibration error (15 bins), before -> after: {shown}."]
+
+
 def write_report(path: Path, config: dict, metrics: dict, plots: dict[str, str | Path], *,
                  shown: tuple[str, ...] = SHOWN, title: str | None = None, sections: list[str] = ()) -> Path:
     """Markdown report with the metrics table (``shown`` keys), ``sections`` (Markdown lines), plots
