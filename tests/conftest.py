@@ -25,6 +25,13 @@ def _opencv_missing() -> str | None:
     return None
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # two workers share the machine's cores (pyproject's addopts: -n 2): one torch thread each, so the
+    # workers do not wait on each other's thread pools
+    import torch
+
+    torch.set_num_threads(1)
+
 NEEDS = {"needs_fashion_mnist": _fashion_mnist_missing, "needs_opencv": _opencv_missing}
 
 
