@@ -48,3 +48,18 @@ def test_per_class_scores_from_the_confusion_matrix():
     assert empty["precision"] == 0.0 and empty["f1"] == 0.0
     worst_first = per_class_table(per_class_scores([[3, 0], [2, 1]], ["good", "bad"]))[5:]
     assert [line.split(" |")[0] for line in worst_first] == ["| bad", "| good"]  # F1 0.5 before 0.75
+
+
+def test_classes_absent_and_never_predicted_leave_the_per_class_table():
+    """A labelled folder holding classes a and b of a run's a, b, c: c has support 0 and no prediction, so its
+    0 scores say nothing: named below the table, not ranked as the worst class. A class predicted but absent
+    (support 0, precision 0) stays: it is a real error."""
+    from transferkit.evaluation.metrics import per_class_scores, per_class_table, worst_first
+
+    rows = per_class_scores([[2, 0, 0], [0, 1, 0], [0, 0, 0]], ["a", "b", "c"])
+    assert [r["predicted"] for r in rows] == [2, 1, 0]
+    shown, absent = worst_first(rows)
+    assert [r["class"] for r in shown] == ["a", "b"] and absent == ["c"]
+    assert per_class_table(rows)[-1] == "Not in these images and never predicted: c."
+    rows = per_class_scores([[1, 0, 1], [0, 1, 0], [0, 0, 0]], ["a", "b", "c"])  # c predicted once, wrongly
+    assert [r["class"] for r in worst_first(rows)[0]] == ["c", "a", "b"] and worst_first(rows)[1] == []

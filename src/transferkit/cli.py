@@ -681,11 +681,16 @@ def _scored(ev: dict) -> str:
 
 def _print_evaluation(ev: dict) -> None:
     """``predict --labels``: the scores and the per-class table, worst F1 first."""
+    from transferkit.evaluation.metrics import worst_first
+
     table = Table("class", "precision", "recall", "F1", "support", title="per class, worst F1 first")
-    for r in sorted(ev["per_class"], key=lambda r: (r["f1"], r["class"])):
+    shown, absent = worst_first(ev["per_class"])
+    for r in shown:
         table.add_row(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", str(r["support"]))
     console.print(_scored(ev), highlight=False, soft_wrap=True)
     console.print(table)
+    if absent:
+        console.print(f"not in these images and never predicted: {', '.join(absent)}", highlight=False, soft_wrap=True)
 
 
 @app.command()

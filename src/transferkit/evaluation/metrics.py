@@ -55,7 +55,7 @@ def per_class_scores(confusion, classes: list[str]) -> list[dict]:
         precision_c = C[c, c] / sum_i C[i, c]     recall_c = C[c, c] / sum_j C[c, j]
         F1_c = 2 precision_c recall_c / (precision_c + recall_c)      support_c = sum_j C[c, j]
 
-    (0 where a denominator is 0, as scikit-learn's ``zero_division=0``)."""
+    (0 where a denominator is 0, as scikit-learn's ``zero_division=0``); ``predicted``: sum_i C[i, c]."""
     import numpy as np
 
     c = np.asarray(confusion, dtype=np.float64)
@@ -64,16 +64,25 @@ def per_class_scores(confusion, classes: list[str]) -> list[dict]:
     recall = np.divide(hits, support, out=np.zeros_like(hits), where=support > 0)
     total = precision + recall
     f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(hits), where=total > 0)
-    return [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(n)}
-            for name, p, r, f, n in zip(classes, precision, recall, f1, support)]
+    return [{"class": name, "precision": float(p), "recall": float(r), "f1": float(f), "support": int(n),
+             "predicted": int(k)} for name, p, r, f, n, k in zip(classes, precision, recall, f1, support, predicted)]
+
+
+def worst_first(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """:func:`per_class_scores` rows worst F1 first, without the classes the images do not hold and the model
+    never predicted (their 0 scores say nothing), and the names of those left out."""
+    absent = [r["class"] for r in rows if r["support"] == 0 and not r.get("predicted")]
+    shown = [r for r in rows if r["class"] not in set(absent)]
+    return sorted(shown, key=lambda r: (r["f1"], r["class"])), absent
 
 
 def per_class_table(rows: list[dict], split: str = "test") -> list[str]:
     """Markdown lines of :func:`per_class_scores` on ``split``, worst F1 first (where to look first)."""
     lines = ["", f"## Per class ({split})", "", "| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: (r["f1"], r["class"])):
+    shown, absent = worst_first(rows)
+    for r in shown:
         lines.append(f"| {r['class']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |")
-    return lines
+    return lines + ([] if not absent else ["", f"Not in these images and never predicted: {', '.join(absent)}."])
 
 
 def labelled_scores(logits: torch.Tensor, labels: torch.Tensor, classes: list[str], temperature: float = 1.0) -> dict:
