@@ -165,3 +165,29 @@ def test_predict_labels_scores_the_class_folders(tiny_run, tmp_path, run_cli):
     assert code == 0 and "6 labelled images: accuracy" in out and "per class, worst F1 first" in out
     code, out, err = run_cli("predict", tiny_run, digits, "--labels")
     assert code != 0 and "named after a class of the run" in err and len(err.strip().splitlines()) == 1
+    assert "mistakes" not in ev  # no --gallery: no Grad-CAM pass
+
+
+def test_predict_gallery_draws_the_surest_mistakes(tiny_run, tmp_path, run_cli):
+    """``--gallery`` with ``--labels``: the mistakes listed are exactly the wrong top-1 predictions printed
+    (up to 8), surest first, and their gallery is a PNG; without ``--labels`` or on onnxruntime, one line."""
+    import shutil
+
+    from PIL import Image
+
+    import transferkit as tk
+
+    digits = write_digit_folder(tmp_path / "d", per_class=2)
+    root = tmp_path / "labelled"
+    for digit, name in zip(("0", "1", "2"), ("cat", "dog", "owl")):
+        shutil.copytree(digits / digit, root / name)
+    results = tk.predict(tiny_run, [root], labels=True, gallery=tmp_path / "g.png")
+    wrong = sorted(((r["top"][0]["prob"], r["path"]) for r in results if r["top"][0]["class"] != r["path"].split("/")[-2]),
+                   reverse=True)
+    ev = results.evaluation
+    assert [m["path"] for m in ev["mistakes"]] == [p for _, p in wrong][:8] and len(wrong) > 0
+    assert Image.open(tmp_path / "g.png").size[0] > 100 and ev["gallery"] == str(tmp_path / "g.png")
+    for args, message in (((root, "--gallery", tmp_path / "h.png"), "add --labels"),
+                          ((root, "--labels", "--gallery", tmp_path / "no" / "h.png"), "existing folder")):
+        code, _, err = run_cli("predict", tiny_run, *args)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

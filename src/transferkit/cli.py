@@ -633,7 +633,8 @@ PREDICT_HELP = {
     "skip_bad_images": "skip unreadable images (named on stderr) instead of stopping",
     "device": "cpu, cuda, cuda:N or auto (cuda when available)",
     "backend": "torch, or onnxruntime (the run's model.onnx: transferkit export)",
-    "labels": "the images lie in class folders: also score them (accuracy, calibration error, per class)"}
+    "labels": "the images lie in class folders: also score them (accuracy, calibration error, per class)",
+    "gallery": "with --labels: write the most confident mistakes beside their Grad-CAM to this PNG"}
 
 
 @app.command()
@@ -664,6 +665,8 @@ def predict(**values) -> None:
         print(buf.getvalue(), end="")
         if results.evaluation:  # stderr: stdout stays the CSV
             print(_scored(results.evaluation), file=sys.stderr)
+            if "mistakes" in results.evaluation:
+                print(_gallery_line(results.evaluation), file=sys.stderr)
     else:
         table = Table("image", *(f"top-{i + 1}" for i in range(len(results[0]["top"]) if results else 0)))
         for r in results:
@@ -679,6 +682,14 @@ def _scored(ev: dict) -> str:
             f"ECE {ev['ece']:.4f} (at the run's temperature T = {ev['temperature']:.3g})")
 
 
+def _gallery_line(ev: dict) -> str:
+    """Where ``predict --gallery`` drew the mistakes (or that there were none)."""
+    if not ev["mistakes"]:
+        return "no mistakes: no gallery written"
+    note = f" ({ev['gradcam_note']})" if ev.get("gradcam_note") else ""
+    return f"-> {ev['gallery']}: the {len(ev['mistakes'])} most confident mistakes with Grad-CAM{note}"
+
+
 def _print_evaluation(ev: dict) -> None:
     """``predict --labels``: the scores and the per-class table, worst F1 first."""
     from transferkit.evaluation.metrics import worst_first
@@ -689,6 +700,8 @@ def _print_evaluation(ev: dict) -> None:
         table.add_row(r["class"], f"{r['precision']:.3f}", f"{r['recall']:.3f}", f"{r['f1']:.3f}", str(r["support"]))
     console.print(_scored(ev), highlight=False, soft_wrap=True)
     console.print(table)
+    if "mistakes" in ev:
+        console.print(_gallery_line(ev), highlight=False, soft_wrap=True)
     if absent:
         console.print(f"not in these images and never predicted: {', '.join(absent)}", highlight=False, soft_wrap=True)
 

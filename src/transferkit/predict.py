@@ -174,7 +174,8 @@ def readable_images(files: list[Path], skip_bad_images: bool) -> tuple[list[Path
 @torch.inference_mode()
 def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 3,
             batch_size: int = 32, skip_bad_images: bool = False,
-            device: str | None = "cpu", backend: str = "torch", labels: bool = False) -> Predictions:
+            device: str | None = "cpu", backend: str = "torch", labels: bool = False,
+            gallery: Path | str | None = None) -> Predictions:
     """Top-k classes with probabilities for each image: ``[{path, top: [{class, prob}]}]`` (a list whose
     ``skipped`` names the unreadable files skipped under ``skip_bad_images``).
 
@@ -187,7 +188,9 @@ def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 3,
     JSON-encode. ``backend``: ``torch``, or ``onnxruntime`` to serve from the run's
     ``model.onnx`` (written by ``transferkit export``). ``labels``: each image's true class is the name of
     its folder (class folders, as training reads them); the result's ``evaluation`` then holds accuracy,
-    macro-F1, the calibration error of the probabilities shown and per-class scores.
+    macro-F1, the calibration error of the probabilities shown and per-class scores. ``gallery`` (with
+    ``labels``, the torch backend): a PNG path for the most confident mistakes beside their Grad-CAM
+    (``engine.analysis``, as a run's ``mistakes.png``); ``evaluation["mistakes"]`` lists them.
 
     The example reads the run ``runs/digits`` that ``tk.finetune``'s example writes, an image file
     ``digit.png`` and a folder ``more_digits/`` holding four images (here in class folders).
@@ -204,6 +207,7 @@ def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 3,
     Images in memory (PIL, numpy, torch): ``tk.load("runs/digits").predict(image)``.
     """
     check_topk(topk, batch_size)
+    check_gallery(gallery, labels, backend)
     model, meta = load_backend(run_dir, device, backend)
     target = next(model.parameters()).device if backend == "torch" else torch.device("cpu")
     batch_size = getattr(model, "fixed_batch", None) or batch_size  # an ONNX file exported for batch 1
@@ -220,7 +224,30 @@ def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 3,
         from transferkit.evaluation.metrics import labelled_scores
 
         results.evaluation = labelled_scores(torch.cat(outputs), torch.as_tensor(truth), classes, temperature)
+    if gallery:
+        from transferkit.engine.analysis import error_analysis
+
+        gallery = Path(gallery)
+        with torch.inference_mode(False):  # Grad-CAM needs gradients: weights loaded outside inference mode
+            net, _ = load_run_model(run_dir, device)
+            errors = error_analysis(net, dataset, classes, gallery.parent, logits=torch.cat(outputs), name=gallery.name)
+        results.evaluation |= {"mistakes": errors["mistakes"], "gallery": errors["gallery"] and str(gallery),
+                               "gradcam_note": errors["note"]}
     return results
+
+
+def check_gallery(gallery: Path | str | None, labels: bool, backend: str) -> None:
+    """``--gallery`` needs ``--labels`` (mistakes need true classes), the torch backend (Grad-CAM needs
+    the PyTorch model), a ``.png`` name and an existing folder."""
+    if gallery is None:
+        return
+    gallery = Path(gallery)
+    if not labels:
+        raise ConfigError("--gallery shows the mistakes, which need the true classes: add --labels")
+    if backend != "torch":
+        raise ConfigError("--gallery draws Grad-CAM, which needs the PyTorch model: use --backend torch")
+    if gallery.suffix.lower() != ".png" or not gallery.parent.is_dir():
+        raise ConfigError(f"--gallery must be a .png file in an existing folder, got {quoted(gallery)}")
 
 
 def folder_labels(files: list[Path], classes: list[str]) -> np.ndarray:

@@ -59,9 +59,9 @@ def mistake_cams(model: torch.nn.Module, dataset, rows: list[dict]) -> tuple[np.
 
 def error_analysis(model: torch.nn.Module, dataset, classes: list[str], folder: Path, *,
                    logits: torch.Tensor | None = None, device=None, batch_size: int = 64,
-                   n: int = MISTAKES_SHOWN) -> dict:
+                   n: int = MISTAKES_SHOWN, name: str = MISTAKES_PNG) -> dict:
     """The ``n`` most confident mistakes of ``model`` on ``dataset`` (a ``TransformedSubset`` through the
-    eval transform; ``logits`` of it when already computed) and their gallery ``folder/mistakes.png``
+    eval transform; ``logits`` of it when already computed) and their gallery ``folder/name``
     (none without mistakes). Returns ``{"mistakes": [{index, true, pred, prob[, path]}], "gallery": name or
     None, "note": why there is no Grad-CAM or None}``."""
     from transferkit.evaluation.metrics import predict_logits
@@ -76,7 +76,7 @@ def error_analysis(model: torch.nn.Module, dataset, classes: list[str], folder: 
     gallery = None
     if rows:
         images = [raw_image(dataset, r["index"]) for r in rows]
-        gallery = plot_mistakes_gallery(images, cams, rows, classes, Path(folder) / MISTAKES_PNG).name
+        gallery = plot_mistakes_gallery(images, cams, rows, classes, Path(folder) / name).name
     return {"mistakes": named(rows, classes, dataset), "gallery": gallery, "note": note}
 
 
