@@ -171,7 +171,6 @@ def readable_images(files: list[Path], skip_bad_images: bool) -> tuple[list[Path
     return [f for f in files if f not in bad], skipped
 
 
-@torch.inference_mode()
 def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 3,
             batch_size: int = 32, skip_bad_images: bool = False,
             device: str | None = "cpu", backend: str = "torch", labels: bool = False,
@@ -216,10 +215,11 @@ def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 3,
     truth = folder_labels(files, classes) if labels else np.zeros(len(files), dtype=np.int64)
     dataset = TransformedSubset(ImageSet(files, truth, classes), range(len(files)), eval_transform(meta))
     results, outputs = Predictions(skipped=skipped), []
-    for i, (x, _) in enumerate(DataLoader(dataset, batch_size=batch_size)):
-        outputs.append(torch.as_tensor(model(x.to(target))).float().cpu())
-        for j, top in enumerate(top_classes(outputs[-1], classes, topk, temperature)):
-            results.append({"path": display_name(files[i * batch_size + j]), "top": top})
+    with torch.inference_mode():  # the forward passes only: the weights stay ordinary tensors for Grad-CAM
+        for i, (x, _) in enumerate(DataLoader(dataset, batch_size=batch_size)):
+            outputs.append(torch.as_tensor(model(x.to(target))).float().cpu())
+            for j, top in enumerate(top_classes(outputs[-1], classes, topk, temperature)):
+                results.append({"path": display_name(files[i * batch_size + j]), "top": top})
     if labels:
         from transferkit.evaluation.metrics import labelled_scores
 
@@ -228,9 +228,7 @@ def predict(run_dir: Path | str, paths: list[Path | str], topk: int = 3,
         from transferkit.engine.analysis import error_analysis
 
         gallery = Path(gallery)
-        with torch.inference_mode(False):  # Grad-CAM needs gradients: weights loaded outside inference mode
-            net, _ = load_run_model(run_dir, device)
-            errors = error_analysis(net, dataset, classes, gallery.parent, logits=torch.cat(outputs), name=gallery.name)
+        errors = error_analysis(model, dataset, classes, gallery.parent, logits=torch.cat(outputs), name=gallery.name)
         results.evaluation |= {"mistakes": errors["mistakes"], "gallery": errors["gallery"] and str(gallery),
                                "gradcam_note": errors["note"]}
     return results

@@ -28,8 +28,8 @@ from transferkit.engine.analysis import MISTAKES_PNG
 from transferkit.engine.export import EXPORTED
 from transferkit.engine.finetune import Setup, choose_recipe
 from transferkit.engine.run import Command, build_entry, run_command
-from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits,
-                                       load_data, loader, save_model, train_lightning, train_loader, write_card)
+from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, load_data, loader, save_model,
+                                       scored, split_logits, train_lightning, train_loader, write_card)
 from transferkit.errors import ConfigError, DataError
 from transferkit.registry import ADAPTATION
 from transferkit.rundir import RunDir, declare_model_run, write_json
@@ -319,9 +319,10 @@ def evaluate_and_save(cfg: AdaptConfig, setup: Setup, domains: Domains, built: B
                "val": loader(domains.source.images("val", built.eval_tf), cfg),
                "target": loader(domains.target.images("test", built.eval_tf), cfg)}
     splits = ("test", "val", "target") if domains.target_labelled else ("test", "val")
-    scores = evaluate_splits(model, loaders, len(classes), device, splits=splits)
+    outputs = split_logits(model, loaders, device, splits)  # one pass per split: scores and the target's errors
+    scores = scored(outputs, len(classes))
     after = domain_features(cfg, domains, built, model)
-    errors = target_errors(model, domains, built, run, cfg, device) if domains.target_labelled else {}
+    errors = target_errors(model, loaders["target"].dataset, outputs["target"], classes, run) if "target" in outputs else {}
     save_model(run, model, built, cfg, classes, cfg.method)
     acc = lambda split: scores[split]["accuracy"] if split in scores else None  # noqa: E731
     target = scores.get("target")
@@ -345,16 +346,13 @@ def evaluate_and_save(cfg: AdaptConfig, setup: Setup, domains: Domains, built: B
     }, after
 
 
-def target_errors(model: torch.nn.Module, domains: Domains, built: Built, run: RunDir, cfg: AdaptConfig,
-                  device) -> dict:
-    """The labelled target test split's error analysis (``engine.analysis``): its most confident mistakes and
-    their gallery, and its ECE at T = 1 (:data:`NO_TEMPERATURE`)."""
+def target_errors(model: torch.nn.Module, dataset, outputs: tuple, classes: list[str], run: RunDir) -> dict:
+    """The labelled target test split's error analysis (``engine.analysis``) from its ``(logits, labels)``:
+    its most confident mistakes and their gallery, and its ECE at T = 1 (:data:`NO_TEMPERATURE`)."""
     from transferkit.engine.analysis import error_analysis, uncalibrated
-    from transferkit.evaluation.metrics import predict_logits
 
-    dataset = domains.target.images("test", built.eval_tf)
-    logits, labels = predict_logits(model, loader(dataset, cfg), device)
-    errors = error_analysis(model, dataset, domains.source.classes, run.path, logits=logits)
+    logits, labels = outputs
+    errors = error_analysis(model, dataset, classes, run.path, logits=logits)
     return errors | {"calibration": uncalibrated(logits, labels, "target_test", NO_TEMPERATURE)}
 
 

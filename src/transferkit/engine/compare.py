@@ -40,6 +40,7 @@ from transferkit.engine.loggers import logging_into
 from transferkit.rundir import MLFLOW_STORE, RunDir, RunKind, declare_kind, is_global_zero, write_json
 from transferkit.registry import REGULARIZERS
 from transferkit.strategies import REGISTRY
+from transferkit.strategies.base import LOOP_OPTIONS_OFF
 
 #: Kept in each ``compare.json`` record (besides ``strategy``, ``seed`` and ``run_dir``).
 RECORD_KEYS = ("test_accuracy", "val_accuracy", "train_seconds", "trainable_params", "total_params",
@@ -79,7 +80,7 @@ def variant_config(base: FinetuneConfig, name: str, seed: int, out: Path,
     if reg:
         update["reg"] = reg
     if REGISTRY[update["strategy"]].cached_features:  # no training loop: its options (mixing, weights, ...) do not apply
-        update.update(mixup=0.0, cutmix=0.0, class_weights="none", sampler="shuffle", early_stopping=None)
+        update.update(LOOP_OPTIONS_OFF)
     if wise_curve and REGISTRY[strategy].trains_backbone and name != "scratch":  # auto: not known before the data
         update["wise_curve"] = wise_curve
     return base.model_copy(update=update)

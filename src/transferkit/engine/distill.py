@@ -25,8 +25,8 @@ from transferkit.engine.analysis import MISTAKES_PNG
 from transferkit.engine.export import EXPORTED
 from transferkit.engine.finetune import Setup, choose_recipe
 from transferkit.engine.run import Command, build_entry, run_command
-from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits,
-                                       load_data, loader, save_model, train_lightning, train_loader, write_card)
+from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, load_data, loader, save_model,
+                                       scored, split_logits, train_lightning, train_loader, write_card)
 from transferkit.errors import ConfigError, DataError, RunDirError
 from transferkit.registry import DISTILL
 from transferkit.rundir import RunDir, declare_model_run, write_json
@@ -315,7 +315,7 @@ def evaluate_and_save(cfg: DistillConfig, setup: Setup, data: Data, built: Built
     on validation, saved in model.json) and most confident test mistakes (``engine.analysis``); saves it."""
     from transferkit.engine.analysis import error_analysis
     from transferkit.evaluation import evaluate
-    from transferkit.evaluation.calibration import calibrate
+    from transferkit.evaluation.calibration import calibrate_logits
     from transferkit.evaluation.metrics import per_class_scores
     from transferkit.predict import eval_transform
     from transferkit.surgery.heads import count_parameters
@@ -325,12 +325,13 @@ def evaluate_and_save(cfg: DistillConfig, setup: Setup, data: Data, built: Built
         model.set_distilled_training(False)
     device, n = device_of(cfg), len(data.classes)
     loaders = {"test": loader(data.images("test", built.eval_tf), cfg), "val": loader(data.images("val", built.eval_tf), cfg)}
-    scores = evaluate_splits(model, loaders, n, device)
+    outputs = split_logits(model, loaders, device)  # one pass per split: scores, calibration, mistakes
+    scores = scored(outputs, n)
     t_test = evaluate(teacher.model, loader(data.images("test", eval_transform(teacher.meta)), cfg), n, device)
     test = scores.get("test")
-    calibration = calibrate(model, loaders["val"], loaders["test"], device)
-    errors = (error_analysis(model, loaders["test"].dataset, data.classes, run.path, device=device,
-                             batch_size=cfg.batch_size) if test else {"mistakes": None, "note": None})
+    calibration = calibrate_logits(outputs.get("val"), outputs.get("test"))
+    errors = (error_analysis(model, loaders["test"].dataset, data.classes, run.path, logits=outputs["test"][0])
+              if test else {"mistakes": None, "note": None})
     save_model(run, model, built, cfg, data.classes, f"distill-{cfg.loss}",
                calibration["temperature"] if calibration else 1.0)
     return {

@@ -19,8 +19,8 @@ from transferkit.config import FinetuneConfig
 from transferkit.engine.analysis import MISTAKES_PNG
 from transferkit.engine.export import EXPORTED
 from transferkit.engine.forgetting import Drift
-from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, evaluate_splits,
-                                       load_data, loader, save_model, source_model, train_lightning, train_loader,
+from transferkit.engine.stages import (Built, Data, Trained, build_model, device_of, load_data, loader, save_model,
+                                       scored, source_model, split_logits, train_lightning, train_loader,
                                        write_run_report)
 from transferkit.engine.run import Command, build_entry, run_command
 from transferkit.optim import OptimSettings
@@ -136,6 +136,7 @@ def train(cfg: FinetuneConfig, setup: Setup, data: Data, built: Built, run: RunD
           progress: bool) -> tuple[Trained, dict]:
     """The train stage: the converged probe on cached features, or the recipe under Lightning."""
     from transferkit.engine import probe
+    from transferkit.engine.callbacks import early_stopping
 
     start, model, recipe = time.perf_counter(), built.model, setup.recipe
     if recipe.cached_features:  # no Lightning: nothing for other ranks to do
@@ -154,8 +155,6 @@ def train(cfg: FinetuneConfig, setup: Setup, data: Data, built: Built, run: RunD
     loaders = {"train": train_loader(train_set, cfg, sampler=_sampler(cfg, train_set)),
                "val": loader(data.images("val", built.eval_tf), cfg)}
     resume_from = run.last_checkpoint if resume and run.last_checkpoint.is_file() else None
-    from transferkit.engine.callbacks import early_stopping
-
     stopping = [early_stopping(cfg.early_stopping)] if cfg.early_stopping else []
     trained = train_lightning(module, cfg, run, loaders, setup.epochs, callbacks=recipe.callbacks(cfg) + stopping,
                               resume_from=resume_from, prep_seconds=time.perf_counter() - start, progress=progress,
@@ -175,10 +174,9 @@ def _sampler(cfg: FinetuneConfig, train_set):
 def _module(cfg: FinetuneConfig, setup: Setup, net, plan, data: Data, built: Built):
     """The LightningModule: the task loss plus the recipe's and ``--reg``'s regularisers, each a loss term
     built now (L2-SP snapshots the pretrained weights, co-tuning reads the training images)."""
+    from transferkit.data import Mixing, inverse_frequency_weights
     from transferkit.engine.module import TransferModule
     from transferkit.registry import REGULARIZERS
-
-    from transferkit.data import Mixing, inverse_frequency_weights
 
     ctx = term_context(cfg, data, built, setup.image_size)
     terms = [build_entry(REGULARIZERS[name], ctx, cfg) for name in setup.recipe.regularizers(cfg)]
@@ -212,7 +210,7 @@ def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Buil
     from transferkit.engine.analysis import error_analysis
     from transferkit.engine.forgetting import wise_metrics
     from transferkit.evaluation.baselines import verdict
-    from transferkit.evaluation.calibration import calibrate
+    from transferkit.evaluation.calibration import calibrate_logits
     from transferkit.evaluation.metrics import per_class_scores
     from transferkit.surgery.heads import count_parameters
     from transferkit.transferability.pixels import cached_pixel_baseline
@@ -229,14 +227,15 @@ def evaluate_and_save(cfg: FinetuneConfig, setup: Setup, data: Data, built: Buil
             known["val"] = val
     loaders = probe.eval_loaders(cfg, data, built, trained)
     wise = wise_metrics(cfg, model, extra.get("pretrained_state"), loaders["test"], len(data.classes), device, drift)
-    scores = known | evaluate_splits(trained.net if setup.recipe.cached_features else model, loaders,
-                                     len(data.classes), device, [s for s in ("test", "val") if s not in known])
+    cached = setup.recipe.cached_features  # scored on cached features: the gallery needs the images' own pass
+    outputs = split_logits(trained.net if cached else model, loaders, device)
+    scores = known | {s: v for s, v in scored(outputs, len(data.classes)).items() if s not in known}
     test, val = scores.get("test"), scores.get("val")
-    calibration = calibrate(trained.net if setup.recipe.cached_features else model, loaders["val"],
-                            loaders["test"], device)
+    calibration = calibrate_logits(outputs.get("val"), outputs.get("test"))
     forgetting = drift(model)
     errors = (error_analysis(model, data.images("test", built.eval_tf), data.classes, run.path, device=device,
-                             batch_size=cfg.batch_size) if test else {"mistakes": None, "note": None})
+                             batch_size=cfg.batch_size, logits=None if cached else outputs["test"][0])
+              if test else {"mistakes": None, "note": None})
     save_model(run, model, built, cfg, data.classes, strategy, calibration["temperature"] if calibration else 1.0)
     baseline = (cached_pixel_baseline(data.subsets["train"][0].subset(data.subsets["train"][1]),
                                       data.subsets["test"][0].subset(list(data.subsets["test"][1])), seed=cfg.seed)

@@ -98,10 +98,8 @@ class TransferModule(L.LightningModule):
         if y_b is not None:
             return mixed_cross_entropy(logits[labelled], y[labelled], y_b[labelled], lam, label_smoothing=smoothing,
                                        weight=self.class_weights)
-        if self.class_weights is not None:
-            return nn.functional.cross_entropy(logits[labelled], y[labelled], weight=self.class_weights,
-                                               label_smoothing=smoothing)
-        return self.loss_fn(logits[labelled], y[labelled])
+        return nn.functional.cross_entropy(logits[labelled], y[labelled], weight=self.class_weights,
+                                           label_smoothing=smoothing)
 
     def training_step(self, batch, batch_idx):
         batch, y_b, lam = self.mix(batch)

@@ -143,8 +143,8 @@ def source_model(cfg: FinetuneConfig, image_size: int) -> torch.nn.Module:
     return load_backbone(cfg.model, cfg.weights, image_size=image_size).eval()
 
 
-def loader(dataset, cfg: FinetuneConfig, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
-    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=cfg.workers,
+def loader(dataset, cfg: FinetuneConfig, shuffle: bool = False, drop_last: bool = False, sampler=None) -> DataLoader:
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=shuffle, sampler=sampler, num_workers=cfg.workers,
                       persistent_workers=cfg.workers > 0, drop_last=drop_last)
 
 
@@ -156,11 +156,8 @@ def train_loader(dataset, cfg: FinetuneConfig, drop_last: bool = False, sampler=
     the run starts (``checks.check_train_images``). ``sampler`` (e.g. ``data.balanced_sampler``, as many
     draws as images) replaces the shuffle; Lightning shards it across processes."""
     per_process = math.ceil(len(dataset) / world_size(cfg))
-    drop = drop_last or per_process % cfg.batch_size == 1
-    if sampler is None:
-        return loader(dataset, cfg, shuffle=True, drop_last=drop)
-    return DataLoader(dataset, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers,
-                      persistent_workers=cfg.workers > 0, drop_last=drop)
+    return loader(dataset, cfg, shuffle=sampler is None, sampler=sampler,
+                  drop_last=drop_last or per_process % cfg.batch_size == 1)
 
 
 def world_size(cfg: FinetuneConfig) -> int:
@@ -244,12 +241,25 @@ def lightning_devices(devices: str):
     return [int(d) for d in devices.strip("[]").split(",") if d.strip()]
 
 
+def split_logits(net: torch.nn.Module, loaders: dict, device: torch.device, splits=("test", "val")) -> dict:
+    """``{split: (logits, labels)}`` of ``net`` for the non-empty ``splits``: one pass each, which the scores
+    (:func:`scored`), the calibration and the error analysis of a run share."""
+    from transferkit.evaluation.metrics import predict_logits
+
+    return {s: predict_logits(net, loaders[s], device) for s in splits if len(loaders[s].dataset)}
+
+
+def scored(outputs: dict, num_classes: int) -> dict:
+    """``{split: evaluation.metrics.scores(...)}`` of :func:`split_logits`' outputs."""
+    from transferkit.evaluation.metrics import scores
+
+    return {s: scores(logits, labels, num_classes) for s, (logits, labels) in outputs.items()}
+
+
 def evaluate_splits(net: torch.nn.Module, loaders: dict, num_classes: int, device: torch.device,
                     splits=("test", "val")) -> dict:
     """``{split: evaluate(...)}`` for the non-empty ``splits``."""
-    from transferkit.evaluation import evaluate
-
-    return {s: evaluate(net, loaders[s], num_classes, device=device) for s in splits if len(loaders[s].dataset)}
+    return scored(split_logits(net, loaders, device, splits), num_classes)
 
 
 def save_model(run: RunDir, model: torch.nn.Module, built: Built, cfg: FinetuneConfig, classes: list[str],

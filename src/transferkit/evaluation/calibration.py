@@ -90,9 +90,16 @@ def calibrate(net: torch.nn.Module, val_loader, test_loader, device=None, bins: 
 
     if val_loader is None or not len(val_loader.dataset):
         return None
-    splits = {"val": predict_logits(net, val_loader, device)}
-    if test_loader is not None and len(test_loader.dataset):
-        splits["test"] = predict_logits(net, test_loader, device)
+    test = predict_logits(net, test_loader, device) if test_loader is not None and len(test_loader.dataset) else None
+    return calibrate_logits(predict_logits(net, val_loader, device), test, bins)
+
+
+def calibrate_logits(val: tuple | None, test: tuple | None = None, bins: int = 15) -> dict | None:
+    """:func:`calibrate` from logits already computed: ``val`` and ``test`` are ``(logits, labels)`` (or
+    None); None without validation logits."""
+    if val is None or not len(val[1]):
+        return None
+    splits = {"val": val} | ({"test": test} if test is not None and len(test[1]) else {})
     t = fit_temperature(*splits["val"])
     out = {"temperature": round(t, 6)}
     for name in ("val", "test"):
@@ -106,5 +113,5 @@ def calibrate(net: torch.nn.Module, val_loader, test_loader, device=None, bins: 
     return out
 
 
-__all__ = ["calibrate", "calibrated_probs", "expected_calibration_error", "fit_temperature", "nll_at",
+__all__ = ["calibrate", "calibrate_logits", "calibrated_probs", "expected_calibration_error", "fit_temperature", "nll_at",
            "reliability_bins"]

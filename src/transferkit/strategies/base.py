@@ -72,6 +72,11 @@ class Defaults:
     freeze_groups: int = 0
 
 
+#: the training loop's options (mixing, class weights, sampler, early stopping) and their values when off:
+#: a recipe without a loop (cached features) refuses any other value, and compare runs it with these
+LOOP_OPTIONS_OFF = {"mixup": 0.0, "cutmix": 0.0, "class_weights": "none", "sampler": "shuffle", "early_stopping": None}
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A registered way to train; see the module docstring for the contract."""
@@ -116,12 +121,10 @@ class Recipe:
                               f"{why} leaves it frozen — use one of: {', '.join(backbone_recipes())}")
 
     def _check_loop_options(self, cfg: Any, why: str) -> None:
-        """Refuse the options of the training loop (mixing, class weights, sampler, early stopping): a
+        """Refuse the options of the training loop (:data:`LOOP_OPTIONS_OFF` set to anything else): a
         cached-feature recipe fits its head to convergence without one."""
-        given = [flag for flag, on in (("--mixup", getattr(cfg, "mixup", 0)), ("--cutmix", getattr(cfg, "cutmix", 0)),
-                                       ("--class-weights auto", getattr(cfg, "class_weights", "none") != "none"),
-                                       ("--sampler balanced", getattr(cfg, "sampler", "shuffle") != "shuffle"),
-                                       ("--early-stopping", getattr(cfg, "early_stopping", None))) if on]
+        given = [f"--{name.replace('_', '-')}" + (f" {value}" if isinstance(value, str) else "")
+                 for name, off in LOOP_OPTIONS_OFF.items() if (value := getattr(cfg, name, off)) != off]
         if given:
             raise ConfigError(f"{', '.join(given)}: options of the training loop, which strategy {self.name}{why} "
                               f"does not run (it fits its head on cached features) — use one of: "
